@@ -1,0 +1,12 @@
+"""enigma_fast: fast C++/CUDA kernels and models for small DNA language models on PyTorch.
+
+Layers (each imports only those before it): ``_extension`` and ``reference`` -> ``ops`` -> ``nn``.
+"""
+
+from enigma_fast import _extension, ops, reference
+from enigma_fast import nn as nn
+from enigma_fast._extension import backend_info
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "backend_info", "nn", "ops", "reference"]

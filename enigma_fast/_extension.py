@@ -1,0 +1,127 @@
+"""Loads the compiled extension ``enigma_fast._C`` and says which implementation each op runs.
+
+Three outcomes at import:
+  * the extension loads and matches the installed torch: ops run the C++/CUDA kernels;
+  * it is absent (a pure-Python install): one warning, every op runs its pure-PyTorch reference;
+  * it was built against another torch: ImportError with one sentence naming both versions and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from types import ModuleType
+
+import torch
+
+__all__ = ["EXTENSION", "LOAD_ERROR", "backend_info", "has_kernel", "register_op"]
+
+_REBUILD_HINT = "pip install --no-build-isolation --force-reinstall --no-deps ."
+
+
+def _base_version(v: str) -> str:
+    return v.split("+")[0]
+
+
+def _built_against() -> str | None:
+    try:
+        from enigma_fast import _build_info  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return getattr(_build_info, "TORCH_VERSION", None) or None
+
+
+def _load() -> tuple[ModuleType | None, str | None]:
+    if os.environ.get("ENIGMA_FAST_DISABLE_EXT", "0") == "1":
+        return None, "disabled by ENIGMA_FAST_DISABLE_EXT=1"
+    built = _built_against()
+    try:
+        ext = importlib.import_module("enigma_fast._C")
+    except ModuleNotFoundError:
+        return None, "the compiled extension enigma_fast._C is not installed"
+    except (ImportError, OSError) as err:  # undefined symbols, wrong ABI, missing libraries
+        if built and _base_version(built) != _base_version(torch.__version__):
+            raise ImportError(
+                f"enigma_fast's compiled extension was built against torch {built} but torch {torch.__version__} "
+                f"is installed; rebuild it against this torch with `{_REBUILD_HINT}` in the source tree."
+            ) from err
+        raise ImportError(
+            f"enigma_fast's compiled extension failed to load ({err}); rebuild it with `{_REBUILD_HINT}`."
+        ) from err
+    compiled = ext.torch_version()
+    if _base_version(compiled) != _base_version(torch.__version__):
+        raise ImportError(
+            f"enigma_fast's compiled extension was built against torch {compiled} but torch {torch.__version__} "
+            f"is installed; rebuild it against this torch with `{_REBUILD_HINT}` in the source tree."
+        )
+    return ext, None
+
+
+EXTENSION, LOAD_ERROR = _load()
+if EXTENSION is None and not LOAD_ERROR.startswith("disabled"):
+    warnings.warn(
+        f"enigma_fast: {LOAD_ERROR}; all ops fall back to the pure-PyTorch reference implementations "
+        f"(slow). Install with `pip install .` to build the kernels.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+# op name -> {device type -> dtypes its compiled kernel takes}; filled by the ops modules.
+_OPS: dict[str, dict[str, frozenset[torch.dtype]]] = {}
+# op name -> the registered kernel names (enigma_fast::...) whose presence decides the backend.
+_OP_KERNELS: dict[str, tuple[str, ...]] = {}
+
+
+def register_op(name: str, kernels: tuple[str, ...], dtypes: dict[str, frozenset[torch.dtype]]) -> None:
+    """Declare a public op: the registered ``enigma_fast::`` kernels it calls and the dtypes each device takes."""
+    _OPS[name] = dtypes
+    _OP_KERNELS[name] = kernels
+
+
+_DISPATCH_KEY = {"cpu": "CPU", "cuda": "CUDA"}
+
+
+def _compiled_for(name: str, device_type: str) -> bool:
+    if EXTENSION is None or device_type not in _DISPATCH_KEY:
+        return False
+    key = _DISPATCH_KEY[device_type]
+    return all(
+        torch._C._dispatch_has_kernel_for_dispatch_key(f"enigma_fast::{k}", key) for k in _OP_KERNELS.get(name, ())
+    )
+
+
+_COMPILED_CACHE: dict[tuple[str, str], bool] = {}
+
+
+def has_kernel(name: str, device_type: str, dtype: torch.dtype) -> bool:
+    """Whether op ``name`` runs a compiled kernel for tensors of ``dtype`` on ``device_type`` ("cpu"/"cuda")."""
+    key = (name, device_type)
+    compiled = _COMPILED_CACHE.get(key)
+    if compiled is None:
+        compiled = _COMPILED_CACHE[key] = _compiled_for(name, device_type)
+    return compiled and dtype in _OPS[name].get(device_type, frozenset())
+
+
+def backend_info() -> dict[str, object]:
+    """Which implementation each op runs on each device.
+
+    Returns ``{"extension": "loaded" | reason, "torch": version, "cuda_kernels_compiled": bool,
+    "ops": {op: {"cpu": desc, "cuda": desc}}}`` where desc is ``"compiled (float32, ...)"`` naming the dtypes the
+    kernel takes (others use the reference), or ``"reference"``. Does not touch the GPU.
+    """
+    ops: dict[str, dict[str, str]] = {}
+    for name, per_device in _OPS.items():
+        ops[name] = {}
+        for dev in ("cpu", "cuda"):
+            if _compiled_for(name, dev):
+                names = ", ".join(sorted(str(d).removeprefix("torch.") for d in per_device.get(dev, ())))
+                ops[name][dev] = f"compiled ({names}); reference for other dtypes"
+            else:
+                ops[name][dev] = "reference"
+    return {
+        "extension": "loaded" if EXTENSION is not None else LOAD_ERROR,
+        "torch": torch.__version__,
+        "cuda_kernels_compiled": bool(EXTENSION is not None and EXTENSION.with_cuda()),
+        "ops": ops,
+    }

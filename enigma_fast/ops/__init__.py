@@ -1,0 +1,5 @@
+"""Public functional API: the fused ops, each falling back to ``enigma_fast.reference`` where no kernel serves."""
+
+from enigma_fast.ops.rms_norm import add_rms_norm, rms_norm
+
+__all__ = ["add_rms_norm", "rms_norm"]

@@ -1,0 +1,9 @@
+"""Pure-PyTorch reference implementations of every op: the test oracle and the fallback without the extension.
+
+Written for clarity, not speed. Each function has the same signature and semantics as its ``enigma_fast.ops``
+counterpart.
+"""
+
+from enigma_fast.reference.rms_norm import add_rms_norm, rms_norm
+
+__all__ = ["add_rms_norm", "rms_norm"]
