@@ -67,8 +67,18 @@ __device__ __forceinline__ A row_group_sum(A v, A* smem /* [blockDim.y][TPR / 32
 // ---------------------------------------------------------------------------------------------------------------
 // Forward
 // ---------------------------------------------------------------------------------------------------------------
+// Threads per block for a row-group width: several row groups fill a 256-thread block, wider groups are the block.
+template <int TPR>
+constexpr int block_threads() {
+  return TPR < kBlockThreads ? kBlockThreads : TPR;
+}
+
+// The backward keeps three register arrays (dy, h, dweight) per cached pack, so it caches rows only up to
+// kMaxBwdCacheTpr threads per row (<= 255 registers a thread); wider rows stream.
+constexpr int kMaxBwdCacheTpr = 256;
+
 template <typename T, int VEC, int TPR, bool CACHE, bool HAS_RES, bool HAS_W>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(block_threads<TPR>())
     fwd_kernel(const T* __restrict__ x, int64_t xs, const T* __restrict__ res, int64_t rs, const T* __restrict__ w,
                T* __restrict__ y, T* __restrict__ h, acc_t<T>* __restrict__ rstd, int64_t rows, int64_t n,
                acc_t<T> eps) {
@@ -157,7 +167,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 // Backward: dx and per-row-group dweight partials
 // ---------------------------------------------------------------------------------------------------------------
 template <typename T, int VEC, int TPR, bool CACHE, bool HAS_W, bool HAS_DH>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(block_threads<TPR>())
     bwd_kernel(const T* __restrict__ dy, int64_t dys, const T* __restrict__ h, int64_t hs, const T* __restrict__ w,
                const T* __restrict__ dh, int64_t dhs, const acc_t<T>* __restrict__ rstd, T* __restrict__ dx,
                acc_t<T>* __restrict__ partial /* [groups, n] or null */, int64_t rows, int64_t n) {
@@ -371,12 +381,13 @@ void launch_bwd(const T* dy, int64_t dys, const T* h, int64_t hs, const T* w, co
   const dim3 block(L.tpr, L.groups);
   const dim3 grid(static_cast<unsigned>(grid_blocks));
   tpr_switch(L.tpr, [&](auto tpr_c) {
-    bool_switch(L.cache, [&](auto cache_c) {
+    constexpr int TPR = decltype(tpr_c)::value;
+    bool_switch(L.cache && TPR <= kMaxBwdCacheTpr, [&](auto cache_c) {
+      constexpr bool CACHE = decltype(cache_c)::value && TPR <= kMaxBwdCacheTpr;  // never instantiate wider
       bool_switch(w != nullptr, [&](auto w_c) {
         bool_switch(dh != nullptr, [&](auto dh_c) {
-          bwd_kernel<T, VEC, decltype(tpr_c)::value, decltype(cache_c)::value, decltype(w_c)::value,
-                     decltype(dh_c)::value><<<grid, block, 0, stream>>>(dy, dys, h, hs, w, dh, dhs, rstd, dx,
-                                                                        partial, rows, n);
+          bwd_kernel<T, VEC, TPR, CACHE, decltype(w_c)::value, decltype(dh_c)::value>
+              <<<grid, block, 0, stream>>>(dy, dys, h, hs, w, dh, dhs, rstd, dx, partial, rows, n);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       });
