@@ -59,8 +59,7 @@ def _encode_one(
 ) -> list[int]:
     n = len(data)
     if k <= 12:
-        dense = table.tolist()
-        lookup = lambda code: dense[code]  # noqa: E731
+        lookup = lambda code: int(table[code])  # noqa: E731
     else:
         pairs = dict(zip(table[0].tolist(), table[1].tolist(), strict=True))
         lookup = lambda code: pairs.get(_signed64(code), -1)  # noqa: E731
