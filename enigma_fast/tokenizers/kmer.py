@@ -91,7 +91,10 @@ class KMerTokenizer(DNATokenizer):
         ``s[i:i+k] for i in range(0, len(s), k)``. Returns ``vocab`` (pieces -> ids).
         """
         datas = [self._prepare(_to_bytes(s)) for s in sequences]
-        pieces = self._count_fast(datas) if self.k <= kops.MAX_DENSE_K else None
+        windows = sum(len(d) for d in datas) // self.stride
+        # Dense counting touches 4^k slots: worth it when the data has more windows than that.
+        dense = self.k <= kops.MAX_DENSE_K and 4**self.k <= 8 * windows + 4096
+        pieces = self._count_fast(datas) if dense else None
         if pieces is None:
             pieces = self._count_python(datas)
         self._layout(pieces)
