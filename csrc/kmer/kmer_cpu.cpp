@@ -63,7 +63,8 @@ at::Tensor kmer_encode_cpu(const at::Tensor& bases, const at::Tensor& table, con
   check_bases(bases, op);
   check_vocab(bases, table, tail_table, char_ids, k, dtype, op);
   const BaseLut lut = make_base_lut(fold_case);
-  const Lookup v = make_lookup(table, tail_table, char_ids, k, stride, missing_id, lut.code);
+  Lookup v = make_lookup(table, tail_table, char_ids, k, stride, missing_id, lut.code);
+  v.pair_lut = pair_lut(fold_case);
   const uint8_t* s = bases.data_ptr<uint8_t>();
   return dtype == at::kLong ? encode_impl<int64_t>(s, bases.numel(), v, dtype)
                             : encode_impl<int32_t>(s, bases.numel(), v, dtype);
@@ -127,7 +128,8 @@ std::tuple<at::Tensor, at::Tensor> kmer_encode_batch_cpu(const at::Tensor& bases
   check_vocab(bases, table, tail_table, char_ids, k, dtype, op);
   check_offsets(bases, offsets, op);
   const BaseLut lut = make_base_lut(fold_case);
-  const Lookup v = make_lookup(table, tail_table, char_ids, k, stride, missing_id, lut.code);
+  Lookup v = make_lookup(table, tail_table, char_ids, k, stride, missing_id, lut.code);
+  v.pair_lut = pair_lut(fold_case);
   const uint8_t* s = bases.data_ptr<uint8_t>();
   const int64_t* off = offsets.data_ptr<int64_t>();
   const int64_t nb = offsets.size(0) - 1;

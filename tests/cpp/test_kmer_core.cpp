@@ -149,9 +149,11 @@ void test_encode_matches_naive() {
           if (n > 0 && n % 3 == 0) s.replace(static_cast<size_t>(n - 1), 1, tails.empty() ? "A" : tails[0].substr(0, 1));
           for (bool sorted : {false, true}) {
             if (!sorted && k > kMaxDenseK) continue;
-            for (int64_t missing_id : {int64_t(-1), int64_t(9999)}) {
+            for (int variant = 0; variant < 4; ++variant) {
+              const int64_t missing_id = variant % 2 ? 9999 : -1;
               Lookup lk = v.lookup(sorted);
               lk.missing_id = missing_id;
+              if (variant >= 2) lk.pair_lut = pair_lut(false);  // the two-bytes-per-lookup path
               std::vector<int64_t> got;
               const Status st = encode<int64_t>(bytes(s), n, lk, got);
               EF_EXPECT(st.ok);
@@ -223,6 +225,36 @@ void test_round_trip_and_decode() {
   }
 }
 
+void test_pair_lut() {
+  for (bool fold : {false, true}) {
+    const uint8_t* t = pair_lut(fold);
+    const BaseLut l = make_base_lut(fold);
+    for (unsigned x = 0; x < 65536; ++x) {
+      const unsigned a = l.code[x & 255u], b = l.code[x >> 8];
+      if ((a | b) & kBad)
+        EF_EXPECT(t[x] == kPairBad);
+      else
+        EF_EXPECT(t[x] == ((a << 2) | b));
+    }
+  }
+  // Folded lower case reads like upper case through the pair path too.
+  Lookup v;
+  std::vector<int32_t> dense(1024), chars(256, -1);
+  for (int i = 0; i < 1024; ++i) dense[static_cast<size_t>(i)] = i;
+  const BaseLut fold = make_base_lut(true);
+  v.k = 5;
+  v.stride = 5;
+  v.lut = fold.code;
+  v.pair_lut = pair_lut(true);
+  v.dense = dense.data();
+  v.char_ids = chars.data();
+  const std::string s = "acgtaCGTAAttttt" "GGGGG" "cccccAAAAA";
+  std::vector<int64_t> ids;
+  EF_EXPECT(encode<int64_t>(bytes(s), static_cast<int64_t>(s.size()), v, ids).ok);
+  EF_EXPECT(ids.size() == 6 && ids[0] == code_of(bytes("ACGTA"), 5, fold) && ids[2] == 1023 && ids[3] == 682 &&
+            ids[4] == 341 && ids[5] == 0);
+}
+
 void test_bad_bytes() {
   std::mt19937 rng(7);
   Vocab v = make_vocab(rng, 4, 4, 0.0, {});  // empty vocabulary: everything goes through the fallback
@@ -267,6 +299,7 @@ EF_TEST_MAIN({
   test_lut_and_codes();
   test_encode_matches_naive();
   test_round_trip_and_decode();
+  test_pair_lut();
   test_bad_bytes();
   test_count();
 })

@@ -2,6 +2,7 @@
 // table is dense and, for the common k, on k itself so the per-window byte loop unrolls.
 #include "kmer/core/kmer_core.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace enigma_fast {
@@ -16,6 +17,30 @@ BaseLut make_base_lut(bool fold_case) {
     if (fold_case) l.code[static_cast<uint8_t>(bases[c] - 'A' + 'a')] = c;
   }
   return l;
+}
+
+const uint8_t* pair_lut(bool fold_case) {
+  // Function-local statics: built on first use, thread-safe.
+  static const std::vector<uint8_t> tables[2] = {
+      [] {
+        const BaseLut l = make_base_lut(false);
+        std::vector<uint8_t> t(65536);
+        for (unsigned x = 0; x < 65536; ++x) {
+          const unsigned a = l.code[x & 255u], b = l.code[x >> 8];
+          t[x] = static_cast<uint8_t>(((a | b) & kBad) ? kPairBad : ((a << 2) | b));
+        }
+        return t;
+      }(),
+      [] {
+        const BaseLut l = make_base_lut(true);
+        std::vector<uint8_t> t(65536);
+        for (unsigned x = 0; x < 65536; ++x) {
+          const unsigned a = l.code[x & 255u], b = l.code[x >> 8];
+          t[x] = static_cast<uint8_t>(((a | b) & kBad) ? kPairBad : ((a << 2) | b));
+        }
+        return t;
+      }()};
+  return tables[fold_case ? 1 : 0].data();
 }
 
 int64_t code_of(const uint8_t* s, int64_t len, const BaseLut& lut) {
@@ -42,13 +67,52 @@ namespace {
 
 // Windows that do not overlap (stride >= k): each window's k bytes are read once. K > 0 fixes k at compile time.
 template <typename Out, bool Dense, int K>
-int64_t windows_jump(const uint8_t* s, const Lookup& v, int64_t w0, int64_t w1, Out* out) {
+int64_t windows_jump(const uint8_t* __restrict__ s, int64_t n_bytes, const Lookup& v, int64_t w0, int64_t w1,
+                     Out* __restrict__ out) {
+  // Everything the loop reads lives in locals: stores through `out` cannot then force reloads of `v`.
   const int k = K > 0 ? K : v.k;
   const int64_t stride = v.stride;
-  const uint8_t* lut = v.lut;
+  const uint8_t* __restrict__ lut = v.lut;
+  const int32_t* __restrict__ dense = v.dense;
+  const int64_t missing_id = v.missing_id;
   int64_t missing = 0;
-  for (int64_t w = w0; w < w1; ++w) {
-    const uint8_t* p = s + w * stride;
+  const uint8_t* p = s + w0 * stride;
+  int64_t w = w0;
+  if constexpr (K > 0 && K <= 8) {
+    // One 8-byte load per window and a pair table: half the table lookups. Windows whose 8-byte load would
+    // run past the sequence end (the last few) take the byte loop below.
+    const uint8_t* __restrict__ plut = v.pair_lut;
+    if (plut != nullptr && n_bytes >= 8) {
+      const int64_t w_fast = std::min<int64_t>(w1, (n_bytes - 8) / stride + 1);
+      for (; w < w_fast; ++w, p += stride) {
+        uint64_t word;
+        std::memcpy(&word, p, 8);
+        uint64_t code = 0;
+        unsigned bad = 0;
+        for (int j = 0; j + 1 < K; j += 2) {
+          const unsigned e = plut[(word >> (8 * j)) & 0xFFFFu];
+          code = (code << 4) | (e & 15u);
+          bad |= e;
+        }
+        if constexpr (K % 2 == 1) {
+          const unsigned c = lut[(word >> (8 * (K - 1))) & 0xFFu];
+          code = (code << 2) | (c & 3u);
+          bad |= (c & kBad) ? kPairBad : 0u;
+        }
+        int64_t id = -1;
+        if (!(bad & kPairBad)) {
+          if constexpr (Dense)
+            id = dense[code];
+          else
+            id = find_sorted(v.sorted_codes, v.sorted_ids, v.n_sorted, static_cast<int64_t>(code));
+        }
+        if (id < 0) id = missing_id;
+        missing += id < 0;
+        out[w - w0] = static_cast<Out>(id);
+      }
+    }
+  }
+  for (; w < w1; ++w, p += stride) {
     uint64_t code = 0;
     unsigned bad = 0;
     for (int j = 0; j < k; ++j) {
@@ -59,11 +123,11 @@ int64_t windows_jump(const uint8_t* s, const Lookup& v, int64_t w0, int64_t w1, 
     int64_t id = -1;
     if (!(bad & kBad)) {
       if constexpr (Dense)
-        id = v.dense[code];
+        id = dense[code];
       else
         id = find_sorted(v.sorted_codes, v.sorted_ids, v.n_sorted, static_cast<int64_t>(code));
     }
-    if (id < 0) id = v.missing_id;
+    if (id < 0) id = missing_id;
     missing += id < 0;
     out[w - w0] = static_cast<Out>(id);
   }
@@ -104,18 +168,18 @@ int64_t windows_roll(const uint8_t* s, const Lookup& v, int64_t w0, int64_t w1, 
 }
 
 template <typename Out, bool Dense>
-int64_t windows_dispatch(const uint8_t* s, const Lookup& v, int64_t w0, int64_t w1, Out* out) {
+int64_t windows_dispatch(const uint8_t* s, int64_t n, const Lookup& v, int64_t w0, int64_t w1, Out* out) {
   if (v.stride < v.k) return windows_roll<Out, Dense>(s, v, w0, w1, out);
   switch (v.k) {
-    case 1: return windows_jump<Out, Dense, 1>(s, v, w0, w1, out);
-    case 2: return windows_jump<Out, Dense, 2>(s, v, w0, w1, out);
-    case 3: return windows_jump<Out, Dense, 3>(s, v, w0, w1, out);
-    case 4: return windows_jump<Out, Dense, 4>(s, v, w0, w1, out);
-    case 5: return windows_jump<Out, Dense, 5>(s, v, w0, w1, out);
-    case 6: return windows_jump<Out, Dense, 6>(s, v, w0, w1, out);
-    case 7: return windows_jump<Out, Dense, 7>(s, v, w0, w1, out);
-    case 8: return windows_jump<Out, Dense, 8>(s, v, w0, w1, out);
-    default: return windows_jump<Out, Dense, 0>(s, v, w0, w1, out);
+    case 1: return windows_jump<Out, Dense, 1>(s, n, v, w0, w1, out);
+    case 2: return windows_jump<Out, Dense, 2>(s, n, v, w0, w1, out);
+    case 3: return windows_jump<Out, Dense, 3>(s, n, v, w0, w1, out);
+    case 4: return windows_jump<Out, Dense, 4>(s, n, v, w0, w1, out);
+    case 5: return windows_jump<Out, Dense, 5>(s, n, v, w0, w1, out);
+    case 6: return windows_jump<Out, Dense, 6>(s, n, v, w0, w1, out);
+    case 7: return windows_jump<Out, Dense, 7>(s, n, v, w0, w1, out);
+    case 8: return windows_jump<Out, Dense, 8>(s, n, v, w0, w1, out);
+    default: return windows_jump<Out, Dense, 0>(s, n, v, w0, w1, out);
   }
 }
 
@@ -123,10 +187,9 @@ int64_t windows_dispatch(const uint8_t* s, const Lookup& v, int64_t w0, int64_t 
 
 template <typename Out>
 int64_t encode_windows(const uint8_t* s, int64_t n, const Lookup& v, int64_t w0, int64_t w1, Out* out) {
-  (void)n;
   if (w1 <= w0) return 0;
-  return v.dense != nullptr ? windows_dispatch<Out, true>(s, v, w0, w1, out)
-                            : windows_dispatch<Out, false>(s, v, w0, w1, out);
+  return v.dense != nullptr ? windows_dispatch<Out, true>(s, n, v, w0, w1, out)
+                            : windows_dispatch<Out, false>(s, n, v, w0, w1, out);
 }
 
 template <typename Out>

@@ -53,6 +53,12 @@ EF_HD int64_t tail_offset(int64_t l) { return ((int64_t(1) << (2 * l)) - 4) / 3;
 inline int64_t tail_table_size(int k) { return k <= kMaxDenseK ? tail_offset(k) : 0; }
 inline int64_t dense_table_size(int k) { return k <= kMaxDenseK ? (int64_t(1) << (2 * k)) : 0; }
 
+// Byte pair -> both codes at once: the pair of bytes (b0, b1), read as the little-endian uint16 b0 | b1 << 8,
+// maps to code(b0) << 2 | code(b1) in bits 0..3 and kPairBad when either is not a base. Built once per
+// fold_case and shared (64 KiB each; the entries of base pairs sit in a few cache lines).
+constexpr uint8_t kPairBad = 16;
+const uint8_t* pair_lut(bool fold_case);
+
 // 2-bit code of s[0, len) (len <= 31) or -1 when a byte is not a base (under `lut`).
 int64_t code_of(const uint8_t* s, int64_t len, const BaseLut& lut);
 // The k-mer string of a code (most significant pair first).
@@ -63,6 +69,7 @@ struct Lookup {
   int k = 1;
   int stride = 1;
   const uint8_t* lut = nullptr;         // 256 entries, see BaseLut
+  const uint8_t* pair_lut = nullptr;    // optional 65536 entries from pair_lut(): two bytes per lookup (CPU)
   const int32_t* dense = nullptr;       // k <= 12: 4^k ids by code, -1 = not in the vocabulary
   const int64_t* sorted_codes = nullptr;  // k > 12: ascending codes ...
   const int64_t* sorted_ids = nullptr;    // ... and their ids
