@@ -187,8 +187,12 @@ def test_encode_cuda(benchmark) -> None:
 
 # ---- command line: markdown table ----
 def table(title: str, case: Case, n_bases: int, peers: list[str]) -> str:
-    lines = [f"### {title}", "", "| provider | median ms | MB/s of bases | " + " | ".join(f"x {p}" for p in peers) + " |",
-             "|---|---:|---:|" + "---:|" * len(peers)]
+    lines = [
+        f"### {title}",
+        "",
+        "| provider | median ms | MB/s of bases | " + " | ".join(f"x {p}" for p in peers) + " |",
+        "|---|---:|---:|" + "---:|" * len(peers),
+    ]
     for name, t in case.medians_s.items():
         ratios = " | ".join(f"{case.medians_s[p] / t:.1f}x" if p in case.medians_s else "-" for p in peers)
         lines.append(f"| {name} | {t * 1e3:.3f} | {n_bases / t / 1e6:,.0f} | {ratios} |")
@@ -210,8 +214,10 @@ def cuda_throughput(tok: KMerTokenizer, gb: float, rounds: int = 10) -> str:
         sync(dev)
         times.append(time.perf_counter() - t0)
     t = statistics.median(times)
-    return (f"CUDA encode, {bases.numel() / 1e9:.2f} GB of bases on {device_name(dev)}: median {t * 1e3:.2f} ms, "
-            f"{bases.numel() / t / 1e9:.1f} GB/s")
+    return (
+        f"CUDA encode, {bases.numel() / 1e9:.2f} GB of bases on {device_name(dev)}: median {t * 1e3:.2f} ms, "
+        f"{bases.numel() / t / 1e9:.1f} GB/s"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,21 +234,26 @@ def main(argv: list[str] | None = None) -> None:
         on_gpu = bases.cuda()
         enc["enigma_fast-cuda"] = lambda: tok.encode_tensor(on_gpu)
     peers = ["seed-style", "numpy"]
-    print(f"k = {args.k}, stride = {tok.stride}, {n:,} bases, vocabulary {len(tok.vocab)} pieces; "
-          f"CPU: {device_name('cpu')}")
+    print(
+        f"k = {args.k}, stride = {tok.stride}, {n:,} bases, vocabulary {len(tok.vocab)} pieces; "
+        f"CPU: {device_name('cpu')}"
+    )
     print(f"command: python -m benchmarks.bench_kmer {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print()
     ec = compare(Case("encode", enc, n, "cpu"), rounds=args.rounds)
     if cuda:  # the CUDA provider needs its own synchronisation
-        ec.medians_s["enigma_fast-cuda"] = compare(Case("cuda", {"c": enc["enigma_fast-cuda"]}, n, "cuda"),
-                                                   rounds=args.rounds).medians_s["c"]
+        ec.medians_s["enigma_fast-cuda"] = compare(
+            Case("cuda", {"c": enc["enigma_fast-cuda"]}, n, "cuda"), rounds=args.rounds
+        ).medians_s["c"]
     print(table("encode", ec, n, peers))
     print()
     print(table("decode", compare(Case("decode", dec, n, "cpu"), rounds=args.rounds), n, peers))
     t1 = ec.medians_s["enigma_fast-1t"]
     print()
-    print(f"single thread: {n / t1 / 1e9:.2f} GB/s of bases; {ec.medians_s['seed-style'] / t1:.0f}x seed-style; "
-          f"{ec.medians_s['numpy'] / t1:.1f}x numpy (bar: >= 1 GB/s, >= 50x, >= 5x)")
+    print(
+        f"single thread: {n / t1 / 1e9:.2f} GB/s of bases; {ec.medians_s['seed-style'] / t1:.0f}x seed-style; "
+        f"{ec.medians_s['numpy'] / t1:.1f}x numpy (bar: >= 1 GB/s, >= 50x, >= 5x)"
+    )
     if cuda:
         print(cuda_throughput(tok, args.cuda_gb))
 

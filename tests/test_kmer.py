@@ -58,12 +58,14 @@ def test_encode_matches_reference(k: int, stride: int) -> None:
             bases = torch.frombuffer(bytearray(data), dtype=torch.uint8) if n else torch.empty(0, dtype=torch.uint8)
             for missing in (-1, 9999):
                 want = reference.kmer_encode(bases, table, tail, chars, k, stride, missing, fold)
-                got = kops.kmer_encode(bases, table, k, stride, tail_table=tail, char_ids=chars, missing_id=missing,
-                                       fold_case=fold)
+                got = kops.kmer_encode(
+                    bases, table, k, stride, tail_table=tail, char_ids=chars, missing_id=missing, fold_case=fold
+                )
                 assert got.dtype == torch.int64
                 assert torch.equal(got, want), (k, stride, n, alphabet, missing)
-            got32 = kops.kmer_encode(bases, table, k, stride, tail_table=tail, char_ids=chars, fold_case=fold,
-                                     dtype=torch.int32)
+            got32 = kops.kmer_encode(
+                bases, table, k, stride, tail_table=tail, char_ids=chars, fold_case=fold, dtype=torch.int32
+            )
             assert got32.dtype == torch.int32
             assert torch.equal(got32.long(), reference.kmer_encode(bases, table, tail, chars, k, stride, -1, fold))
 
@@ -109,10 +111,12 @@ def test_batch_matches_single(left_pad: bool) -> None:
     seqs = [random_seq(rng, n, "ACGTN", list(pieces), k) for n in (0, 3, 17, 64, 1, 200)]
     offsets = torch.tensor([0] + [len(s) for s in seqs]).cumsum(0)
     flat = torch.frombuffer(bytearray(b"".join(seqs)), dtype=torch.uint8)
-    ids, lengths = kops.kmer_encode_batch(flat, offsets, table, k, tail_table=tail, char_ids=chars, pad_id=-7,
-                                          left_pad=left_pad)
-    want_ids, want_len = reference.kmer_encode_batch(flat, offsets, table, tail, chars, k, k, -1, False,
-                                                     torch.int64, -7, left_pad)
+    ids, lengths = kops.kmer_encode_batch(
+        flat, offsets, table, k, tail_table=tail, char_ids=chars, pad_id=-7, left_pad=left_pad
+    )
+    want_ids, want_len = reference.kmer_encode_batch(
+        flat, offsets, table, tail, chars, k, k, -1, False, torch.int64, -7, left_pad
+    )
     assert torch.equal(ids, want_ids) and torch.equal(lengths, want_len)
     for b, s in enumerate(seqs):
         single = kops.kmer_encode(torch.tensor(list(s), dtype=torch.uint8), table, k, tail_table=tail, char_ids=chars)
@@ -143,9 +147,15 @@ def _bases(s: bytes) -> torch.Tensor:
 @pytest.mark.parametrize("impl", ["ops", "reference"])
 def test_bad_input(impl: str) -> None:
     table, tail, chars = tensors({"ACG": 0}, 3)
-    enc = kops.kmer_encode if impl == "ops" else (
-        lambda b, t, k, s=None, **kw: reference.kmer_encode(b, t, kw.get("tail_table", tail),
-                                                             kw.get("char_ids", chars), k, k if s is None else s))
+    enc = (
+        kops.kmer_encode
+        if impl == "ops"
+        else (
+            lambda b, t, k, s=None, **kw: reference.kmer_encode(
+                b, t, kw.get("tail_table", tail), kw.get("char_ids", chars), k, k if s is None else s
+            )
+        )
+    )
     for k in (0, 33, -1):
         with pytest.raises((ValueError, RuntimeError), match="k must be"):
             enc(_bases(b"ACGT"), table, k, tail_table=tail, char_ids=chars)
@@ -189,7 +199,9 @@ def test_decode_out_of_range(impl: str) -> None:
     assert bytes(dec(torch.tensor([3, 0, 2]), pieces, offsets).tolist()) == b"TAG"
     assert dec(torch.tensor([], dtype=torch.int64), pieces, offsets).numel() == 0
     for bad in (4, -1):
-        with pytest.raises((RuntimeError, ValueError), match=rf"ids\[1\] = {bad} is out of range for a vocabulary of 4"):
+        with pytest.raises(
+            (RuntimeError, ValueError), match=rf"ids\[1\] = {bad} is out of range for a vocabulary of 4"
+        ):
             dec(torch.tensor([0, bad]), pieces, offsets)
 
 
@@ -199,10 +211,14 @@ def test_opcheck() -> None:
     bases = _bases(b"ACGTTGCANNACGTAGGCTAc")
     torch.library.opcheck(torch.ops.enigma_fast.kmer_encode, (bases, table, tail, chars, 3, 2, -1, False, torch.int64))
     offsets = torch.tensor([0, 5, 5, 21])
-    torch.library.opcheck(torch.ops.enigma_fast.kmer_encode_batch,
-                          (bases, offsets, table, tail, chars, 3, 3, -1, False, torch.int32, 0, True))
+    torch.library.opcheck(
+        torch.ops.enigma_fast.kmer_encode_batch,
+        (bases, offsets, table, tail, chars, 3, 3, -1, False, torch.int32, 0, True),
+    )
     pieces = torch.frombuffer(bytearray(b"ACGTAC"), dtype=torch.uint8)
-    torch.library.opcheck(torch.ops.enigma_fast.kmer_decode, (torch.tensor([0, 2, 1]), pieces, torch.tensor([0, 1, 2, 4, 6])))
+    torch.library.opcheck(
+        torch.ops.enigma_fast.kmer_decode, (torch.tensor([0, 2, 1]), pieces, torch.tensor([0, 1, 2, 4, 6]))
+    )
     torch.library.opcheck(torch.ops.enigma_fast.kmer_count, (bases, offsets, 3, 1, False))
 
 
@@ -232,11 +248,29 @@ def test_cuda_matches_cpu(k: int, stride: int, cuda_device: torch.device) -> Non
         data = random_seq(rng, min(n, 5000), "ACGTNacgt", list(pieces), k) * (n // 5000 + 1)
         bases = torch.frombuffer(bytearray(data[:n]), dtype=torch.uint8) if n else torch.empty(0, dtype=torch.uint8)
         for missing, fold, dtype in ((-1, False, torch.int64), (77, True, torch.int32), (-1, True, torch.int32)):
-            want = kops.kmer_encode(bases, table, k, stride, tail_table=tail, char_ids=chars, missing_id=missing,
-                                    fold_case=fold, dtype=dtype)
+            want = kops.kmer_encode(
+                bases,
+                table,
+                k,
+                stride,
+                tail_table=tail,
+                char_ids=chars,
+                missing_id=missing,
+                fold_case=fold,
+                dtype=dtype,
+            )
             dev = [t.to(cuda_device) for t in (bases, table, tail, chars)]
-            got = kops.kmer_encode(dev[0], dev[1], k, stride, tail_table=dev[2], char_ids=dev[3], missing_id=missing,
-                                   fold_case=fold, dtype=dtype)
+            got = kops.kmer_encode(
+                dev[0],
+                dev[1],
+                k,
+                stride,
+                tail_table=dev[2],
+                char_ids=dev[3],
+                missing_id=missing,
+                fold_case=fold,
+                dtype=dtype,
+            )
             assert got.device.type == "cuda" and got.dtype == dtype
             assert torch.equal(got.cpu(), want), (k, stride, n, missing, fold)
     bad = torch.tensor(list(b"ACGTA#CGG"), dtype=torch.uint8, device=cuda_device)

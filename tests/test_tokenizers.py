@@ -122,8 +122,12 @@ def test_round_trip_char(seq: str) -> None:
 
 
 @BOUNDED
-@given(seqs=st.lists(st.text(alphabet="ACGTNacgtn", max_size=300), max_size=6), k=st.integers(1, 8),
-       left=st.booleans(), specials=st.booleans())
+@given(
+    seqs=st.lists(st.text(alphabet="ACGTNacgtn", max_size=300), max_size=6),
+    k=st.integers(1, 8),
+    left=st.booleans(),
+    specials=st.booleans(),
+)
 def test_batch_round_trip(seqs: list[str], k: int, left: bool, specials: bool) -> None:
     tok = KMerTokenizer(k)
     tok.build_vocab(seqs)

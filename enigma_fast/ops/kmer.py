@@ -105,7 +105,9 @@ def _as_bases(bases: torch.Tensor | bytes | str) -> torch.Tensor:
     if isinstance(bases, str):
         bases = bases.encode("latin-1")
     if isinstance(bases, bytes | bytearray | memoryview):
-        return torch.frombuffer(bytearray(bases), dtype=torch.uint8) if len(bases) else torch.empty(0, dtype=torch.uint8)
+        return (
+            torch.frombuffer(bytearray(bases), dtype=torch.uint8) if len(bases) else torch.empty(0, dtype=torch.uint8)
+        )
     if not isinstance(bases, torch.Tensor) or bases.dtype != torch.uint8 or bases.dim() != 1:
         got = f"{bases.dtype} {tuple(bases.shape)}" if isinstance(bases, torch.Tensor) else type(bases).__name__
         raise TypeError(f"bases must be a 1-D uint8 tensor (or bytes / str), got {got}")
@@ -180,8 +182,19 @@ def kmer_encode_batch(
     dev = bases.device
     tail_table = torch.empty(0, dtype=torch.int32) if tail_table is None else tail_table
     char_ids = torch.full((256,), -1, dtype=torch.int32) if char_ids is None else char_ids
-    args = (offsets.cpu(), table.cpu(), tail_table.cpu(), char_ids.cpu(), k, stride, missing_id, fold_case, dtype,
-            pad_id, left_pad)
+    args = (
+        offsets.cpu(),
+        table.cpu(),
+        tail_table.cpu(),
+        char_ids.cpu(),
+        k,
+        stride,
+        missing_id,
+        fold_case,
+        dtype,
+        pad_id,
+        left_pad,
+    )
     if _extension.has_kernel("kmer_encode_batch", "cpu", bases.dtype):
         ids, lengths = torch.ops.enigma_fast.kmer_encode_batch(bases.cpu(), *args)
     else:
@@ -248,8 +261,11 @@ def _register() -> None:
         check(k, stride)
         torch._check(k <= MAX_DENSE_K, lambda: f"kmer_count: k must be <= {MAX_DENSE_K}, got {k}")
         size = 4**k
-        return (bases.new_empty((size,), dtype=torch.int64), bases.new_empty((size,), dtype=torch.int64),
-                bases.new_empty((), dtype=torch.int64))
+        return (
+            bases.new_empty((size,), dtype=torch.int64),
+            bases.new_empty((size,), dtype=torch.int64),
+            bases.new_empty((), dtype=torch.int64),
+        )
 
 
 if _extension.EXTENSION is not None:

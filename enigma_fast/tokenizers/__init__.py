@@ -33,7 +33,14 @@ from enigma_fast.tokenizers._base import FALLBACK_ALPHABET, SPECIAL_TOKENS, DNAT
 from enigma_fast.tokenizers.char import CharTokenizer
 from enigma_fast.tokenizers.kmer import KMerTokenizer
 
-__all__ = ["FALLBACK_ALPHABET", "SPECIAL_TOKENS", "CharTokenizer", "DNATokenizer", "KMerTokenizer", "reverse_complement"]
+__all__ = [
+    "FALLBACK_ALPHABET",
+    "SPECIAL_TOKENS",
+    "CharTokenizer",
+    "DNATokenizer",
+    "KMerTokenizer",
+    "reverse_complement",
+]
 
 
 def from_file(path: str) -> DNATokenizer:

@@ -71,7 +71,9 @@ class DNATokenizer:
         self.fallback_ids: dict[str, int] = {}
 
     # ---- vocabulary ----
-    def _set_vocab(self, pieces: Mapping[str, int], special_ids: Mapping[str, int], fallback: Mapping[str, int]) -> None:
+    def _set_vocab(
+        self, pieces: Mapping[str, int], special_ids: Mapping[str, int], fallback: Mapping[str, int]
+    ) -> None:
         self.pieces = dict(pieces)
         self.special_ids = dict(special_ids)
         self.fallback_ids = dict(fallback)
@@ -205,8 +207,15 @@ class DNATokenizer:
         table, tail, chars = self._tables(data_t.device)
         try:
             ids = kops.kmer_encode(
-                data_t, table, self.k, self.stride, tail_table=tail, char_ids=chars,
-                missing_id=self._missing_id, fold_case=self.case == "upper", dtype=dtype,
+                data_t,
+                table,
+                self.k,
+                self.stride,
+                tail_table=tail,
+                char_ids=chars,
+                missing_id=self._missing_id,
+                fold_case=self.case == "upper",
+                dtype=dtype,
             )
         except RuntimeError as err:  # the op's message names the byte and position
             raise ValueError(str(err).split("\n")[0]) from None
@@ -238,16 +247,27 @@ class DNATokenizer:
         offsets = torch.tensor([0, *(len(d) for d in datas)], dtype=torch.int64).cumsum(0)
         try:
             ids, lengths = kops.kmer_encode_batch(
-                _bytes_tensor(b"".join(datas)), offsets, self.table, self.k, self.stride,
-                tail_table=self.tail_table, char_ids=self.char_ids, missing_id=self._missing_id,
-                fold_case=self.case == "upper", dtype=dtype, pad_id=self.pad_id, left_pad=left_pad,
+                _bytes_tensor(b"".join(datas)),
+                offsets,
+                self.table,
+                self.k,
+                self.stride,
+                tail_table=self.tail_table,
+                char_ids=self.char_ids,
+                missing_id=self._missing_id,
+                fold_case=self.case == "upper",
+                dtype=dtype,
+                pad_id=self.pad_id,
+                left_pad=left_pad,
             )
         except RuntimeError as err:
             raise ValueError(str(err).split("\n")[0]) from None
         if not add_special_tokens:
             return ids, lengths
-        rows = [self._wrap(ids[b, :n] if not left_pad else ids[b, ids.shape[1] - n :], True)
-                for b, n in enumerate(lengths.tolist())]
+        rows = [
+            self._wrap(ids[b, :n] if not left_pad else ids[b, ids.shape[1] - n :], True)
+            for b, n in enumerate(lengths.tolist())
+        ]
         return self._pad(rows, left_pad, dtype)
 
     def _pad(self, rows: list[torch.Tensor], left_pad: bool, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,7 +286,11 @@ class DNATokenizer:
 
         Raises ValueError naming the position of an id outside ``[0, vocab_size)``.
         """
-        t = ids.reshape(-1).cpu().to(torch.int64) if isinstance(ids, torch.Tensor) else torch.tensor(list(ids), dtype=torch.int64)
+        t = (
+            ids.reshape(-1).cpu().to(torch.int64)
+            if isinstance(ids, torch.Tensor)
+            else torch.tensor(list(ids), dtype=torch.int64)
+        )
         if not skip_special_tokens and self._special_set:
             return "".join(self._names.get(i) or self.decode([i]) for i in t.tolist())
         try:
@@ -314,8 +338,9 @@ class DNATokenizer:
     def from_dict(cls, d: Mapping[str, Any]) -> DNATokenizer:
         """A tokenizer from tokenizer.json content; ValueError when the format or a field is wrong."""
         if d.get("format") != FORMAT or d.get("version") != FORMAT_VERSION:
-            raise ValueError(f"not an {FORMAT} v{FORMAT_VERSION} file (format={d.get('format')!r}, "
-                             f"version={d.get('version')!r})")
+            raise ValueError(
+                f"not an {FORMAT} v{FORMAT_VERSION} file (format={d.get('format')!r}, version={d.get('version')!r})"
+            )
         from enigma_fast.tokenizers.char import CharTokenizer
         from enigma_fast.tokenizers.kmer import KMerTokenizer
 
@@ -324,9 +349,11 @@ class DNATokenizer:
             raise ValueError(f"tokenizer type must be one of {sorted(kinds)}, got {d.get('type')!r}")
         tok = kinds[d["type"]].__new__(kinds[d["type"]])
         DNATokenizer.__init__(tok, int(d["k"]), int(d["stride"]), d["case"], d["unknown"], d["invalid"])
-        tok._set_vocab({str(p): int(i) for p, i in d["pieces"].items()},
-                       {str(p): int(i) for p, i in d["special_tokens"].items()},
-                       {str(p): int(i) for p, i in d["fallback"].items()})
+        tok._set_vocab(
+            {str(p): int(i) for p, i in d["pieces"].items()},
+            {str(p): int(i) for p, i in d["special_tokens"].items()},
+            {str(p): int(i) for p, i in d["fallback"].items()},
+        )
         return tok
 
     @classmethod
@@ -341,5 +368,7 @@ class DNATokenizer:
         return isinstance(other, DNATokenizer) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(k={self.k}, stride={self.stride}, vocab_size={self.vocab_size}, "
-                f"case={self.case!r}, unknown={self.unknown!r}, invalid={self.invalid!r})")
+        return (
+            f"{type(self).__name__}(k={self.k}, stride={self.stride}, vocab_size={self.vocab_size}, "
+            f"case={self.case!r}, unknown={self.unknown!r}, invalid={self.invalid!r})"
+        )

@@ -52,7 +52,11 @@ class KMerTokenizer(DNATokenizer):
     kind = "kmer"
 
     def __init__(
-        self, k_mers: int = 4, stride: int | None = None, case: str = "keep", unknown: str = "fallback",
+        self,
+        k_mers: int = 4,
+        stride: int | None = None,
+        case: str = "keep",
+        unknown: str = "fallback",
         invalid: str = "error",
     ) -> None:
         super().__init__(k_mers, stride, case, unknown, invalid)
