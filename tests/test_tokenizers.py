@@ -68,6 +68,23 @@ def test_seed_compatible_on_genome(genome: str, k: int) -> None:
     assert KMerTokenizer(k)._count_python([p.encode() for p in parts]) == list(seed.vocab)
 
 
+@pytest.mark.parametrize("k,stride", [(13, 13), (16, 16), (20, 7)])
+def test_long_kmers(genome: str, k: int, stride: int) -> None:
+    """k > 12: sorted code table, tail pieces matched after the op; same ids as the dict path."""
+    part = genome[:200_003]
+    tok = KMerTokenizer(k, stride)
+    tok.build_vocab([part])
+    if stride == k:
+        seed = SeedStyleTokenizer(k)
+        seed.build_vocab([part])
+        assert tok.vocab == seed.vocab and tok.encode(part) == seed.encode(part)
+    ids = tok.encode(part[:50_001])
+    assert ids == tok._encode_general(part[:50_001].encode())
+    assert tok.decode(ids) == part[:50_001]
+    batch, lengths = tok.encode_batch([part[:1001], part[7:99]])
+    assert tok.decode_batch(batch, lengths) == [part[:1001], part[7:99]]
+
+
 def test_seed_stops_but_we_fall_back() -> None:
     seed = SeedStyleTokenizer(3)
     seed.build_vocab(["ACGTTT"])

@@ -88,7 +88,11 @@ class DNATokenizer:
         self._build_tables()
 
     def _build_tables(self) -> None:
-        self.table, self.tail_table, self._rest = kops.build_tables(self.pieces, self.k)
+        self.table, self.tail_table, rest = kops.build_tables(self.pieces, self.k)
+        # Tail pieces of all bases the tables cannot hold (k > 12) are matched after the op; any other piece
+        # outside the tables (N, lower case) sends encoding down the general dict path.
+        self._tail_rest = {p: i for p, i in rest.items() if len(p) < self.k and kops.kmer_code(p) is not None}
+        self._rest = {p: i for p, i in rest.items() if p not in self._tail_rest}
         fallback = dict(self.fallback_ids)
         if self.case == "upper":
             for ch, i in self.fallback_ids.items():
@@ -219,7 +223,22 @@ class DNATokenizer:
             )
         except RuntimeError as err:  # the op's message names the byte and position
             raise ValueError(str(err).split("\n")[0]) from None
+        if self._tail_rest:
+            ids = self._fix_tail(data_t, ids)
         return self._wrap(ids, add_special_tokens)
+
+    def _fix_tail(self, data_t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        # The op wrote the tail as len(tail) fallback tokens; a tail that is a vocabulary piece becomes one.
+        n = data_t.numel()
+        windows = (n - self.k) // self.stride + 1 if n >= self.k else 0
+        start = min(n, windows * self.stride)
+        if start == n:
+            return ids
+        tail = bytes(data_t[start:].cpu().tolist()).decode("latin-1")
+        pid = self._tail_rest.get(tail.upper() if self.case == "upper" else tail)
+        if pid is None:
+            return ids
+        return torch.cat([ids[: ids.numel() - (n - start)], ids.new_tensor([pid])])
 
     def _wrap(self, ids: torch.Tensor, add_special_tokens: bool) -> torch.Tensor:
         if not add_special_tokens:
@@ -241,8 +260,8 @@ class DNATokenizer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode B sequences into ``ids (B, T)`` padded with ``<pad>`` (right, or left) and ``lengths (B,)`` int64."""
         datas = [self._prepare(_to_bytes(s)) for s in seqs]
-        if self._rest:
-            rows = [self._wrap(torch.tensor(self._encode_general(d), dtype=dtype), add_special_tokens) for d in datas]
+        if self._rest or self._tail_rest:
+            rows = [self.encode_tensor(d, dtype, add_special_tokens) for d in datas]
             return self._pad(rows, left_pad, dtype)
         offsets = torch.tensor([0, *(len(d) for d in datas)], dtype=torch.int64).cumsum(0)
         try:
