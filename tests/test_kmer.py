@@ -180,8 +180,20 @@ def test_bad_arguments_of_the_op() -> None:
         op(_bases(b"ACGT"), table, tail, chars[:10], 3, 3, -1, False, torch.int64)
     with pytest.raises(RuntimeError, match=r"dtype must be int64 or int32"):
         op(_bases(b"ACGT"), table, tail, chars, 3, 3, -1, False, torch.float32)
-    with pytest.raises(RuntimeError, match=r"table must be int64 \(2, V\)"):
+    with pytest.raises(RuntimeError, match=r"table must be an int64 \(C, 2\) hash table"):
         op(_bases(b"ACGT"), table, tail, chars, 13, 13, -1, False, torch.int64)
+    with pytest.raises(RuntimeError, match=r"power of two"):
+        op(
+            _bases(b"ACGT"),
+            torch.zeros(3, 2, dtype=torch.int64),
+            torch.empty(0, dtype=torch.int32),
+            chars,
+            13,
+            13,
+            -1,
+            False,
+            torch.int64,
+        )
     with pytest.raises(TypeError, match="1-D uint8"):
         kops.kmer_encode(torch.zeros(2, 2, dtype=torch.uint8), table, 3)
     offsets = torch.tensor([0, 3, 2])

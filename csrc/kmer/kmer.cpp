@@ -2,8 +2,8 @@
 // (CUDA, encode only). Semantics in kmer/core/kmer_core.h; the Python side is enigma_fast/ops/kmer.py.
 //
 //   kmer_encode(bases uint8 (n,), table, tail_table, char_ids, k, stride, missing_id, fold_case, dtype) -> ids (T,)
-//       table: int32 (4^k,) code -> id (-1 = absent) for k <= 12; int64 (2, V) ascending codes and their ids for
-//       k > 12. tail_table: int32 ((4^k - 4) / 3,) ids of pieces shorter than k, or (0,) for none.
+//       table: int32 (4^k,) code -> id (-1 = absent) for k <= 12; for k > 12 int64 (C, 2), C a power of two: an
+//       open-addressing hash table of (code, id) rows (id -1 = empty), home slot as kmer_core.h hash_slot. tail_table: int32 ((4^k - 4) / 3,) ids of pieces shorter than k, or (0,) for none.
 //       char_ids: int32 (256,) fallback id of each byte (-1 = the byte cannot be encoded: an error).
 //       missing_id >= 0 maps windows missing from the vocabulary to that id instead of falling back.
 //   kmer_encode_batch(bases (N,), offsets int64 (B+1,), ..., pad_id, left_pad) -> (ids (B, T), lengths int64 (B,))

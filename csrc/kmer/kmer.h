@@ -40,9 +40,12 @@ inline void check_vocab(const at::Tensor& bases, const at::Tensor& table, const 
                 op, ": tail_table must be int32 ((4^k - 4) / 3,) = (", tail, ",) or (0,) for k = ", k, ", got ",
                 dtype_name(tail_table.scalar_type()), " ", tail_table.sizes());
   } else {
-    TORCH_CHECK(table.scalar_type() == at::kLong && table.dim() == 2 && table.size(0) == 2, op,
-                ": table must be int64 (2, V) (sorted codes; ids) for k = ", k, " > ", kMaxDenseK, ", got ",
-                dtype_name(table.scalar_type()), " ", table.sizes());
+    TORCH_CHECK(table.scalar_type() == at::kLong && table.dim() == 2 && table.size(1) == 2, op,
+                ": table must be an int64 (C, 2) hash table of (code, id) slots for k = ", k, " > ", kMaxDenseK,
+                ", got ", dtype_name(table.scalar_type()), " ", table.sizes());
+    const int64_t cap = table.size(0);
+    TORCH_CHECK(cap >= 1 && (cap & (cap - 1)) == 0 && cap <= (int64_t(1) << 40), op,
+                ": the hash table size C must be a power of two in 1..2^40, got ", cap);
     TORCH_CHECK(tail_table.numel() == 0, op, ": tail_table must be empty for k > ", kMaxDenseK, ", got ",
                 tail_table.sizes());
   }
@@ -64,9 +67,11 @@ inline Lookup make_lookup(const at::Tensor& table, const at::Tensor& tail_table,
   if (k <= kMaxDenseK) {
     v.dense = table.data_ptr<int32_t>();
   } else {
-    v.n_sorted = table.size(1);
-    v.sorted_codes = table.data_ptr<int64_t>();
-    v.sorted_ids = v.sorted_codes + v.n_sorted;
+    const int64_t cap = table.size(0);
+    int bits = 0;
+    while ((int64_t(1) << bits) < cap) ++bits;
+    v.hash_bits = bits;
+    v.hash_slots = table.data_ptr<int64_t>();
   }
   v.tail = tail_table.numel() > 0 ? tail_table.data_ptr<int32_t>() : nullptr;
   v.char_ids = char_ids.data_ptr<int32_t>();

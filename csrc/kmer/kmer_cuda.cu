@@ -52,7 +52,7 @@ __global__ void windows_kernel(const uint8_t* __restrict__ s, int64_t n_win, Loo
       if constexpr (Dense)
         id = v.dense[code];
       else
-        id = find_sorted(v.sorted_codes, v.sorted_ids, v.n_sorted, static_cast<int64_t>(code));
+        id = find_hashed(v.hash_slots, v.hash_bits, static_cast<int64_t>(code));
     }
     if (id < 0) id = v.missing_id;
     missing += id < 0;

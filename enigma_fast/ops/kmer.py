@@ -56,7 +56,7 @@ def build_tables(pieces: Mapping[str, int], k: int) -> tuple[torch.Tensor, torch
 
     Returns ``(table, tail_table, rest)``: for k <= 12, ``table`` is int32 ``(4^k,)`` (code -> id, -1 absent) and
     ``tail_table`` int32 ``((4^k - 4) / 3,)`` holding the pieces of lengths 1..k-1 (length l at offset
-    ``(4^l - 4) / 3``); for k > 12, ``table`` is int64 ``(2, V)`` (codes ascending as int64; ids) and
+    ``(4^l - 4) / 3``); for k > 12, ``table`` is an int64 ``(C, 2)`` hash table (``hash_table``) and
     ``tail_table`` is empty. ``rest`` holds the pieces the tables cannot (bytes other than upper-case A/C/G/T,
     tail pieces when k > 12, pieces longer than k): the op never emits their ids.
     """
@@ -87,10 +87,34 @@ def build_tables(pieces: Mapping[str, int], k: int) -> tuple[torch.Tensor, torch
         if code is None or len(piece) != k:
             rest[piece] = pid
         else:
-            pairs.append((code - (1 << 64) if code >= (1 << 63) else code, pid))
-    pairs.sort()
-    table = torch.tensor([[c for c, _ in pairs], [i for _, i in pairs]], dtype=torch.int64).reshape(2, len(pairs))
-    return table, torch.empty(0, dtype=torch.int32), rest
+            pairs.append((code, pid))
+    return hash_table(pairs), torch.empty(0, dtype=torch.int32), rest
+
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def hash_slot(code: int, bits: int) -> int:
+    """Home slot of a k-mer code in a table of 2^bits slots (as csrc/kmer/core/kmer_core.h hash_slot)."""
+    return 0 if bits == 0 else ((code * _GOLDEN) & _MASK64) >> (64 - bits)
+
+
+def hash_table(pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """int64 ``(C, 2)`` open-addressing table of (code, id) pairs for k > 12: C a power of two >= max(16, 2 * len),
+    one (code as int64, id) row per slot (id -1 = empty), linear probing from ``hash_slot``."""
+    bits = 4
+    while (1 << bits) < 2 * len(pairs):
+        bits += 1
+    cap = 1 << bits
+    codes, ids = [0] * cap, [-1] * cap
+    for code, pid in pairs:
+        h = hash_slot(code, bits)
+        while ids[h] >= 0:
+            h = (h + 1) & (cap - 1)
+        codes[h] = code - (1 << 64) if code >= (1 << 63) else code
+        ids[h] = pid
+    return torch.tensor([codes, ids], dtype=torch.int64).t().contiguous()
 
 
 def char_table(char_ids: Mapping[str, int], default: int = -1) -> torch.Tensor:
@@ -130,7 +154,8 @@ def kmer_encode(
 
     Args:
         bases: uint8 ``(n,)`` bytes of the sequence (CPU or CUDA; bytes/str are taken as CPU bytes).
-        table: int32 ``(4^k,)`` for k <= 12 or int64 ``(2, V)`` for k > 12 (see ``build_tables``), on bases' device.
+        table: int32 ``(4^k,)`` for k <= 12 or int64 ``(C, 2)`` hash table for k > 12 (``build_tables``), on
+            bases' device.
         k: k-mer length, 1..32. stride: window step >= 1; None means k (non-overlapping).
         tail_table: pieces shorter than k (``build_tables``), or None for none.
         char_ids: int32 ``(256,)`` fallback id per byte (``char_table``); None = no fallback (a window missing

@@ -4,7 +4,8 @@ Written from the definition (csrc/kmer/core/kmer_core.h), one window at a time, 
 
 * windows at ``i = w * stride`` for ``w < W = (n - k) // stride + 1`` (none when ``n < k``), each ``bases[i:i+k]``;
 * a window all of A/C/G/T (a/c/g/t too with ``fold_case``) has the 2-bit code ``sum(code(b_j) * 4**(k-1-j))``
-  (A=0, C=1, G=2, T=3); its id is ``table[code]`` (k <= 12) or the id paired with code in ``table`` (k > 12);
+  (A=0, C=1, G=2, T=3); its id is ``table[code]`` (k <= 12) or the id paired with code in the hash table
+  ``table`` (k > 12: ``(C, 2)`` rows of (code, id), id -1 = empty slot);
 * a window without an id becomes ``missing_id`` when that is >= 0, else the fallback ids of its first
   ``c = min(k, stride)`` bytes (``char_ids[byte]``);
 * the tail ``bases[min(n, W * stride):]`` becomes one id when it is all bases and ``tail_table`` has it, else the
@@ -61,7 +62,7 @@ def _encode_one(
     if k <= 12:
         lookup = lambda code: int(table[code])  # noqa: E731
     else:
-        pairs = dict(zip(table[0].tolist(), table[1].tolist(), strict=True))
+        pairs = {c: i for c, i in table.tolist() if i >= 0}
         lookup = lambda code: pairs.get(_signed64(code), -1)  # noqa: E731
     tails = tail_table.tolist()
     windows = (n - k) // stride + 1 if n >= k else 0

@@ -23,15 +23,29 @@ struct Vocab {
   std::vector<int32_t> dense, tail, chars;
   std::vector<int64_t> codes, ids;
   BaseLut lut;
-  Lookup lookup(bool sorted) {
+  std::vector<int64_t> slots;
+  int hbits = 0;
+  // Open-addressing table of the (codes, ids) pairs, at most half full.
+  void build_hash() {
+    hbits = 1;
+    while ((size_t(1) << hbits) < 2 * codes.size()) ++hbits;
+    const uint64_t mask = (uint64_t(1) << hbits) - 1;
+    slots.assign(size_t(2) << hbits, -1);
+    for (size_t i = 0; i < codes.size(); ++i) {
+      uint64_t h = hash_slot(static_cast<uint64_t>(codes[i]), hbits);
+      while (slots[2 * h + 1] >= 0) h = (h + 1) & mask;
+      slots[2 * h] = codes[i];
+      slots[2 * h + 1] = ids[i];
+    }
+  }
+  Lookup lookup(bool hashed) {
     Lookup v;
     v.k = k;
     v.stride = stride;
     v.lut = lut.code;
-    if (sorted) {
-      v.sorted_codes = codes.data();
-      v.sorted_ids = ids.data();
-      v.n_sorted = static_cast<int64_t>(codes.size());
+    if (hashed) {
+      v.hash_slots = slots.data();
+      v.hash_bits = hbits;
     } else {
       v.dense = dense.data();
     }
@@ -42,7 +56,7 @@ struct Vocab {
 };
 
 Vocab make_vocab(std::mt19937& rng, int k, int stride, double keep, const std::vector<std::string>& tails) {
-  Vocab v{k, stride, {}, {}, {}, std::vector<int32_t>(256, -1), {}, {}, make_base_lut(false)};
+  Vocab v{k, stride, {}, {}, {}, std::vector<int32_t>(256, -1), {}, {}, make_base_lut(false), {}, 0};
   std::bernoulli_distribution coin(keep);
   int64_t next = 0;
   std::vector<uint64_t> picked;
@@ -53,9 +67,7 @@ Vocab make_vocab(std::mt19937& rng, int k, int stride, double keep, const std::v
     std::uniform_int_distribution<uint64_t> any(0, code_mask(k));
     for (int i = 0; i < 300; ++i) picked.push_back(any(rng));
   }
-  // Sorted as int64 (32-mers past 2^63 are negative there), as the sorted table requires.
-  std::sort(picked.begin(), picked.end(),
-            [](uint64_t a, uint64_t b) { return static_cast<int64_t>(a) < static_cast<int64_t>(b); });
+  std::sort(picked.begin(), picked.end());
   picked.erase(std::unique(picked.begin(), picked.end()), picked.end());
   if (k <= kMaxDenseK) {
     v.dense.assign(static_cast<size_t>(dense_table_size(k)), -1);
@@ -76,6 +88,7 @@ Vocab make_vocab(std::mt19937& rng, int k, int stride, double keep, const std::v
       v.pieces[t] = next++;
     }
   }
+  v.build_hash();
   for (char ch : std::string("ACGTNacgtn")) v.chars[static_cast<uint8_t>(ch)] = static_cast<int32_t>(next++);
   return v;
 }
@@ -147,11 +160,11 @@ void test_encode_matches_naive() {
               s.replace(static_cast<size_t>(i), static_cast<size_t>(k),
                         string_of(static_cast<uint64_t>(v.codes[static_cast<size_t>(i) % v.codes.size()]), k));
           if (n > 0 && n % 3 == 0) s.replace(static_cast<size_t>(n - 1), 1, tails.empty() ? "A" : tails[0].substr(0, 1));
-          for (bool sorted : {false, true}) {
-            if (!sorted && k > kMaxDenseK) continue;
+          for (bool hashed : {false, true}) {
+            if (!hashed && k > kMaxDenseK) continue;
             for (int variant = 0; variant < 4; ++variant) {
               const int64_t missing_id = variant % 2 ? 9999 : -1;
-              Lookup lk = v.lookup(sorted);
+              Lookup lk = v.lookup(hashed);
               lk.missing_id = missing_id;
               if (variant >= 2) lk.pair_lut = pair_lut(false);  // the two-bytes-per-lookup path
               std::vector<int64_t> got;
@@ -223,6 +236,23 @@ void test_round_trip_and_decode() {
       EF_EXPECT(decoded_length(negative.data(), 1, offsets.data(), vocab, &bad) == -1 && bad == 0);
     }
   }
+}
+
+void test_hash_table() {
+  // A full table (no empty slot) still terminates; a missing code is -1; codes past 2^63 work.
+  std::vector<int64_t> codes = {5, static_cast<int64_t>(~uint64_t(0)), 9, 11}, ids = {0, 1, 2, 3};
+  std::vector<int64_t> slots(8, -1);
+  for (size_t i = 0; i < 4; ++i) {
+    uint64_t h = hash_slot(static_cast<uint64_t>(codes[i]), 2);
+    while (slots[2 * h + 1] >= 0) h = (h + 1) & 3u;
+    slots[2 * h] = codes[i];
+    slots[2 * h + 1] = ids[i];
+  }
+  for (size_t i = 0; i < 4; ++i) EF_EXPECT(find_hashed(slots.data(), 2, codes[i]) == ids[i]);
+  EF_EXPECT(find_hashed(slots.data(), 2, 6) == -1);
+  const int64_t one[2] = {42, 7}, empty[2] = {42, -1};
+  EF_EXPECT(find_hashed(one, 0, 42) == 7 && find_hashed(one, 0, 41) == -1);
+  EF_EXPECT(find_hashed(empty, 0, 42) == -1);
 }
 
 void test_pair_lut() {
@@ -299,6 +329,7 @@ EF_TEST_MAIN({
   test_lut_and_codes();
   test_encode_matches_naive();
   test_round_trip_and_decode();
+  test_hash_table();
   test_pair_lut();
   test_bad_bytes();
   test_count();

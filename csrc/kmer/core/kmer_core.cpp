@@ -104,7 +104,7 @@ int64_t windows_jump(const uint8_t* __restrict__ s, int64_t n_bytes, const Looku
           if constexpr (Dense)
             id = dense[code];
           else
-            id = find_sorted(v.sorted_codes, v.sorted_ids, v.n_sorted, static_cast<int64_t>(code));
+            id = find_hashed(v.hash_slots, v.hash_bits, static_cast<int64_t>(code));
         }
         if (id < 0) id = missing_id;
         missing += id < 0;
@@ -125,7 +125,7 @@ int64_t windows_jump(const uint8_t* __restrict__ s, int64_t n_bytes, const Looku
       if constexpr (Dense)
         id = dense[code];
       else
-        id = find_sorted(v.sorted_codes, v.sorted_ids, v.n_sorted, static_cast<int64_t>(code));
+        id = find_hashed(v.hash_slots, v.hash_bits, static_cast<int64_t>(code));
     }
     if (id < 0) id = missing_id;
     missing += id < 0;
@@ -158,7 +158,7 @@ int64_t windows_roll(const uint8_t* s, const Lookup& v, int64_t w0, int64_t w1, 
       if constexpr (Dense)
         id = v.dense[code];
       else
-        id = find_sorted(v.sorted_codes, v.sorted_ids, v.n_sorted, static_cast<int64_t>(code));
+        id = find_hashed(v.hash_slots, v.hash_bits, static_cast<int64_t>(code));
     }
     if (id < 0) id = v.missing_id;
     missing += id < 0;

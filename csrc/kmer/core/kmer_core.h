@@ -6,7 +6,7 @@
 //   tail      s[min(n, W*t), n)            (always shorter than k; bytes a stride > k skips are dropped)
 //   cover     c = min(k, t)                 bytes of s a window token stands for when decoding
 // Each window becomes one token: the id of its k-mer (2-bit code 0..4^k-1 looked up in a dense table for
-// k <= 12, or in a sorted code list for longer k), or, when the k-mer is not in the vocabulary (or holds a byte
+// k <= 12, or in an open-addressing hash table of codes for longer k), or, when the k-mer is not in the vocabulary (or holds a byte
 // other than A/C/G/T), either a fixed `missing_id` (lossy UNK policy) or its c covered bytes as single-byte
 // fallback tokens. The tail becomes one token when it is itself a vocabulary piece (k <= 12), else one fallback
 // token per byte. Decoding concatenates each token's piece (a k-mer token's first c bytes, a fallback token's
@@ -71,32 +71,39 @@ struct Lookup {
   const uint8_t* lut = nullptr;         // 256 entries, see BaseLut
   const uint8_t* pair_lut = nullptr;    // optional 65536 entries from pair_lut(): two bytes per lookup (CPU)
   const int32_t* dense = nullptr;       // k <= 12: 4^k ids by code, -1 = not in the vocabulary
-  const int64_t* sorted_codes = nullptr;  // k > 12: ascending codes ...
-  const int64_t* sorted_ids = nullptr;    // ... and their ids
-  int64_t n_sorted = 0;
+  const int64_t* hash_slots = nullptr;  // k > 12: 2^hash_bits slots of (code, id), id -1 = empty (hash_slot,
+  int hash_bits = 0;                    // linear probing); code and id share a cache line
+
   const int32_t* tail = nullptr;        // tail_table_size(k) ids of pieces shorter than k, -1 = none; may be null
   const int32_t* char_ids = nullptr;    // 256 fallback ids by byte, -1 = byte not representable
   int64_t missing_id = -1;              // >= 0: a window not in the vocabulary becomes this id (lossy)
 };
 
-EF_HD int64_t find_sorted(const int64_t* codes, const int64_t* ids, int64_t n, int64_t code) {
-  int64_t lo = 0, hi = n;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (codes[mid] < code)
-      lo = mid + 1;
-    else
-      hi = mid;
+// Home slot of a code in a table of 2^bits slots: the top bits of a Fibonacci hash.
+EF_HD uint64_t hash_slot(uint64_t code, int bits) {
+  return bits == 0 ? 0 : (code * 0x9E3779B97F4A7C15ull) >> (64 - bits);
+}
+
+// Id of `code` in the hash table of (code, id) slots, -1 when absent. Probes at most every slot, so any table
+// terminates.
+EF_HD int64_t find_hashed(const int64_t* slots, int bits, int64_t code) {
+  const uint64_t mask = (uint64_t(1) << bits) - 1;
+  uint64_t h = hash_slot(static_cast<uint64_t>(code), bits);
+  for (uint64_t probe = 0; probe <= mask; ++probe, h = (h + 1) & mask) {
+    const int64_t id = slots[2 * h + 1];
+    if (id < 0) return -1;
+    if (slots[2 * h] == code) return id;
   }
-  return (lo < n && codes[lo] == code) ? ids[lo] : -1;
+  return -1;
 }
 
 // Id of the window whose code is `code` (valid = all bytes were bases), -1 when the vocabulary lacks it, or
 // the missing id under the UNK policy.
 EF_HD int64_t window_id(const Lookup& v, uint64_t code, bool valid) {
   int64_t id = -1;
-  if (valid) id = v.dense != nullptr ? v.dense[code] : find_sorted(v.sorted_codes, v.sorted_ids, v.n_sorted,
-                                                                   static_cast<int64_t>(code));
+  if (valid)
+    id = v.dense != nullptr ? v.dense[code]
+                            : find_hashed(v.hash_slots, v.hash_bits, static_cast<int64_t>(code));
   return id >= 0 ? id : v.missing_id;
 }
 
