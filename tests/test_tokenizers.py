@@ -233,7 +233,7 @@ def test_files_round_trip(tmp_path) -> None:
     assert s.encode("TTTTTGGGCCACGTA") == [0, 5, 1]
     assert s.encode("TTTTTGGGCCACGTAC") == [0, 5, 1, s.fallback_ids["C"]]
     assert json.loads((tmp_path / "tok" / "vocab.json").read_text()) == tok.vocab
-    for bad in ('{"AC": -1}', '{"AC": "x"}', "[1, 2]", '{"AC": 1, "GT": 1}', '{"format": "other"}'):
+    for bad in ('{"AC": -1}', '{"AC": "x"}', "[1, 2]", '{"AC": 1, "GT": 1}', '{"AC": 4294967296}', '{"format": "other"}'):
         (tmp_path / "bad.json").write_text(bad)
         with pytest.raises(ValueError):
             KMerTokenizer(2).load_model(tmp_path / "bad.json")

@@ -81,8 +81,8 @@ class DNATokenizer:
         owner: dict[int, str] = {}
         for table in (self.pieces, self.special_ids, self.fallback_ids):
             for text, i in table.items():
-                if not isinstance(i, int) or i < 0:
-                    raise ValueError(f"tokenizer ids must be ints >= 0, got {text!r}: {i!r}")
+                if not isinstance(i, int) or not 0 <= i < 2**31 - 1:
+                    raise ValueError(f"tokenizer ids must be ints in [0, 2^31 - 1), got {text!r}: {i!r}")
                 if owner.setdefault(i, text) != text:
                     raise ValueError(f"id {i} is given to both {owner[i]!r} and {text!r}")
         self._build_tables()
