@@ -152,8 +152,11 @@ at::Tensor kmer_decode_cpu(const at::Tensor& ids, const at::Tensor& pieces, cons
   const int64_t* id = idc.data_ptr<int64_t>();
   const int64_t* offs = oc.data_ptr<int64_t>();
   const int64_t vocab = oc.size(0) - 1;
-  TORCH_CHECK(offs[0] == 0 && offs[vocab] == pc.numel(), op, ": piece_offsets must run from 0 to len(pieces) = ",
+  TORCH_CHECK(offs[0] == 0 && offs[vocab] <= pc.numel(), op, ": piece_offsets must run from 0 to at most len(pieces) = ",
               pc.numel(), ", got ", offs[0], " .. ", offs[vocab]);
+  for (int64_t i = 0; i < vocab; ++i)
+    TORCH_CHECK(offs[i] <= offs[i + 1], op, ": piece_offsets must be non-decreasing, got piece_offsets[", i, "] = ",
+                offs[i], " > piece_offsets[", i + 1, "] = ", offs[i + 1]);
   const int64_t n = idc.numel();
   // Fixed chunks: lengths per chunk, a prefix sum, then every chunk copies its pieces in parallel.
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads() * 4, n / 4096 + 1));
@@ -180,7 +183,7 @@ at::Tensor kmer_decode_cpu(const at::Tensor& ids, const at::Tensor& pieces, cons
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t a = n * c / chunks, b = n * (c + 1) / chunks;
-      decode(id + a, b - a, p, offs, o + start[static_cast<size_t>(c)]);
+      decode(id + a, b - a, p, pc.numel(), offs, o + start[static_cast<size_t>(c)], o + start[static_cast<size_t>(c) + 1]);
     }
   });
   return out;

@@ -112,7 +112,7 @@ class DNATokenizer:
         self._by_id = by_id
         self._special_set = set(self.special_ids.values())
         self._names = {i: s for s, i in self.special_ids.items()}
-        flat = b"".join(by_id)
+        flat = b"".join(by_id) + bytes(8)  # slack so the decoder copies short pieces as whole 8-byte words
         self._pieces_flat = _bytes_tensor(flat)
         lengths = torch.tensor([0] + [len(b) for b in by_id], dtype=torch.int64)
         self._piece_offsets = torch.cumsum(lengths, 0)

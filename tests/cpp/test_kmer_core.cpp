@@ -225,9 +225,17 @@ void test_round_trip_and_decode() {
         const int64_t len = decoded_length(ids.data(), static_cast<int64_t>(ids.size()), offsets.data(), vocab, &bad);
         EF_EXPECT(len == n);
         std::string back(static_cast<size_t>(std::max<int64_t>(len, 0)), '?');
-        decode(ids.data(), static_cast<int64_t>(ids.size()), bytes(flat), offsets.data(),
-               reinterpret_cast<uint8_t*>(back.data()));
+        decode(ids.data(), static_cast<int64_t>(ids.size()), bytes(flat), static_cast<int64_t>(flat.size()),
+               offsets.data(), reinterpret_cast<uint8_t*>(back.data()), reinterpret_cast<uint8_t*>(back.data()) + back.size());
         EF_EXPECT(back == s);
+        // Padded pieces take the 8-byte copies; nothing is written past out_end.
+        const std::string padded = flat + std::string(8, '\0');
+        std::string canary(static_cast<size_t>(std::max<int64_t>(len, 0)) + 16, '#');
+        uint8_t* o = reinterpret_cast<uint8_t*>(canary.data());
+        decode(ids.data(), static_cast<int64_t>(ids.size()), bytes(padded), static_cast<int64_t>(padded.size()),
+               offsets.data(), o, o + len);
+        EF_EXPECT(canary.substr(0, static_cast<size_t>(len)) == s);
+        EF_EXPECT(canary.substr(static_cast<size_t>(len)) == std::string(16, '#'));
       }
       const std::vector<int64_t> out_of_range = {0, vocab, 1};
       int64_t bad = -1;

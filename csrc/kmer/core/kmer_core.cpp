@@ -280,15 +280,18 @@ int64_t decoded_length(const int64_t* ids, int64_t n, const int64_t* offsets, in
   return total;
 }
 
-void decode(const int64_t* ids, int64_t n, const uint8_t* pieces, const int64_t* offsets, uint8_t* out) {
+void decode(const int64_t* ids, int64_t n, const uint8_t* pieces, int64_t pieces_len, const int64_t* offsets,
+            uint8_t* out, uint8_t* out_end) {
   for (int64_t i = 0; i < n; ++i) {
     const int64_t a = offsets[ids[i]], len = offsets[ids[i] + 1] - a;
-    if (len == 1) {
-      *out++ = pieces[a];
+    if (len <= 8 && a + 8 <= pieces_len && out_end - out >= 8) {
+      uint64_t word;
+      std::memcpy(&word, pieces + a, 8);
+      std::memcpy(out, &word, 8);
     } else {
       std::memcpy(out, pieces + a, static_cast<size_t>(len));
-      out += len;
     }
+    out += len;
   }
 }
 

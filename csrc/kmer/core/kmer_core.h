@@ -138,7 +138,10 @@ Status encode(const uint8_t* s, int64_t n, const Lookup& v, std::vector<Out>& ou
 // Decoding: piece bytes of every id, concatenated in `pieces` with `offsets` (n_ids + 1 entries).
 // Returns the total length, or -1 with *bad_index = the index in ids of the first id out of range.
 int64_t decoded_length(const int64_t* ids, int64_t n, const int64_t* offsets, int64_t vocab, int64_t* bad_index);
-void decode(const int64_t* ids, int64_t n, const uint8_t* pieces, const int64_t* offsets, uint8_t* out);
+// Writes exactly the decoded bytes into [out, out_end); pieces of <= 8 bytes are copied as one 8-byte word
+// where both the piece buffer (pieces_len bytes) and the output leave room, later pieces overwriting the excess.
+void decode(const int64_t* ids, int64_t n, const uint8_t* pieces, int64_t pieces_len, const int64_t* offsets,
+            uint8_t* out, uint8_t* out_end);
 
 // Counting for vocabulary building (k <= 12): counts[code] += 1 and first[code] = the first window index of
 // each all-base window; windows with other bytes are skipped and counted in *other.
