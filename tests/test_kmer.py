@@ -242,10 +242,15 @@ def test_torch_compile_fullgraph() -> None:
     def f(b: torch.Tensor) -> torch.Tensor:
         return torch.ops.enigma_fast.kmer_encode(b, table, tail, chars, 4, 4, -1, False, torch.int64) + 1
 
+    def g(b: torch.Tensor) -> torch.Tensor:  # the public function, routing included
+        return kops.kmer_encode(b, table, 4, tail_table=tail, char_ids=chars) * 2
+
     torch._dynamo.reset()
     with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
         compiled = torch.compile(f, fullgraph=True, backend="eager")
         assert torch.equal(compiled(bases), f(bases))
+        compiled_g = torch.compile(g, fullgraph=True, backend="eager")
+        assert torch.equal(compiled_g(bases), g(bases))
 
 
 @pytest.mark.cuda
