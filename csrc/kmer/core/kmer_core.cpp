@@ -82,8 +82,13 @@ int64_t windows_jump(const uint8_t* __restrict__ s, int64_t n_bytes, const Looku
     // One 8-byte load per window and a pair table: half the table lookups. Windows whose 8-byte load would
     // run past the sequence end (the last few) take the byte loop below.
     const uint8_t* __restrict__ plut = v.pair_lut;
-    if (plut != nullptr && n_bytes >= 8) {
+    if (Dense && plut != nullptr && n_bytes >= 8) {
+      // The odd byte's table with the pair table's bad flag, so one OR collects both.
+      uint8_t single[256];
+      for (int i = 0; i < 256; ++i) single[i] = (lut[i] & kBad) ? kPairBad : lut[i];
       const int64_t w_fast = std::min<int64_t>(w1, (n_bytes - 8) / stride + 1);
+      const int64_t w_start = w;
+      int64_t any = 0;  // sign bit set when some window had no id
       for (; w < w_fast; ++w, p += stride) {
         uint64_t word;
         std::memcpy(&word, p, 8);
@@ -95,20 +100,23 @@ int64_t windows_jump(const uint8_t* __restrict__ s, int64_t n_bytes, const Looku
           bad |= e;
         }
         if constexpr (K % 2 == 1) {
-          const unsigned c = lut[(word >> (8 * (K - 1))) & 0xFFu];
+          const unsigned c = single[(word >> (8 * (K - 1))) & 0xFFu];
           code = (code << 2) | (c & 3u);
-          bad |= (c & kBad) ? kPairBad : 0u;
+          bad |= c;
         }
-        int64_t id = -1;
-        if (!(bad & kPairBad)) {
-          if constexpr (Dense)
-            id = dense[code];
-          else
-            id = find_hashed(v.hash_slots, v.hash_bits, static_cast<int64_t>(code));
-        }
-        if (id < 0) id = missing_id;
-        missing += id < 0;
+        // code < 4^K whatever the bytes, so the load is always in range; bad windows then read as -1.
+        const int64_t id = (bad & kPairBad) ? -1 : dense[code];
+        any |= id;
         out[w - w0] = static_cast<Out>(id);
+      }
+      if (any < 0) {  // rare: count the misses of this stretch, or give them the missing id
+        for (int64_t i = w_start - w0; i < w - w0; ++i) {
+          if (out[i] >= 0) continue;
+          if (missing_id >= 0)
+            out[i] = static_cast<Out>(missing_id);
+          else
+            ++missing;
+        }
       }
     }
   }
