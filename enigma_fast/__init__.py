@@ -1,12 +1,13 @@
 """enigma_fast: fast C++/CUDA kernels and models for small DNA language models on PyTorch.
 
-Layers (each imports only those before it): ``_extension`` and ``reference`` -> ``ops`` -> ``nn``.
+Layers (each imports only those before it): ``_extension`` and ``reference`` -> ``ops`` and ``tokenizers`` -> ``nn``.
 """
 
 from enigma_fast import _extension, ops, reference
 from enigma_fast import nn as nn
+from enigma_fast import tokenizers as tokenizers
 from enigma_fast._extension import backend_info
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "backend_info", "nn", "ops", "reference"]
+__all__ = ["__version__", "backend_info", "nn", "ops", "reference", "tokenizers"]
