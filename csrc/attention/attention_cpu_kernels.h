@@ -73,7 +73,9 @@ EF_ATTN_INLINE void exp_sub_row(A* s, A m, int64_t n) {
   if constexpr (std::is_same_v<A, float>) {
     constexpr int W = VecT<float>::W;
     for (int64_t j = 0; j < n; j += W) {
-      typename VecT<float>::type x = vload(s + j) - m;
+      typename VecT<float>::type x;
+      vload(x, s + j);
+      x -= m;
       vexp(x);
       vstore(s + j, x);
     }
@@ -93,7 +95,11 @@ template <typename A>
 EF_ATTN_INLINE A row_sum(const A* s, int64_t n) {
   constexpr int W = VecT<A>::W;
   typename VecT<A>::type acc{};
-  for (int64_t j = 0; j < n; j += W) acc += vload(s + j);
+  for (int64_t j = 0; j < n; j += W) {
+    typename VecT<A>::type x;
+    vload(x, s + j);
+    acc += x;
+  }
   A t = 0;
   for (int l = 0; l < W; ++l) t += acc[l];
   return t;

@@ -36,10 +36,8 @@ struct VecT<double> {
 };
 
 template <typename A>
-EF_ATTN_INLINE typename VecT<A>::type vload(const A* p) {
-  typename VecT<A>::type v;
+EF_ATTN_INLINE void vload(typename VecT<A>::type& v, const A* p) {
   std::memcpy(&v, p, sizeof(v));
-  return v;
 }
 
 template <typename A>
@@ -59,11 +57,14 @@ EF_ATTN_INLINE void gemm_block(int64_t K, const A* a, int64_t lda, const A* b, i
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) acc[r][n] = accumulate ? vload(c + r * ldc + n * W) : V{};
+    for (int n = 0; n < NV; ++n) {
+      acc[r][n] = V{};
+      if (accumulate) vload(acc[r][n], c + r * ldc + n * W);
+    }
   for (int64_t k = 0; k < K; ++k) {
     V bv[NV];
 #pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) bv[n] = vload(b + k * ldb + n * W);
+    for (int n = 0; n < NV; ++n) vload(bv[n], b + k * ldb + n * W);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const A av = a[r * lda + k];
