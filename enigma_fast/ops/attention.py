@@ -112,6 +112,12 @@ def _register() -> None:
         torch._check(k.shape[:2] == q.shape[:2] and k.shape[3] == q.shape[3], lambda: "rel_attention: k mismatches q")
         torch._check(v.shape == k.shape, lambda: "rel_attention: v must have k's shape")
         torch._check(q.shape[2] <= k.shape[2], lambda: "rel_attention: needs Tq <= Tk")
+        for name, t in (("k", k), ("v", v), ("rel_emb", rel_emb)):
+            if t is not None:
+                torch._check(
+                    t.device == q.device, lambda: f"rel_attention: {name} must be on q's device {q.device}, got {t.device}"
+                )
+                torch._check(t.dtype == q.dtype, lambda: f"rel_attention: {name} must have q's dtype {q.dtype}")
         if rel_emb is not None:
             torch._check(
                 rel_emb.dim() == 3 and rel_emb.shape[0] == q.shape[1] and rel_emb.shape[2] == q.shape[3],
@@ -149,8 +155,9 @@ def _register() -> None:
 
     def backward(ctx, dout, _dlse):
         q, k, v, rel_emb, key_start, out, lse = ctx.saved_tensors
+        # Incoming gradients can be broadcast views (stride 0, e.g. from .sum()); the kernel reads rows in place.
         dq, dk, dv, drel = lib.rel_attention_bwd(
-            dout, q, k, v, rel_emb, key_start, out, lse, ctx.causal, ctx.scale
+            dout.contiguous(), q, k, v, rel_emb, key_start, out, lse, ctx.causal, ctx.scale
         )
         return dq, dk, dv, (drel if rel_emb is not None else None), None, None, None
 
