@@ -189,13 +189,40 @@ Problem<typename Kernel<scalar_t>::type> make_problem(const at::Tensor& q, const
   if (P) {
     const int64_t nrel = 2 * P - 1;
     p.relT_ld = nrel + W;
-    keep.relT = at::zeros({p.H, p.D, p.relT_ld}, q.options().dtype(acc_dtype));
-    keep.relT.narrow(2, 0, nrel).copy_(rel_emb->transpose(1, 2));
-    p.relT = keep.relT.data_ptr<A>();
+    // rel_emb[h] transposed to (D, 2P-1) in the accumulator type; only the rows some (query, key) pair can reach
+    // (clamped offsets between key 0 - last query and last key - first query) are filled, the rest zeroed.
+    int64_t pmin = qpos0[0], pmax = qpos0[0];
+    for (int64_t x : qpos0) pmin = std::min(pmin, x), pmax = std::max(pmax, x);
+    const int64_t r_lo = clamp_offset(-(pmax + p.Tq - 1), P) + P - 1;
+    const int64_t r_hi = clamp_offset(std::max(maxk, int64_t(1)) - 1 - pmin, P) + P - 1;
+    const at::Tensor rel_c = rel_emb->contiguous();
+    keep.relT = at::empty({p.H, p.D, p.relT_ld}, q.options().dtype(acc_dtype));
+    A* relT = keep.relT.data_ptr<A>();
+    const T* relp = ptr<scalar_t>(rel_c);
+    const int64_t D = p.D, ld = p.relT_ld, nr = r_hi - r_lo + 1;
+    // Heads in parallel only when the copy is big enough to pay for waking the threads (decode steps are small).
+    at::parallel_for(0, p.H, std::max<int64_t>(1, (int64_t(1) << 20) / (nr * D)), [&](int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h) {
+        A* dst = relT + h * D * ld;
+        const T* src = relp + h * nrel * D;
+        for (int64_t d = 0; d < D; ++d) {
+          std::fill(dst + d * ld, dst + d * ld + r_lo, A(0));
+          std::fill(dst + d * ld + r_hi + 1, dst + (d + 1) * ld, A(0));
+        }
+        for (int64_t r = r_lo; r <= r_hi; ++r)
+          for (int64_t d = 0; d < D; ++d) dst[d * ld + r] = Storage<T>::load(src[r * D + d]);
+      }
+    });
+    p.relT = relT;
     if (backward) {
-      keep.relP = at::zeros({p.H, nrel, p.Dp}, q.options().dtype(acc_dtype));
-      keep.relP.narrow(2, 0, p.D).copy_(*rel_emb);
-      p.relP = keep.relP.data_ptr<A>();
+      if constexpr (std::is_same_v<T, A>) {
+        if (p.D == p.Dp) p.relP = relp, keep.relP = rel_c;
+      }
+      if (!p.relP) {
+        keep.relP = at::zeros({p.H, nrel, p.Dp}, q.options().dtype(acc_dtype));
+        keep.relP.narrow(2, 0, p.D).copy_(rel_c);
+        p.relP = keep.relP.data_ptr<A>();
+      }
     }
     p.rld = std::min(nrel, std::max(maxk, Tk) + W + BQ) + 2 * W;
   } else {
@@ -321,7 +348,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rel_attention_bwd_cpu
     at::parallel_for(0, B * H, 1, [&](int64_t t0, int64_t t1) {
       bwd_dispatch<T>(p, doutp, dos, outp, os, lsep, dqp, dkp, dvp, drel_ptr, nrel_used, rlo, Tk, t0, t1);
     });
-    if (P) drel.narrow(1, rlo, nrel_used).copy_(drel_part.sum(0).narrow(2, 0, D));
+    if (P) {
+      for (int64_t b = 1; b < B; ++b) drel_part[0].add_(drel_part[b]);  // batch order: deterministic
+      drel.narrow(1, rlo, nrel_used).copy_(drel_part[0].narrow(2, 0, D));
+    }
   });
   return {dq, dk, dv, drel};
 }
