@@ -170,8 +170,9 @@ def peak_memory() -> dict[str, int]:
     resident size before the call, minus the bytes of the output and the four gradients the call returns. Large
     buffers are mmap-backed, so freed work memory leaves the RSS and this is the op's transient working set.
     """
-    res = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, check=True,
-                         env={**os.environ})
+    res = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, check=True, env={**os.environ}
+    )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -216,10 +217,12 @@ def main() -> None:
         print()
         print("### peak memory, forward+backward, float32, causal, B=1, H=12, T=8192, D=32")
         print()
-        print(f"extra peak RSS beyond inputs, output and gradients: {extra / 2**20:.1f} MiB "
-              f"(peak RSS rise {(r['peak'] - r['base']) / 2**20:.1f} MiB, of which output + gradients "
-              f"{r['outputs_and_grads'] / 2**20:.1f} MiB); the reference's (T x T) float32 scores alone would take "
-              f"{12 * 8192 * 8192 * 4 / 2**30:.1f} GiB per materialised tensor")
+        print(
+            f"extra peak RSS beyond inputs, output and gradients: {extra / 2**20:.1f} MiB "
+            f"(peak RSS rise {(r['peak'] - r['base']) / 2**20:.1f} MiB, of which output + gradients "
+            f"{r['outputs_and_grads'] / 2**20:.1f} MiB); the reference's (T x T) float32 scores alone would take "
+            f"{12 * 8192 * 8192 * 4 / 2**30:.1f} GiB per materialised tensor"
+        )
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ import random
 
 import pytest
 import torch
+from tolerances import assert_close
 
 from enigma_fast import _extension, ops, reference
-from tolerances import assert_close
 
 HAS_KERNEL = _extension.has_kernel("rel_attention", "cpu", torch.float32)
 needs_kernel = pytest.mark.skipif(not HAS_KERNEL, reason="needs the compiled CPU kernels")
@@ -51,9 +51,7 @@ def _pairwise(grid: dict[str, list], seed: int = 0, candidates: int = 40) -> lis
         for _ in range(candidates):
             pick = {n: rng.randrange(len(grid[n])) for n in names}
             pick[a], pick[b] = i, j
-            gain = sum(
-                (x, pick[x], y, pick[y]) in uncovered for xi, x in enumerate(names) for y in names[xi + 1 :]
-            )
+            gain = sum((x, pick[x], y, pick[y]) in uncovered for xi, x in enumerate(names) for y in names[xi + 1 :])
             if gain > best_gain:
                 best, best_gain = pick, gain
         for xi, x in enumerate(names):
@@ -111,7 +109,7 @@ def test_matches_reference_float64(case):
     assert out.shape == (B, H, Tq, D) and out.is_contiguous()
     assert_close(out, ref)
     g = torch.randn_like(ref)
-    for got, want in zip(_grads(out, leaves, g), _grads(ref, leaves, g)):
+    for got, want in zip(_grads(out, leaves, g), _grads(ref, leaves, g), strict=True):
         assert got.shape == want.shape
         assert_close(got, want)
 
@@ -170,7 +168,7 @@ def test_bfloat16_error_within_twice_reference(causal):
     got_ref = [out_ref, *_grads(out_ref, low, g.to(torch.bfloat16))]
     out_k = ops.rel_attention(*low, causal=causal, key_start=ks)
     got_k = [out_k, *_grads(out_k, low, g.to(torch.bfloat16))]
-    for name, w, r, kk in zip(["out", "dq", "dk", "dv", "drel"], want, got_ref, got_k):
+    for name, w, r, kk in zip(["out", "dq", "dk", "dv", "drel"], want, got_ref, got_k, strict=True):
         assert kk.dtype == torch.bfloat16
         assert _max_err(kk, w) <= 2 * _max_err(r, w), name
 
@@ -188,17 +186,23 @@ def test_decode_matches_prefill_step_by_step(fn):
     q, k, v, rel = _decode_inputs(B, H, T, D)
     ks = torch.tensor([0, 3])  # row 1 left-padded by 3
     want = reference.rel_attention(q, k, v, rel, causal=True, key_start=ks)
-    k_cache = torch.full((B, H, Tmax, D), float("nan"), dtype=q.dtype)  # poisoned: unwritten slots must not leak
-    v_cache = torch.full((B, H, Tmax, D), float("nan"), dtype=q.dtype)
-    k_cache.zero_() if fn == "reference" else None  # the reference's matmul would spread NaN through masked slots
-    v_cache.zero_() if fn == "reference" else None
+    # The kernel's cache is poisoned so unwritten slots must not leak; the reference multiplies masked slots by 0.
+    poison = float("nan") if fn == "ops" else 0.0
+    k_cache = torch.full((B, H, Tmax, D), poison, dtype=q.dtype)
+    v_cache = torch.full((B, H, Tmax, D), poison, dtype=q.dtype)
     seqlens = torch.zeros(B, dtype=torch.int32)
     t = 0
     while t < T:
         n = prompt if t == 0 else 1
         sl = slice(t, t + n)
         out = impl.rel_attention_with_kvcache(
-            q[:, :, sl], k_cache, v_cache, rel, cache_seqlens=seqlens, k_new=k[:, :, sl], v_new=v[:, :, sl],
+            q[:, :, sl],
+            k_cache,
+            v_cache,
+            rel,
+            cache_seqlens=seqlens,
+            k_new=k[:, :, sl],
+            v_new=v[:, :, sl],
             key_start=ks,
         )
         assert_close(out, want[:, :, sl])
@@ -266,7 +270,7 @@ def test_torch_compile_fullgraph():
     leaves = [t.requires_grad_() for t in (q, k, v, rel)]
     got = torch.autograd.grad(f(*leaves), leaves)
     want = torch.autograd.grad(reference.rel_attention(q * 2, k, v, rel, causal=True, key_start=ks).sum(), leaves)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert_close(a, b, dtype=torch.float32, scale=10)
 
     @torch.compile(fullgraph=True, backend="aot_eager")

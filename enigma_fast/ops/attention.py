@@ -93,8 +93,15 @@ def rel_attention_with_kvcache(
     """
     if not _extension.has_kernel("rel_attention_with_kvcache", q.device.type, q.dtype):
         return reference.rel_attention_with_kvcache(
-            q, k_cache, v_cache, rel_emb, cache_seqlens=cache_seqlens, k_new=k_new, v_new=v_new,
-            key_start=key_start, scale=scale,
+            q,
+            k_cache,
+            v_cache,
+            rel_emb,
+            cache_seqlens=cache_seqlens,
+            k_new=k_new,
+            v_new=v_new,
+            key_start=key_start,
+            scale=scale,
         )
     return torch.ops.enigma_fast.rel_attention_kvcache(
         q, k_cache, v_cache, rel_emb, cache_seqlens, k_new, v_new, key_start, _scale(q, scale)
@@ -114,10 +121,8 @@ def _register() -> None:
         torch._check(q.shape[2] <= k.shape[2], lambda: "rel_attention: needs Tq <= Tk")
         for name, t in (("k", k), ("v", v), ("rel_emb", rel_emb)):
             if t is not None:
-                torch._check(
-                    t.device == q.device, lambda: f"rel_attention: {name} must be on q's device {q.device}, got {t.device}"
-                )
-                torch._check(t.dtype == q.dtype, lambda: f"rel_attention: {name} must have q's dtype {q.dtype}")
+                msg = f"rel_attention: {name} must be {q.dtype} on q's device {q.device}, got {t.dtype} on {t.device}"
+                torch._check(t.device == q.device and t.dtype == q.dtype, lambda msg=msg: msg)
         if rel_emb is not None:
             torch._check(
                 rel_emb.dim() == 3 and rel_emb.shape[0] == q.shape[1] and rel_emb.shape[2] == q.shape[3],

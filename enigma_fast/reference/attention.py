@@ -55,12 +55,15 @@ def check_rel_attention_args(
             raise TypeError(f"{op}: rel_emb must be {q.dtype} on {q.device}, got {rel_emb.dtype} on {rel_emb.device}")
         if rel_emb.dim() != 3 or rel_emb.shape[0] != H or rel_emb.shape[2] != D or rel_emb.shape[1] % 2 != 1:
             raise ValueError(
-                f"{op}: rel_emb must be (H, 2P-1, D) = ({H}, *, {D}) with an odd middle size, got {tuple(rel_emb.shape)}"
+                f"{op}: rel_emb must be (H, 2P-1, D) = ({H}, *, {D}) with an odd middle size, "
+                f"got {tuple(rel_emb.shape)}"
             )
     if key_start is not None:
         if key_start.dtype not in (torch.int32, torch.int64) or key_start.shape != (B,):
-            raise ValueError(f"{op}: key_start must be an int32/int64 tensor of shape ({B},), got "
-                             f"{key_start.dtype} {tuple(key_start.shape)}")
+            raise ValueError(
+                f"{op}: key_start must be an int32/int64 tensor of shape ({B},), got "
+                f"{key_start.dtype} {tuple(key_start.shape)}"
+            )
         if key_start.device != q.device:
             raise ValueError(f"{op}: key_start must be on q's device {q.device}, got {key_start.device}")
 
@@ -188,14 +191,18 @@ def rel_attention_with_kvcache(
     if (k_new is None) != (v_new is None):
         raise ValueError(f"{op}: k_new and v_new must be given together")
     if cache_seqlens.dtype not in (torch.int32, torch.int64) or cache_seqlens.shape != (B,):
-        raise ValueError(f"{op}: cache_seqlens must be an int32/int64 tensor of shape ({B},), got "
-                         f"{cache_seqlens.dtype} {tuple(cache_seqlens.shape)}")
+        raise ValueError(
+            f"{op}: cache_seqlens must be an int32/int64 tensor of shape ({B},), got "
+            f"{cache_seqlens.dtype} {tuple(cache_seqlens.shape)}"
+        )
     n_new = 0
     if k_new is not None:
         for name, t in (("k_new", k_new), ("v_new", v_new)):
             if t.shape != q.shape or t.dtype != q.dtype or t.device != q.device:
-                raise ValueError(f"{op}: {name} must be {q.dtype} {tuple(q.shape)} on {q.device} like q, got "
-                                 f"{t.dtype} {tuple(t.shape)} on {t.device}")
+                raise ValueError(
+                    f"{op}: {name} must be {q.dtype} {tuple(q.shape)} on {q.device} like q, got "
+                    f"{t.dtype} {tuple(t.shape)} on {t.device}"
+                )
         n_new = Tq
         idx = (cache_seqlens.long().view(B, 1) + torch.arange(Tq, device=q.device)).clamp(max=Tmax - 1)
         idx = idx.view(B, 1, Tq, 1).expand(B, H, Tq, D)
