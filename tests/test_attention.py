@@ -12,9 +12,9 @@ import random
 
 import pytest
 import torch
-from tolerances import assert_close
 
 from enigma_fast import _extension, ops, reference
+from tests.tolerances import assert_close
 
 HAS_KERNEL = _extension.has_kernel("rel_attention", "cpu", torch.float32)
 needs_kernel = pytest.mark.skipif(not HAS_KERNEL, reason="needs the compiled CPU kernels")
