@@ -198,7 +198,8 @@ def main() -> None:
                 else:
                     fwds = make_case(B, H, T, D, dtype, seed_ok=T <= args.seed_max_t)
                     providers = {n: mode_fn(mode, f, leaves) for n, (f, leaves) in fwds.items()}
-                case = Case(f"T={T}", providers, bytes_moved=_bytes(B, H, T, D, dtype))
+                # Attention is compute-bound: GB/s says little here, so the table shows times and ratios only.
+                case = Case(f"T={T}", providers)
                 cases.append(compare(case, rounds=args.rounds, warmup=1))
             title = f"{mode}, {dt_name}, causal, B={B}, H={H}, D={D}"
             print()
