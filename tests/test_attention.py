@@ -263,7 +263,7 @@ def test_torch_compile_fullgraph():
     q, k, v, rel = make_inputs(2, 2, 7, 11, 16, 4, dtype=torch.float32)
     ks = torch.tensor([0, 3])
 
-    @torch.compile(fullgraph=True, backend="aot_eager")
+    @torch.compile(fullgraph=True)
     def f(q, k, v, rel):
         return ops.rel_attention(q * 2, k, v, rel, causal=True, key_start=ks).sum()
 
@@ -273,7 +273,7 @@ def test_torch_compile_fullgraph():
     for a, b in zip(got, want, strict=True):
         assert_close(a, b, dtype=torch.float32, scale=10)
 
-    @torch.compile(fullgraph=True, backend="aot_eager")
+    @torch.compile(fullgraph=True)
     def step(q, kc, vc, rel, seqlens, kn, vn):
         return ops.rel_attention_with_kvcache(q, kc, vc, rel, cache_seqlens=seqlens, k_new=kn, v_new=vn)
 
