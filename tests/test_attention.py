@@ -229,6 +229,22 @@ def test_decode_split_over_keys(dtype):
 
 
 @needs_kernel
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("Tq", [7, 70])
+def test_prefill_split_over_keys(causal, Tq):
+    # Few query tiles and many keys: the forward splits the keys and merges by log-sum-exp; the backward uses lse.
+    q, k, v, rel = make_inputs(1, 1, Tq, 1000, 16, 100)
+    ks = torch.tensor([130])
+    leaves = [t.requires_grad_() for t in (q, k, v, rel)]
+    out = ops.rel_attention(q, k, v, rel, causal=causal, key_start=ks)
+    ref = reference.rel_attention(q, k, v, rel, causal=causal, key_start=ks)
+    assert_close(out, ref)
+    g = torch.randn_like(ref)
+    for got, want in zip(_grads(out, leaves, g), _grads(ref, leaves, g), strict=True):
+        assert_close(got, want)
+
+
+@needs_kernel
 def test_kvcache_without_new_tokens():
     q, k, v, rel = make_inputs(2, 2, 3, 20, 16, 5)
     seqlens = torch.tensor([20, 11])
