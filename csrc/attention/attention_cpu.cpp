@@ -196,25 +196,29 @@ Problem<typename Kernel<scalar_t>::type> make_problem(const at::Tensor& q, const
     const int64_t r_lo = clamp_offset(-(pmax + p.Tq - 1), P) + P - 1;
     const int64_t r_hi = clamp_offset(std::max(maxk, int64_t(1)) - 1 - pmin, P) + P - 1;
     const at::Tensor rel_c = rel_emb->contiguous();
-    keep.relT = at::empty({p.H, p.D, p.relT_ld}, q.options().dtype(acc_dtype));
-    A* relT = keep.relT.data_ptr<A>();
     const T* relp = ptr<scalar_t>(rel_c);
-    const int64_t D = p.D, ld = p.relT_ld, nr = r_hi - r_lo + 1;
-    // Heads in parallel only when the copy is big enough to pay for waking the threads (decode steps are small).
-    at::parallel_for(0, p.H, std::max<int64_t>(1, (int64_t(1) << 20) / (nr * D)), [&](int64_t h0, int64_t h1) {
-      for (int64_t h = h0; h < h1; ++h) {
-        A* dst = relT + h * D * ld;
-        const T* src = relp + h * nrel * D;
-        for (int64_t d = 0; d < D; ++d) {
-          std::fill(dst + d * ld, dst + d * ld + r_lo, A(0));
-          std::fill(dst + d * ld + r_hi + 1, dst + (d + 1) * ld, A(0));
+    // Few queries (decode): dot products with rel_emb's rows beat transposing it for the GEMM.
+    const bool few_queries = p.Tq <= 4;
+    if (!few_queries || backward) {
+      keep.relT = at::empty({p.H, p.D, p.relT_ld}, q.options().dtype(acc_dtype));
+      A* relT = keep.relT.data_ptr<A>();
+      const int64_t D = p.D, ld = p.relT_ld, nr = r_hi - r_lo + 1;
+      // Heads in parallel only when the copy is big enough to pay for waking the threads.
+      at::parallel_for(0, p.H, std::max<int64_t>(1, (int64_t(1) << 20) / (nr * D)), [&](int64_t h0, int64_t h1) {
+        for (int64_t h = h0; h < h1; ++h) {
+          A* dst = relT + h * D * ld;
+          const T* src = relp + h * nrel * D;
+          for (int64_t d = 0; d < D; ++d) {
+            std::fill(dst + d * ld, dst + d * ld + r_lo, A(0));
+            std::fill(dst + d * ld + r_hi + 1, dst + (d + 1) * ld, A(0));
+          }
+          for (int64_t r = r_lo; r <= r_hi; ++r)
+            for (int64_t d = 0; d < D; ++d) dst[d * ld + r] = Storage<T>::load(src[r * D + d]);
         }
-        for (int64_t r = r_lo; r <= r_hi; ++r)
-          for (int64_t d = 0; d < D; ++d) dst[d * ld + r] = Storage<T>::load(src[r * D + d]);
-      }
-    });
-    p.relT = relT;
-    if (backward) {
+      });
+      p.relT = relT;
+    }
+    if (backward || few_queries) {
       if constexpr (std::is_same_v<T, A>) {
         if (p.D == p.Dp) p.relP = relp, keep.relP = rel_c;
       }

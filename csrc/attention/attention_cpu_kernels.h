@@ -39,9 +39,9 @@ struct Problem {
   int64_t ksb, ksh, kst;
   const T* v;
   int64_t vsb, vsh, vst;
-  const A* relT;  // (H, D, relT_ld): rel_emb[h] transposed, zero columns past 2P-1
+  const A* relT;  // (H, D, relT_ld): rel_emb[h] transposed, zero columns past 2P-1; null: use relP (few queries)
   int64_t relT_ld;
-  const A* relP;  // (H, 2P-1, Dp): rel_emb rows zero-padded to Dp (backward)
+  const A* relP;  // (H, 2P-1, Dp): rel_emb rows zero-padded to Dp (backward, and the forward of few queries)
   const int64_t* qpos0;   // (B,) position of query 0
   const int64_t* nkeys;   // (B,) keys j < nkeys[b] exist
   const int64_t* kstart;  // (B,) keys j < kstart[b] are masked
@@ -180,10 +180,32 @@ EF_ATTN_INLINE void scatter_rel_row(const A* dsrow, A* grow, int64_t pos, int64_
   }
 }
 
+// R[i, c] = qs_i . rel[c] for c < n, one dot product per entry over rows of rel read in place (Dp wide): the
+// relative term of few queries (decode), where transposing rel_emb for the GEMM would cost more than the dots.
+template <typename A>
+EF_ATTN_INLINE void rel_dots(int64_t bq, int64_t n, int64_t Dp, const A* qs, const A* rel, A* r, int64_t rld) {
+  constexpr int W = VecT<A>::W;
+  using V = typename VecT<A>::type;
+  for (int64_t i = 0; i < bq; ++i) {
+    for (int64_t c = 0; c < n; ++c) {
+      V acc{};
+      for (int64_t d = 0; d < Dp; d += W) {
+        V a, b;
+        vload(a, qs + i * Dp + d);
+        vload(b, rel + c * Dp + d);
+        acc += a * b;
+      }
+      A t = 0;
+      for (int l = 0; l < W; ++l) t += acc[l];
+      r[i * rld + c] = t;
+    }
+  }
+}
+
 // Keys [j_first, ke) of a query tile whose first row sits at pos0: S (bq x bkp) for the key tile at j0, with the
 // relative term, computing R's missing offsets on the way (rdone: the last offset R holds).
 template <typename T, typename A = acc_of<T>>
-EF_ATTN_INLINE void tile_scores(const Problem<T>& p, Work<A>& w, const T* kbase, const A* relT_h, int64_t bq,
+EF_ATTN_INLINE void tile_scores(const Problem<T>& p, Work<A>& w, const T* kbase, int64_t h, int64_t bq,
                                 int64_t pos0, int64_t j0, int64_t bk, int64_t bkp, int64_t clo, int64_t* rdone) {
   stage_transposed(kbase + j0 * p.kst, p.kst, bk, bkp, p.D, w.kt.data());
   gemm<A>(bq, bkp, p.D, w.qs.data(), p.Dp, w.kt.data(), BK, w.s.data(), BK, false);
@@ -192,8 +214,14 @@ EF_ATTN_INLINE void tile_scores(const Problem<T>& p, Work<A>& w, const T* kbase,
   const int64_t need = clamp_offset(j0 + bk - 1 - pos0, P);
   if (need > *rdone) {
     const int64_t first = *rdone + 1;
-    gemm<A>(bq, round_up(need - *rdone, VecT<A>::W), p.D, w.qs.data(), p.Dp, relT_h + (first + P - 1), p.relT_ld,
-            w.r.data() + (first - clo), p.rld, false);
+    if (p.relT) {
+      const A* relT_cols = p.relT + h * p.D * p.relT_ld + (first + P - 1);
+      gemm<A>(bq, round_up(need - *rdone, VecT<A>::W), p.D, w.qs.data(), p.Dp, relT_cols, p.relT_ld,
+              w.r.data() + (first - clo), p.rld, false);
+    } else {
+      rel_dots(bq, need - *rdone, p.Dp, w.qs.data(), p.relP + (h * (2 * P - 1) + first + P - 1) * p.Dp,
+               w.r.data() + (first - clo), p.rld);
+    }
     *rdone = need;
   }
   for (int64_t i = 0; i < bq; ++i) add_rel_row(w.s.data() + i * BK, w.r.data() + i * p.rld, pos0 + i, j0, bk, P, clo);
@@ -225,13 +253,12 @@ EF_ATTN_INLINE void fwd_block(const Problem<T>& p, Work<A>& w, int64_t b, int64_
   if (ke <= kb) return;
   const T* kbase = p.k + b * p.ksb + h * p.ksh;
   const T* vbase = p.v + b * p.vsb + h * p.vsh;
-  const A* relT_h = P ? p.relT + h * p.D * p.relT_ld : nullptr;
   const int64_t j_first = kb - kb % W;
   const int64_t clo = P ? clamp_offset(j_first - (pos0 + bq - 1), P) : 0;
   int64_t rdone = clo - 1;
   for (int64_t j0 = j_first; j0 < ke; j0 += BK) {
     const int64_t bk = std::min(BK, ke - j0), bkp = round_up(bk, W);
-    tile_scores(p, w, kbase, relT_h, bq, pos0, j0, bk, bkp, clo, &rdone);
+    tile_scores(p, w, kbase, h, bq, pos0, j0, bk, bkp, clo, &rdone);
     for (int64_t i = 0; i < bq; ++i) {
       A* srow = w.s.data() + i * BK;
       int64_t lo, hi;
@@ -267,7 +294,6 @@ EF_ATTN_INLINE void bwd_head(const Problem<T>& p, Work<A>& w, int64_t b, int64_t
   const A inf = std::numeric_limits<A>::infinity();
   const T* kbase = p.k + b * p.ksb + h * p.ksh;
   const T* vbase = p.v + b * p.vsb + h * p.vsh;
-  const A* relT_h = P ? p.relT + h * D * p.relT_ld : nullptr;
   const int64_t nk = p.nkeys[b], kb = std::clamp<int64_t>(p.kstart[b], 0, nk);
   A di[BQ];
   for (int64_t i0 = 0; i0 < p.Tq; i0 += BQ) {
@@ -290,7 +316,7 @@ EF_ATTN_INLINE void bwd_head(const Problem<T>& p, Work<A>& w, int64_t b, int64_t
     for (int64_t i = 0; i < bq; ++i) std::fill(w.g.data() + i * p.rld, w.g.data() + i * p.rld + ncols, A(0));
     for (int64_t j0 = j_first; j0 < ke && ke > kb; j0 += BK) {
       const int64_t bk = std::min(BK, ke - j0), bkp = round_up(bk, W);
-      tile_scores(p, w, kbase, relT_h, bq, pos0, j0, bk, bkp, clo, &rdone);
+      tile_scores(p, w, kbase, h, bq, pos0, j0, bk, bkp, clo, &rdone);
       stage_transposed(vbase + j0 * p.vst, p.vst, bk, bkp, D, w.vt.data());
       gemm<A>(bq, bkp, D, w.dos.data(), Dp, w.vt.data(), BK, w.dp.data(), BK, false);  // dP = dO V^T
       for (int64_t i = 0; i < bq; ++i) {
