@@ -45,9 +45,11 @@ class RelativeMultiHeadAttention(nn.Module):
     One fused ``(3 d_model, d_model)`` QKV projection and an output projection; ``rel_emb`` is ``(H, 2P-1, D)``
     with ``P = max_rel_pos`` (offsets beyond ``P-1`` share the edge embedding). Self-attention:
     ``forward(x)``; cross-attention: ``forward(x, memory)`` projects x with the Q rows of the fused weight and
-    memory with its K and V rows (one fused KV product). With ``cache``, the new keys/values are appended to the
-    cache and attended causally (decode). Attention dropout > 0 applies only in training and then runs the
-    pure-PyTorch reference path (the fused kernels have no dropout); eval and dropout=0 use the fused kernels.
+    memory with its K and V rows (one fused KV product); as in the op, this needs T <= S and the T queries sit
+    at the last T of the S memory positions for the relative term (``max_rel_pos=1`` makes it position-free).
+    With ``cache``, the new keys/values are appended to the cache and attended causally (decode).
+    Attention dropout > 0 applies only in training and then runs the pure-PyTorch reference path (the fused
+    kernels have no dropout); eval and dropout=0 use the fused kernels.
 
     Shapes: x ``(B, T, d_model)``, memory ``(B, S, d_model)``, key_start ``(B,)`` (left padding), output
     ``(B, T, d_model)``.

@@ -176,3 +176,4 @@ if _extension.EXTENSION is not None:
 for _name in ("rel_attention", "rel_attention_with_kvcache"):
     for _device in ("cpu", "cuda"):
         _extension.has_kernel(_name, _device, torch.float32)
+del _name, _device
