@@ -22,10 +22,11 @@ inline RowView row_view(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.dim() >= 1, name, " must have at least 1 dimension, got a 0-d tensor");
   const int64_t d = t.dim();
   const int64_t n = t.size(d - 1);
-  TORCH_CHECK(n <= 1 || t.stride(d - 1) == 1, name, " must have a contiguous last dimension (stride 1), got stride ",
-              t.stride(d - 1), " for shape ", t.sizes(), "; call .contiguous() first");
   int64_t rows = 1;
   for (int64_t i = 0; i < d - 1; ++i) rows *= t.size(i);
+  if (rows == 0 || n == 0) return RowView{rows, n, n};  // nothing is read: any strides will do
+  TORCH_CHECK(n <= 1 || t.stride(d - 1) == 1, name, " must have a contiguous last dimension (stride 1), got stride ",
+              t.stride(d - 1), " for shape ", t.sizes(), "; call .contiguous() first");
   int64_t row_stride = n;
   if (d >= 2 && rows > 1) {
     // The innermost leading dimension of size > 1 gives the row stride; every outer one must be a whole

@@ -110,6 +110,9 @@ def _register() -> None:
             dx = dh if dh is not None else None
             dw = torch.zeros_like(weight) if need_dw else None
             return dx, dw
+        # Incoming gradients may be expanded (stride 0, e.g. from .sum()): give the kernel real rows.
+        dy = dy.contiguous()
+        dh = dh.contiguous() if dh is not None else None
         dx, dw = lib.rms_norm_bwd(dy, h, weight, rstd, dh, need_dw)
         return dx, (dw if need_dw else None)
 
