@@ -172,7 +172,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_mma_bwd(
     const at::Tensor& out, const at::Tensor& lse, bool causal, double scale) {
   const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), D = q_in.size(3), Tk = k_in.size(2);
   const at::Tensor q = aligned(q_in), k = aligned(k_in), v = aligned(v_in), dout = aligned(dout_in);
-  const at::Tensor rel = P ? rel_emb->contiguous() : at::Tensor();
+  const at::Tensor rel = P ? aligned(rel_emb->contiguous()) : at::Tensor();
   const at::Tensor lse_c = lse.contiguous();
   const Geom g = make_geom(q, Tk, nullptr, 0, key_start, causal);
   MmaParams p = mma_params(g, q, k, v, rel, P, scale);
@@ -314,7 +314,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q_in, const at::Ten
                          scale);
   }
   const at::Tensor q = aligned(q_in), k = aligned(k_in), v = aligned(v_in);
-  const at::Tensor rel = P ? rel_emb->contiguous() : at::Tensor();
+  const at::Tensor rel = P ? aligned(rel_emb->contiguous()) : at::Tensor();
   const Geom g = make_geom(q, Tk, seqlens, n_new, key_start, causal);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.get_device()).stream();
   if (is_16bit(q) && Tq > kRowsMaxTq) {
