@@ -165,8 +165,14 @@ def test_decode_matches_prefill_step_by_step(D, dtype, cuda_device):
         n = prompt if t == 0 else 1
         sl = slice(t, t + n)
         out = ops.rel_attention_with_kvcache(
-            q[:, :, sl].to(dtype), k_cache, v_cache, rel.to(dtype), cache_seqlens=seqlens,
-            k_new=k[:, :, sl].to(dtype), v_new=v[:, :, sl].to(dtype), key_start=ks,
+            q[:, :, sl].to(dtype),
+            k_cache,
+            v_cache,
+            rel.to(dtype),
+            cache_seqlens=seqlens,
+            k_new=k[:, :, sl].to(dtype),
+            v_new=v[:, :, sl].to(dtype),
+            key_start=ks,
         )
         if dtype == torch.float32:
             assert_close(out, want[:, :, sl], dtype=dtype, scale=10)
@@ -221,9 +227,7 @@ def test_decode_step_captured_in_cuda_graph(cuda_device):
             t.copy_(torch.randn_like(t))
         sl = seqlens.clone()
         graph.replay()
-        want = reference.rel_attention_with_kvcache(
-            q, kc_ref, vc_ref, rel, cache_seqlens=sl, k_new=k_new, v_new=v_new
-        )
+        want = reference.rel_attention_with_kvcache(q, kc_ref, vc_ref, rel, cache_seqlens=sl, k_new=k_new, v_new=v_new)
         assert_close(out, want, dtype=dtype)
         assert torch.equal(k_cache, kc_ref) and torch.equal(v_cache, vc_ref)
         seqlens.add_(1)  # the next replay reads the new lengths on the device
