@@ -28,6 +28,7 @@ namespace cuda {
 namespace {
 
 constexpr int64_t kRowsMaxTq = 16;  // at most this many queries: the row (decode) kernel even for 16-bit inputs
+constexpr int64_t kMaxGridY = 65535;  // the tile kernels put batch * head on gridDim.y
 
 bool supported_head_dim(int64_t D) { return D == 32 || D == 64 || D == 128; }
 
@@ -317,7 +318,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q_in, const at::Ten
   const at::Tensor rel = P ? aligned(rel_emb->contiguous()) : at::Tensor();
   const Geom g = make_geom(q, Tk, seqlens, n_new, key_start, causal);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.get_device()).stream();
-  if (is_16bit(q) && Tq > kRowsMaxTq) {
+  if (is_16bit(q) && Tq > kRowsMaxTq && B * H <= kMaxGridY) {
     run_mma_fwd(g, q, k, v, rel, P, scale, out, lse, stream);
     return {out, lse};
   }
@@ -374,7 +375,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rel_attention_bwd_cud
     return {at::zeros(q.sizes(), q.options()), at::zeros(k.sizes(), k.options()), at::zeros(v.sizes(), v.options()),
             drel};
   }
-  if (!supported_head_dim(D) || !is_16bit(q)) {
+  if (!supported_head_dim(D) || !is_16bit(q) || q.size(0) * q.size(1) > kMaxGridY) {
     if (!supported_head_dim(D)) warn_composite(D, q.scalar_type());
     return composite_bwd(dout, q, k, v, rel_emb, P, out, lse, positions(q, Tk, nullptr, 0, key_start), causal,
                          scale);
