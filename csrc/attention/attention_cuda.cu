@@ -290,8 +290,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_bwd(
   at::Tensor drel = at::empty({0}, q.options());
   if (P) {
     const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2);
-    // dS summed per rel_emb row: (B, H, Tq, 2P-1).
-    const at::Tensor dsr = at::zeros({B, H, Tq, 2 * P - 1}, ds.options()).scatter_add_(-1, ridx.expand({B, H, Tq, Tk}), ds);
+    // dS summed per rel_emb row, (B, H, Tq, 2P-1), without atomics (deterministic): an interior row r holds the one
+    // key j = p_i + r - (P-1) (gathered), the two end rows the sums over the clamped offsets.
+    const auto lopt = pos.qpos.options();
+    const at::Tensor jj = pos.qpos.unsqueeze(-1) + (at::arange(2 * P - 1, lopt) - (P - 1)).view({1, 1, -1});
+    const at::Tensor inside = ((jj >= 0) & (jj < Tk)).unsqueeze(1);
+    at::Tensor dsr = at::gather(ds, -1, jj.clamp(0, Tk - 1).unsqueeze(1).expand({B, H, Tq, 2 * P - 1}));
+    dsr = dsr * inside.to(dsr.scalar_type());
+    const at::Tensor off = (at::arange(Tk, lopt).view({1, 1, -1}) - pos.qpos.unsqueeze(-1)).unsqueeze(1);
+    if (P == 1) {
+      dsr = ds.sum(-1, true);
+    } else {
+      dsr.select(-1, 0).copy_((ds * (off <= -(P - 1)).to(ds.scalar_type())).sum(-1));
+      dsr.select(-1, 2 * P - 2).copy_((ds * (off >= P - 1).to(ds.scalar_type())).sum(-1));
+    }
     dq = dq + at::matmul(dsr, relf.unsqueeze(0));
     drel = at::matmul(dsr.transpose(-1, -2), qf).sum(0).to(dt).contiguous();
   }
