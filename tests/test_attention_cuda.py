@@ -271,3 +271,18 @@ def test_opcheck_and_compile(cuda_device):
     got = f(*leaves)
     want = ops.rel_attention(leaves[0] * 2, *leaves[1:], causal=True, key_start=ks)
     assert torch.equal(got, want)
+
+
+@needs_kernel
+def test_strided_index_vectors(cuda_device):
+    # key_start / cache_seqlens views with stride 2 are read like their contiguous copies.
+    q, k, v, rel = (t.to(cuda_device, torch.bfloat16) for t in make_inputs(2, 2, 40, 50, 64, 9))
+    ks = torch.tensor([0, 99, 7, 99], device=cuda_device)[::2]
+    out = ops.rel_attention(q, k, v, rel, causal=True, key_start=ks)
+    assert torch.equal(out, ops.rel_attention(q, k, v, rel, causal=True, key_start=ks.contiguous()))
+    seqlens = torch.tensor([50, 0, 33, 0], dtype=torch.int32, device=cuda_device)[::2]
+    got = ops.rel_attention_with_kvcache(q[:, :, :3], k, v, rel, cache_seqlens=seqlens, key_start=ks)
+    want = ops.rel_attention_with_kvcache(
+        q[:, :, :3], k, v, rel, cache_seqlens=seqlens.contiguous(), key_start=ks.contiguous()
+    )
+    assert torch.equal(got, want)

@@ -59,6 +59,11 @@ int sm_count(int device) {
   return sms;
 }
 
+// Index vectors are read on the device as plain arrays: a contiguous copy (kept alive by the caller) if needed.
+std::optional<at::Tensor> contiguous_opt(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+
 Geom make_geom(const at::Tensor& q, int64_t Tk, const at::Tensor* seqlens, int64_t n_new,
                const std::optional<at::Tensor>& key_start, bool causal) {
   Geom g{};
@@ -345,7 +350,7 @@ std::tuple<at::Tensor, at::Tensor> rel_attention_fwd_cuda(const at::Tensor& q, c
                                                           double scale) {
   const int64_t P = check_fwd(q, k, v, rel_emb, key_start, "rel_attention");
   const c10::cuda::CUDAGuard guard(q.device());
-  return forward(q, k, v, rel_emb, P, nullptr, 0, key_start, causal, scale);
+  return forward(q, k, v, rel_emb, P, nullptr, 0, contiguous_opt(key_start), causal, scale);
 }
 
 at::Tensor rel_attention_kvcache_cuda(const at::Tensor& q, at::Tensor& k_cache, at::Tensor& v_cache,
@@ -356,6 +361,7 @@ at::Tensor rel_attention_kvcache_cuda(const at::Tensor& q, at::Tensor& k_cache, 
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Tmax = k_cache.size(2);
   const int64_t n_new = k_new.has_value() ? Tq : 0;
+  const at::Tensor seqlens = cache_seqlens.contiguous();
   if (n_new && q.numel() > 0) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.get_device()).stream();
     const int64_t total = B * H * Tq * D;
@@ -367,12 +373,13 @@ at::Tensor rel_attention_kvcache_cuda(const at::Tensor& q, at::Tensor& k_cache, 
           kn.const_data_ptr<scalar_t>(), vn.const_data_ptr<scalar_t>(), kn.stride(0), kn.stride(1), kn.stride(2),
           vn.stride(0), vn.stride(1), vn.stride(2), k_cache.mutable_data_ptr<scalar_t>(),
           v_cache.mutable_data_ptr<scalar_t>(), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-          v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), cache_seqlens.const_data_ptr(),
-          cache_seqlens.scalar_type() == at::kLong, H, Tq, Tmax, D, total);
+          v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), seqlens.const_data_ptr(),
+          seqlens.scalar_type() == at::kLong, H, Tq, Tmax, D, total);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
-  return std::get<0>(forward(q, k_cache, v_cache, rel_emb, P, &cache_seqlens, n_new, key_start, true, scale));
+  return std::get<0>(
+      forward(q, k_cache, v_cache, rel_emb, P, &seqlens, n_new, contiguous_opt(key_start), true, scale));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rel_attention_bwd_cuda(
@@ -392,7 +399,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rel_attention_bwd_cud
     return composite_bwd(dout, q, k, v, rel_emb, P, out, lse, positions(q, Tk, nullptr, 0, key_start), causal,
                          scale);
   }
-  return run_mma_bwd(dout, q, k, v, rel_emb, P, key_start, out, lse, causal, scale);
+  return run_mma_bwd(dout, q, k, v, rel_emb, P, contiguous_opt(key_start), out, lse, causal, scale);
 }
 
 }  // namespace
