@@ -1,6 +1,6 @@
 // Tensor-core backward of relative-position attention, head dim 64 (bfloat16 and float16; one source per head
 // dim so that the instantiations compile in parallel).
-#include "attention/cuda/bwd.cuh"
+#include "attention/cuda/bwd_drel.cuh"
 
 namespace enigma_fast {
 namespace attention {
