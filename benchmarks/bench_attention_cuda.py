@@ -65,11 +65,11 @@ def flex_rel_attention(q, k, v, rel):
     return fn(q, k, v, score_mod=score_mod, block_mask=mask, scale=scale)
 
 
-def sdpa_flash(q, k, v, rel):
+def sdpa_flash(q, k, v, rel, causal: bool = True):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
 PREFILL = {
@@ -119,7 +119,8 @@ def decode_providers(B: int, L: int, D: int = 64) -> tuple[dict, int]:
         "reference": lambda: reference.rel_attention_with_kvcache(
             q, kc, vc, rel, cache_seqlens=seqlens, k_new=kn, v_new=vn
         ),
-        "sdpa_flash": lambda: sdpa_flash(q, kc[:, :, :L], vc[:, :, :L], None),
+        # one query over the first L keys: no mask (SDPA's causal mask is top-left aligned)
+        "sdpa_flash": lambda: sdpa_flash(q, kc[:, :, :L], vc[:, :, :L], None, causal=False),
         "enigma_fast": lambda: ops.rel_attention_with_kvcache(
             q, kc, vc, rel, cache_seqlens=seqlens, k_new=kn, v_new=vn
         ),
