@@ -26,6 +26,32 @@ step backend "$PY" -c "import enigma_fast, json; print(json.dumps(enigma_fast.ba
 step cuda_tests "$PY" -m pytest tests/ -q -m cuda -x -p no:cacheprovider
 step rms_norm_bench "$PY" -m benchmarks.bench_rms_norm --device cuda --rounds 50
 
+# Relative-position attention: a small forward/backward/decode under compute-sanitizer (memcheck, racecheck), then
+# the benchmarks (quick set; ATTN_BENCH_ARGS="" runs the full T x D x B x L grid).
+ATTN_SMALL='import torch, enigma_fast.ops as o
+d = "cuda"
+for dt in (torch.bfloat16, torch.float32):
+    q, k, v = (torch.randn(2, 2, 70, 64, device=d, dtype=dt, requires_grad=True) for _ in range(3))
+    r = torch.randn(2, 41, 64, device=d, dtype=dt, requires_grad=True)
+    ks = torch.tensor([0, 5], device=d)
+    o.rel_attention(q, k, v, r, causal=True, key_start=ks).sum().backward()
+    kc, vc = (torch.randn(2, 2, 300, 64, device=d, dtype=dt) for _ in range(2))
+    o.rel_attention_with_kvcache(q[:, :, :1].detach(), kc, vc, r.detach(), cache_seqlens=torch.tensor([9, 250], device=d),
+                                 k_new=q[:, :, :1].detach(), v_new=q[:, :, :1].detach())
+torch.cuda.synchronize(); print("ok")'
+SAN="${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer"
+if [ -x "$SAN" ]; then
+  step attn_memcheck "$SAN" --tool memcheck --error-exitcode 1 "$PY" -c "$ATTN_SMALL"
+  step attn_racecheck "$SAN" --tool racecheck --error-exitcode 1 "$PY" -c "$ATTN_SMALL"
+fi
+step attn_bench "$PY" -m benchmarks.bench_attention_cuda ${ATTN_BENCH_ARGS---quick} --rounds 20
+
+echo
+echo "== Relative attention on CUDA (bf16, causal) =="
+grep -E "^\| (forward|forward\+backward) T=2048 D=64 \|" "$OUT/attn_bench.log" | head -8 || true
+grep -E "^\| decode B=8 L=16384 \|" "$OUT/attn_bench.log" || true
+grep -E "^(PASS|FAIL)" "$OUT/attn_bench.log" || true
+
 echo
 echo "== RMSNorm on CUDA (median ms, interleaved rounds) =="
 grep -E "^\| (forward|forward\+backward) bfloat16 \(16384, 4096\)" "$OUT/rms_norm_bench.log" || true
