@@ -323,3 +323,60 @@ def test_cache_seqlens_past_tmax_raises():
     q, k, v, rel = make_inputs(2, 2, 1, 9, 8, 3)
     with pytest.raises(RuntimeError, match="Tmax"):
         ops.rel_attention_with_kvcache(q, k, v, rel, cache_seqlens=torch.tensor([3, 9]), k_new=q, v_new=q)
+
+
+# ---- enigma_fast.nn.RelativeMultiHeadAttention ----
+
+
+def _manual_mha(m, x, memory=None, key_start=None):
+    d, H, D = m.d_model, m.n_head, m.head_dim
+    w, b = m.qkv.weight, m.qkv.bias
+    src = x if memory is None else memory
+    q = (x @ w[:d].T + b[:d]).view(x.shape[0], x.shape[1], H, D).transpose(1, 2)
+    k = (src @ w[d : 2 * d].T + b[d : 2 * d]).view(src.shape[0], src.shape[1], H, D).transpose(1, 2)
+    v = (src @ w[2 * d :].T + b[2 * d :]).view(src.shape[0], src.shape[1], H, D).transpose(1, 2)
+    y = reference.rel_attention(q, k, v, m.rel_emb, causal=m.causal, key_start=key_start)
+    return m.out(y.transpose(1, 2).reshape(x.shape))
+
+
+def test_module_self_and_cross_attention():
+    from enigma_fast.nn import RelativeMultiHeadAttention
+
+    m = RelativeMultiHeadAttention(48, 4, max_rel_pos=6, causal=True).double()
+    assert m.rel_emb.shape == (4, 11, 12)
+    x = torch.randn(2, 17, 48, dtype=torch.float64)
+    ks = torch.tensor([0, 5])
+    assert_close(m(x, key_start=ks), _manual_mha(m, x, key_start=ks))
+    m(x).sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+    cross = RelativeMultiHeadAttention(48, 4, max_rel_pos=6, causal=False).double()
+    mem = torch.randn(2, 23, 48, dtype=torch.float64)
+    assert_close(cross(x, mem), _manual_mha(cross, x, mem))
+
+
+def test_module_kv_cache_decode_matches_full():
+    from enigma_fast.nn import KVCache, RelativeMultiHeadAttention
+
+    m = RelativeMultiHeadAttention(32, 2, max_rel_pos=4, causal=True).double().eval()
+    x = torch.randn(2, 12, 32, dtype=torch.float64)
+    full = m(x)
+    cache = KVCache.allocate(2, 2, 16, 16, dtype=torch.float64, device="cpu")
+    outs = []
+    for t0, t1 in [(0, 4)] + [(t, t + 1) for t in range(4, 12)]:
+        outs.append(m(x[:, t0:t1], cache=cache))
+        cache.seqlens += t1 - t0
+    assert_close(torch.cat(outs, dim=1), full)
+
+
+def test_module_dropout_uses_reference_in_training_only():
+    from enigma_fast.nn import RelativeMultiHeadAttention
+
+    m = RelativeMultiHeadAttention(32, 2, max_rel_pos=4, causal=True, dropout=0.5).double()
+    x = torch.randn(2, 9, 32, dtype=torch.float64)
+    torch.manual_seed(1)
+    a = m(x)
+    torch.manual_seed(2)
+    b = m(x)
+    assert not torch.allclose(a, b)  # dropout active in training
+    m.eval()
+    assert_close(m(x), _manual_mha(m, x))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_rel_attention_args", "rel_attention", "rel_attention_with_kvcache"]
+__all__ = ["check_rel_attention_args", "rel_attention", "rel_attention_with_dropout", "rel_attention_with_kvcache"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -73,6 +73,7 @@ def _attend(
     pos_q: torch.Tensor,
     masked: torch.Tensor,
     scale: float,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """Masked softmax attention with the relative term. pos_q: (B, Tq) query positions; masked: (B, Tq, Tk) bool."""
     acc = _acc_dtype(q.dtype)
@@ -91,6 +92,8 @@ def _attend(
     e = torch.exp(s - m)
     denom = e.sum(dim=-1, keepdim=True)
     p = e / torch.where(denom > 0, denom, torch.ones_like(denom))
+    if dropout_p > 0.0:
+        p = torch.nn.functional.dropout(p, dropout_p, training=True)
     return (p @ vf).to(q.dtype)
 
 
@@ -115,14 +118,47 @@ def rel_attention(
     if Tq > Tk:
         raise ValueError(f"rel_attention: needs Tq <= Tk, got Tq={Tq} > Tk={Tk}")
     scale = D**-0.5 if scale is None else scale
-    pos_q = (Tk - Tq + torch.arange(Tq, device=q.device)).unsqueeze(0).expand(B, -1)  # (B, Tq)
-    j = torch.arange(Tk, device=q.device).view(1, 1, -1)
-    masked = torch.zeros(B, Tq, Tk, dtype=torch.bool, device=q.device)
+    pos_q, masked = _positions_and_mask(B, Tq, Tk, causal, key_start, q.device)
+    return _attend(q, k, v, rel_emb, pos_q, masked, scale)
+
+
+def rel_attention_with_dropout(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_emb: torch.Tensor | None = None,
+    *,
+    dropout_p: float,
+    causal: bool = False,
+    scale: float | None = None,
+    key_start: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`rel_attention` with dropout (probability ``dropout_p``) on the attention probabilities.
+
+    The training path of modules with attention dropout; the fused kernels have none. Same shapes.
+    """
+    check_rel_attention_args(q, k, v, rel_emb, key_start)
+    B, _, Tq, D = q.shape
+    Tk = k.shape[2]
+    if Tq > Tk:
+        raise ValueError(f"rel_attention: needs Tq <= Tk, got Tq={Tq} > Tk={Tk}")
+    scale = D**-0.5 if scale is None else scale
+    pos_q, masked = _positions_and_mask(B, Tq, Tk, causal, key_start, q.device)
+    return _attend(q, k, v, rel_emb, pos_q, masked, scale, dropout_p)
+
+
+def _positions_and_mask(
+    B: int, Tq: int, Tk: int, causal: bool, key_start: torch.Tensor | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query positions (B, Tq) = Tk - Tq + i and the (B, Tq, Tk) mask of the prefill op."""
+    pos_q = (Tk - Tq + torch.arange(Tq, device=device)).unsqueeze(0).expand(B, -1)
+    j = torch.arange(Tk, device=device).view(1, 1, -1)
+    masked = torch.zeros(B, Tq, Tk, dtype=torch.bool, device=device)
     if causal:
         masked = masked | (j > pos_q.unsqueeze(-1))
     if key_start is not None:
         masked = masked | (j < key_start.view(B, 1, 1))
-    return _attend(q, k, v, rel_emb, pos_q, masked, scale)
+    return pos_q, masked
 
 
 def rel_attention_with_kvcache(
