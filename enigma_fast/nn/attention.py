@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enigma_fast import ops, reference
+from enigma_fast import ops
+from enigma_fast.reference.attention import rel_attention_with_dropout
 
 __all__ = ["KVCache", "RelativeMultiHeadAttention"]
 
@@ -97,7 +98,7 @@ class RelativeMultiHeadAttention(nn.Module):
                 q, cache.k, cache.v, self.rel_emb, cache_seqlens=cache.seqlens, k_new=k, v_new=v, key_start=key_start
             )
         elif self.training and self.dropout > 0.0:
-            y = reference.rel_attention_with_dropout(
+            y = rel_attention_with_dropout(
                 q, k, v, self.rel_emb, dropout_p=self.dropout, causal=self.causal, key_start=key_start
             )
         else:
