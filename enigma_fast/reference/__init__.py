@@ -4,6 +4,7 @@ Written for clarity, not speed. Each function has the same signature and semanti
 counterpart.
 """
 
+from enigma_fast.reference.attention import rel_attention, rel_attention_with_kvcache
 from enigma_fast.reference.rms_norm import add_rms_norm, rms_norm
 
-__all__ = ["add_rms_norm", "rms_norm"]
+__all__ = ["add_rms_norm", "rel_attention", "rel_attention_with_kvcache", "rms_norm"]

@@ -1,0 +1,365 @@
+// Relative-position attention on the CPU: ATen glue around the tile kernels of attention_cpu_kernels.h.
+//
+// Forward: at::parallel_for over (batch, head, query tile), or over (batch, head, query tile, key split) when
+// there are too few query tiles to keep the threads busy (decode: a split over keys, merged by log-sum-exp).
+// Backward: at::parallel_for over (batch, head); each task owns its dk/dv rows and its own d(rel_emb) partial, and
+// the partials are summed over the batch in a fixed order afterwards, so results do not depend on the threads.
+// The kernels are compiled once per x86 ISA level (target_clones) and the best is picked at load time.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "attention/attention.h"
+#include "attention/attention_cpu_kernels.h"
+
+namespace enigma_fast {
+namespace attention {
+namespace {
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(ENIGMA_FAST_NO_CLONES)
+#define EF_ATTN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define EF_ATTN_CLONES
+#endif
+
+// Per-task outputs of the forward: either final (out, lse) or, with key splits, partial (O, m, l).
+template <typename T>
+struct FwdOut {
+  using A = acc_of<T>;
+  T* out;         // (B, H, Tq, D) contiguous
+  A* lse;         // (B, H, Tq)
+  A* part_o;      // (nsplit, B*H*Tq, Dp) when nsplit > 1
+  A* part_ml;     // (nsplit, B*H*Tq, 2)
+  int64_t nqt, nsplit;
+};
+
+template <typename T>
+EF_ATTN_INLINE void fwd_range(const Problem<T>& p, const FwdOut<T>& o, int64_t t0, int64_t t1) {
+  using A = acc_of<T>;
+  Work<A> w(p.Dp, p.D, p.rld, false);
+  std::vector<A> O(BQ * p.Dp), m(BQ), l(BQ);
+  const int64_t rows = p.B * p.H * p.Tq;
+  for (int64_t t = t0; t < t1; ++t) {
+    // Task order: (b, h) outer; query tiles alternate from both ends so that causal work is spread evenly.
+    const int64_t split = t % o.nsplit, u = t / o.nsplit;
+    const int64_t bh = u / o.nqt, x = u % o.nqt;
+    const int64_t qt = x % 2 == 0 ? x / 2 : o.nqt - 1 - x / 2;
+    const int64_t b = bh / p.H, h = bh % p.H, i0 = qt * BQ, bq = std::min(BQ, p.Tq - i0);
+    const int64_t nk = p.nkeys[b];
+    int64_t kb = std::clamp<int64_t>(p.kstart[b], 0, nk);
+    int64_t ke = p.causal ? std::min(nk, p.qpos0[b] + i0 + bq) : nk;
+    if (o.nsplit > 1) {
+      const int64_t first = kb - kb % BK;
+      const int64_t chunk = round_up(std::max<int64_t>(ke - first, 0), o.nsplit * BK) / o.nsplit;
+      kb = std::max(kb, first + split * chunk);
+      ke = std::min(ke, first + (split + 1) * chunk);
+    }
+    fwd_block(p, w, b, h, i0, bq, kb, ke, O.data(), m.data(), l.data());
+    const int64_t row0 = bh * p.Tq + i0;
+    if (o.nsplit > 1) {
+      A* po = o.part_o + (split * rows + row0) * p.Dp;
+      A* pml = o.part_ml + (split * rows + row0) * 2;
+      std::copy(O.begin(), O.begin() + bq * p.Dp, po);
+      for (int64_t i = 0; i < bq; ++i) {
+        pml[2 * i] = m[i];
+        pml[2 * i + 1] = l[i];
+      }
+      continue;
+    }
+    for (int64_t i = 0; i < bq; ++i) {
+      const A inv = l[i] > 0 ? A(1) / l[i] : A(0);
+      T* orow = o.out + (row0 + i) * p.D;
+      for (int64_t d = 0; d < p.D; ++d) orow[d] = Storage<T>::store(O[i * p.Dp + d] * inv);
+      o.lse[row0 + i] = l[i] > 0 ? m[i] + std::log(l[i]) : std::numeric_limits<A>::infinity();
+    }
+  }
+}
+
+template <typename T>
+EF_ATTN_INLINE void bwd_range(const Problem<T>& p, const T* dout, const int64_t* dos, const T* out,
+                              const int64_t* os, const acc_of<T>* lse, T* dq, T* dk, T* dv, acc_of<T>* drel,
+                              int64_t nrel_used, int64_t rlo, int64_t Tk, int64_t t0, int64_t t1) {
+  using A = acc_of<T>;
+  Work<A> w(p.Dp, p.D, p.rld, true);
+  std::vector<A> dk_acc(Tk * p.Dp), dv_acc(Tk * p.Dp);
+  for (int64_t bh = t0; bh < t1; ++bh) {
+    const int64_t b = bh / p.H, h = bh % p.H;
+    std::fill(dk_acc.begin(), dk_acc.end(), A(0));
+    std::fill(dv_acc.begin(), dv_acc.end(), A(0));
+    bwd_head(p, w, b, h, dout + b * dos[0] + h * dos[1], dos[2], out + b * os[0] + h * os[1], os[2],
+             lse + bh * p.Tq, dq + bh * p.Tq * p.D, dk_acc.data(), dv_acc.data(),
+             drel ? drel + bh * nrel_used * p.Dp : nullptr, rlo);
+    for (int64_t j = 0; j < Tk; ++j)
+      for (int64_t d = 0; d < p.D; ++d) {
+        dk[(bh * Tk + j) * p.D + d] = Storage<T>::store(dk_acc[j * p.Dp + d]);
+        dv[(bh * Tk + j) * p.D + d] = Storage<T>::store(dv_acc[j * p.Dp + d]);
+      }
+  }
+}
+
+#define EF_ATTN_DEFINE(T, SUFFIX)                                                                                    \
+  EF_ATTN_CLONES void fwd_##SUFFIX(const Problem<T>& p, const FwdOut<T>& o, int64_t t0, int64_t t1) {               \
+    fwd_range<T>(p, o, t0, t1);                                                                                     \
+  }                                                                                                                  \
+  EF_ATTN_CLONES void bwd_##SUFFIX(const Problem<T>& p, const T* dout, const int64_t* dos, const T* out,            \
+                                   const int64_t* os, const acc_of<T>* lse, T* dq, T* dk, T* dv, acc_of<T>* drel,  \
+                                   int64_t nrel_used, int64_t rlo, int64_t Tk, int64_t t0, int64_t t1) {          \
+    bwd_range<T>(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);                        \
+  }
+EF_ATTN_DEFINE(float, f32)
+EF_ATTN_DEFINE(double, f64)
+EF_ATTN_DEFINE(bf16_t, bf16)
+#undef EF_ATTN_DEFINE
+
+inline void fwd_dispatch(const Problem<float>& p, const FwdOut<float>& o, int64_t a, int64_t b) { fwd_f32(p, o, a, b); }
+inline void fwd_dispatch(const Problem<double>& p, const FwdOut<double>& o, int64_t a, int64_t b) {
+  fwd_f64(p, o, a, b);
+}
+inline void fwd_dispatch(const Problem<bf16_t>& p, const FwdOut<bf16_t>& o, int64_t a, int64_t b) {
+  fwd_bf16(p, o, a, b);
+}
+template <typename T>
+void bwd_dispatch(const Problem<T>& p, const T* dout, const int64_t* dos, const T* out, const int64_t* os,
+                  const acc_of<T>* lse, T* dq, T* dk, T* dv, acc_of<T>* drel, int64_t nrel_used, int64_t rlo,
+                  int64_t Tk, int64_t t0, int64_t t1) {
+  if constexpr (std::is_same_v<T, float>) bwd_f32(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);
+  else if constexpr (std::is_same_v<T, double>) bwd_f64(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);
+  else bwd_bf16(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);
+}
+
+template <typename scalar_t>
+struct Kernel {
+  using type = scalar_t;
+};
+template <>
+struct Kernel<at::BFloat16> {
+  using type = bf16_t;
+};
+
+template <typename scalar_t>
+auto ptr(const at::Tensor& t) {
+  return reinterpret_cast<const typename Kernel<scalar_t>::type*>(t.data_ptr());
+}
+template <typename scalar_t>
+auto mut_ptr(at::Tensor& t) {
+  return reinterpret_cast<typename Kernel<scalar_t>::type*>(t.data_ptr());
+}
+
+// Everything a kernel call needs that lives in tensors: the per-row position vectors and rel_emb's padded copies.
+struct Prepared {
+  at::Tensor qpos0, nkeys, kstart, relT, relP;
+};
+
+std::vector<int64_t> to_vector(const std::optional<at::Tensor>& t, int64_t n, int64_t fill) {
+  if (!t.has_value()) return std::vector<int64_t>(n, fill);
+  at::Tensor c = t->to(at::kLong).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + n);
+}
+
+template <typename scalar_t>
+Problem<typename Kernel<scalar_t>::type> make_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                      const std::optional<at::Tensor>& rel_emb, int64_t P,
+                                                      const std::vector<int64_t>& qpos0,
+                                                      const std::vector<int64_t>& nkeys,
+                                                      const std::vector<int64_t>& kstart, bool causal, double scale,
+                                                      bool backward, Prepared& keep) {
+  using T = typename Kernel<scalar_t>::type;
+  using A = acc_of<T>;
+  constexpr int W = VecT<A>::W;
+  const auto acc_dtype = stat_dtype(q.scalar_type());
+  Problem<T> p{};
+  p.B = q.size(0);
+  p.H = q.size(1);
+  p.Tq = q.size(2);
+  p.D = q.size(3);
+  p.Dp = round_up(p.D, W);
+  p.P = P;
+  p.q = ptr<scalar_t>(q);
+  p.qsb = q.stride(0), p.qsh = q.stride(1), p.qst = q.stride(2);
+  p.k = ptr<scalar_t>(k);
+  p.ksb = k.stride(0), p.ksh = k.stride(1), p.kst = k.stride(2);
+  p.v = ptr<scalar_t>(v);
+  p.vsb = v.stride(0), p.vsh = v.stride(1), p.vst = v.stride(2);
+  const int64_t Tk = k.size(2);
+  int64_t maxk = 0;
+  for (int64_t n : nkeys) maxk = std::max(maxk, n);
+  if (P) {
+    const int64_t nrel = 2 * P - 1;
+    p.relT_ld = nrel + W;
+    keep.relT = at::zeros({p.H, p.D, p.relT_ld}, q.options().dtype(acc_dtype));
+    keep.relT.narrow(2, 0, nrel).copy_(rel_emb->transpose(1, 2));
+    p.relT = keep.relT.data_ptr<A>();
+    if (backward) {
+      keep.relP = at::zeros({p.H, nrel, p.Dp}, q.options().dtype(acc_dtype));
+      keep.relP.narrow(2, 0, p.D).copy_(*rel_emb);
+      p.relP = keep.relP.data_ptr<A>();
+    }
+    p.rld = std::min(nrel, std::max(maxk, Tk) + W + BQ) + 2 * W;
+  } else {
+    p.rld = 0;
+  }
+  keep.qpos0 = at::tensor(qpos0, at::kLong);
+  keep.nkeys = at::tensor(nkeys, at::kLong);
+  keep.kstart = at::tensor(kstart, at::kLong);
+  p.qpos0 = keep.qpos0.data_ptr<int64_t>();
+  p.nkeys = keep.nkeys.data_ptr<int64_t>();
+  p.kstart = keep.kstart.data_ptr<int64_t>();
+  p.causal = causal;
+  p.scale = static_cast<A>(scale);
+  return p;
+}
+
+// Runs the forward for already-checked arguments; returns (out, lse).
+std::tuple<at::Tensor, at::Tensor> run_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                           const std::optional<at::Tensor>& rel_emb, int64_t P,
+                                           const std::vector<int64_t>& qpos0, const std::vector<int64_t>& nkeys,
+                                           const std::vector<int64_t>& kstart, bool causal, double scale) {
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(stat_dtype(q.scalar_type())));
+  if (q.numel() == 0) return {out, lse};
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "rel_attention_fwd_cpu", [&] {
+    using T = typename Kernel<scalar_t>::type;
+    using A = acc_of<T>;
+    Prepared keep;
+    const Problem<T> p = make_problem<scalar_t>(q, k, v, rel_emb, P, qpos0, nkeys, kstart, causal, scale, false, keep);
+    FwdOut<T> o{mut_ptr<scalar_t>(out), lse.data_ptr<A>(), nullptr, nullptr, (p.Tq + BQ - 1) / BQ, 1};
+    const int64_t base = p.B * p.H * o.nqt;
+    const int64_t threads = at::get_num_threads();
+    int64_t maxk = 0;
+    for (int64_t n : nkeys) maxk = std::max(maxk, n);
+    // Split the keys when the query tiles alone cannot keep the threads busy (decode: Tq = 1).
+    if (base < 2 * threads) o.nsplit = std::max<int64_t>(1, std::min((4 * threads + base - 1) / base, maxk / (2 * BK)));
+    at::Tensor part_o, part_ml;
+    const int64_t rows = p.B * p.H * p.Tq;
+    if (o.nsplit > 1) {
+      part_o = at::empty({o.nsplit, rows, p.Dp}, lse.options());
+      part_ml = at::empty({o.nsplit, rows, 2}, lse.options());
+      o.part_o = part_o.data_ptr<A>();
+      o.part_ml = part_ml.data_ptr<A>();
+    }
+    at::parallel_for(0, base * o.nsplit, 1, [&](int64_t t0, int64_t t1) { fwd_dispatch(p, o, t0, t1); });
+    if (o.nsplit > 1) {
+      // Merge the key splits: m = max m_s, l = sum l_s e^(m_s - m), out = sum O_s e^(m_s - m) / l.
+      T* op = o.out;
+      A* lp = o.lse;
+      at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          A mx = -std::numeric_limits<A>::infinity();
+          for (int64_t s = 0; s < o.nsplit; ++s) mx = std::max(mx, o.part_ml[(s * rows + r) * 2]);
+          A l = 0;
+          std::vector<A> acc(p.D, A(0));
+          for (int64_t s = 0; s < o.nsplit; ++s) {
+            const A ms = o.part_ml[(s * rows + r) * 2];
+            if (ms == -std::numeric_limits<A>::infinity()) continue;
+            const A f = std::exp(ms - mx);
+            l += o.part_ml[(s * rows + r) * 2 + 1] * f;
+            for (int64_t d = 0; d < p.D; ++d) acc[d] += o.part_o[(s * rows + r) * p.Dp + d] * f;
+          }
+          const A inv = l > 0 ? A(1) / l : A(0);
+          for (int64_t d = 0; d < p.D; ++d) op[r * p.D + d] = Storage<T>::store(acc[d] * inv);
+          lp[r] = l > 0 ? mx + std::log(l) : std::numeric_limits<A>::infinity();
+        }
+      });
+    }
+  });
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor> rel_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
+                                                         const at::Tensor& v, const std::optional<at::Tensor>& rel_emb,
+                                                         const std::optional<at::Tensor>& key_start, bool causal,
+                                                         double scale) {
+  const int64_t P = check_fwd(q, k, v, rel_emb, key_start, "rel_attention");
+  const int64_t B = q.size(0), Tq = q.size(2), Tk = k.size(2);
+  return run_fwd(q, k, v, rel_emb, P, std::vector<int64_t>(B, Tk - Tq), std::vector<int64_t>(B, Tk),
+                 to_vector(key_start, B, 0), causal, scale);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rel_attention_bwd_cpu(
+    const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& rel_emb, const std::optional<at::Tensor>& key_start, const at::Tensor& out,
+    const at::Tensor& lse, bool causal, double scale) {
+  const int64_t P = check_bwd(dout, q, k, v, rel_emb, key_start, out, lse);
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), D = q.size(3);
+  at::Tensor dq = at::empty(q.sizes(), q.options());
+  at::Tensor dk = at::empty(k.sizes(), k.options());
+  at::Tensor dv = at::empty(v.sizes(), v.options());
+  at::Tensor drel = P ? at::zeros(rel_emb->sizes(), q.options()) : at::empty({0}, q.options());
+  if (q.numel() == 0 || k.numel() == 0) {
+    dq.zero_(), dk.zero_(), dv.zero_();
+    return {dq, dk, dv, drel};
+  }
+  const at::Tensor lse_c = lse.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "rel_attention_bwd_cpu", [&] {
+    using T = typename Kernel<scalar_t>::type;
+    using A = acc_of<T>;
+    Prepared keep;
+    const Problem<T> p = make_problem<scalar_t>(q, k, v, rel_emb, P, std::vector<int64_t>(B, Tk - Tq),
+                                                std::vector<int64_t>(B, Tk), to_vector(key_start, B, 0), causal, scale,
+                                                true, keep);
+    // d(rel_emb) rows any (query, key) pair can reach: clamped offsets [-(Tk-1), Tq-1].
+    int64_t rlo = 0, nrel_used = 0;
+    at::Tensor drel_part;
+    A* drel_ptr = nullptr;
+    if (P) {
+      rlo = clamp_offset(-(Tk - 1), P) + P - 1;
+      nrel_used = clamp_offset(Tq - 1, P) + P - 1 - rlo + 1;
+      drel_part = at::zeros({B, H, nrel_used, p.Dp}, lse_c.options());
+      drel_ptr = drel_part.data_ptr<A>();
+    }
+    const int64_t dos[3] = {dout.stride(0), dout.stride(1), dout.stride(2)};
+    const int64_t os[3] = {out.stride(0), out.stride(1), out.stride(2)};
+    const T* doutp = ptr<scalar_t>(dout);
+    const T* outp = ptr<scalar_t>(out);
+    const A* lsep = lse_c.data_ptr<A>();
+    T* dqp = mut_ptr<scalar_t>(dq);
+    T* dkp = mut_ptr<scalar_t>(dk);
+    T* dvp = mut_ptr<scalar_t>(dv);
+    at::parallel_for(0, B * H, 1, [&](int64_t t0, int64_t t1) {
+      bwd_dispatch<T>(p, doutp, dos, outp, os, lsep, dqp, dkp, dvp, drel_ptr, nrel_used, rlo, Tk, t0, t1);
+    });
+    if (P) drel.narrow(1, rlo, nrel_used).copy_(drel_part.sum(0).narrow(2, 0, D));
+  });
+  return {dq, dk, dv, drel};
+}
+
+at::Tensor rel_attention_kvcache_cpu(const at::Tensor& q, at::Tensor& k_cache, at::Tensor& v_cache,
+                                     const std::optional<at::Tensor>& rel_emb, const at::Tensor& cache_seqlens,
+                                     const std::optional<at::Tensor>& k_new, const std::optional<at::Tensor>& v_new,
+                                     const std::optional<at::Tensor>& key_start, double scale) {
+  const int64_t P = check_kvcache(q, k_cache, v_cache, rel_emb, cache_seqlens, k_new, v_new, key_start);
+  const int64_t B = q.size(0), Tq = q.size(2), Tmax = k_cache.size(2);
+  const int64_t n_new = k_new.has_value() ? Tq : 0;
+  const std::vector<int64_t> seqlens = to_vector(cache_seqlens, B, 0);
+  std::vector<int64_t> qpos0(B), nkeys(B);
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(seqlens[b] >= 0 && seqlens[b] + n_new <= Tmax, "rel_attention_with_kvcache: cache_seqlens[", b,
+                "] + ", n_new, " new tokens must be within the cache length Tmax = ", Tmax, ", got cache_seqlens[", b,
+                "] = ", seqlens[b]);
+    TORCH_CHECK(seqlens[b] + n_new >= Tq, "rel_attention_with_kvcache: row ", b, " holds ", seqlens[b] + n_new,
+                " keys, fewer than the Tq = ", Tq, " queries (without k_new the cache must already hold them)");
+    nkeys[b] = seqlens[b] + n_new;
+    qpos0[b] = nkeys[b] - Tq;
+  }
+  if (n_new)
+    for (int64_t b = 0; b < B; ++b) {
+      k_cache[b].narrow(1, seqlens[b], n_new).copy_((*k_new)[b]);
+      v_cache[b].narrow(1, seqlens[b], n_new).copy_((*v_new)[b]);
+    }
+  auto res = run_fwd(q, k_cache, v_cache, rel_emb, P, qpos0, nkeys, to_vector(key_start, B, 0), true, scale);
+  return std::get<0>(res);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(enigma_fast, CPU, m) {
+  m.impl("rel_attention_fwd", &rel_attention_fwd_cpu);
+  m.impl("rel_attention_bwd", &rel_attention_bwd_cpu);
+  m.impl("rel_attention_kvcache", &rel_attention_kvcache_cpu);
+}
+
+}  // namespace attention
+}  // namespace enigma_fast
