@@ -5,6 +5,16 @@ counterpart.
 """
 
 from enigma_fast.reference.attention import rel_attention, rel_attention_with_kvcache
+from enigma_fast.reference.kmer import kmer_count, kmer_decode, kmer_encode, kmer_encode_batch
 from enigma_fast.reference.rms_norm import add_rms_norm, rms_norm
 
-__all__ = ["add_rms_norm", "rel_attention", "rel_attention_with_kvcache", "rms_norm"]
+__all__ = [
+    "add_rms_norm",
+    "kmer_count",
+    "kmer_decode",
+    "kmer_encode",
+    "kmer_encode_batch",
+    "rel_attention",
+    "rel_attention_with_kvcache",
+    "rms_norm",
+]

@@ -1,0 +1,256 @@
+"""k-mer tokenization ops: DNA bytes -> token ids and back, on CPU (multi-threaded) and GPU (encode).
+
+The kernels are ``torch.ops.enigma_fast.{kmer_encode, kmer_encode_batch, kmer_decode, kmer_count}`` (schemas in
+csrc/kmer/kmer.cpp, semantics in csrc/kmer/core/kmer_core.h and ``enigma_fast.reference.kmer``). Where no kernel
+serves a device, the functions run the pure-Python reference. ``build_tables`` and ``char_table`` turn a
+vocabulary into the lookup tensors the ops take; ``enigma_fast.tokenizers`` wraps all of it.
+
+Tokenization of n bytes with k-mer length k and stride t: windows ``bases[i:i+k]`` at ``i = 0, t, 2t, ...`` while
+``i + k <= n``; each becomes the id of its k-mer, or (k-mer missing from the vocabulary, or holding a byte other
+than A/C/G/T) ``missing_id`` if that is >= 0, else the fallback ids of its first ``min(k, t)`` bytes. The short
+tail after the last window becomes one id when it is itself a piece of the vocabulary, else one fallback id per
+byte. Decoding a k-mer id yields its first ``min(k, t)`` bytes, so ``decode(encode(s)) == s`` for t <= k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from enigma_fast import _extension, reference
+
+__all__ = ["build_tables", "char_table", "kmer_count", "kmer_decode", "kmer_encode", "kmer_encode_batch"]
+
+_BYTES = frozenset({torch.uint8})
+_extension.register_op("kmer_encode", ("kmer_encode",), {"cpu": _BYTES, "cuda": _BYTES})
+_extension.register_op("kmer_encode_batch", ("kmer_encode_batch",), {"cpu": _BYTES})
+_extension.register_op("kmer_decode", ("kmer_decode",), {"cpu": frozenset({torch.int64})})
+_extension.register_op("kmer_count", ("kmer_count",), {"cpu": _BYTES})
+
+_BASE_CODE = {"A": 0, "C": 1, "G": 2, "T": 3}
+MAX_K = 32
+MAX_DENSE_K = 12
+
+
+def _check_k(k: int, stride: int) -> None:
+    if not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be an int in 1..{MAX_K}, got {k!r}")
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+
+
+def kmer_code(kmer: str) -> int | None:
+    """2-bit code ``sum(code(b_j) * 4**(len-1-j))`` (A=0, C=1, G=2, T=3) of an upper-case A/C/G/T string, else None."""
+    code = 0
+    for ch in kmer:
+        c = _BASE_CODE.get(ch)
+        if c is None:
+            return None
+        code = code * 4 + c
+    return code
+
+
+def build_tables(pieces: Mapping[str, int], k: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """Lookup tensors for a vocabulary of pieces (k-mers and tail pieces shorter than k) -> ids.
+
+    Returns ``(table, tail_table, rest)``: for k <= 12, ``table`` is int32 ``(4^k,)`` (code -> id, -1 absent) and
+    ``tail_table`` int32 ``((4^k - 4) / 3,)`` holding the pieces of lengths 1..k-1 (length l at offset
+    ``(4^l - 4) / 3``); for k > 12, ``table`` is int64 ``(2, V)`` (codes ascending as int64; ids) and
+    ``tail_table`` is empty. ``rest`` holds the pieces the tables cannot (bytes other than upper-case A/C/G/T,
+    tail pieces when k > 12, pieces longer than k): the op never emits their ids.
+    """
+    _check_k(k, 1)
+    rest: dict[str, int] = {}
+    if k <= MAX_DENSE_K:
+        table = torch.full((4**k,), -1, dtype=torch.int32)
+        tail = torch.full(((4**k - 4) // 3,), -1, dtype=torch.int32)
+        codes, ids, tcodes, tids = [], [], [], []
+        for piece, pid in pieces.items():
+            code = kmer_code(piece)
+            if code is None or not 0 < len(piece) <= k:
+                rest[piece] = pid
+            elif len(piece) == k:
+                codes.append(code)
+                ids.append(pid)
+            else:
+                tcodes.append((4 ** len(piece) - 4) // 3 + code)
+                tids.append(pid)
+        if codes:
+            table[torch.tensor(codes)] = torch.tensor(ids, dtype=torch.int32)
+        if tcodes:
+            tail[torch.tensor(tcodes)] = torch.tensor(tids, dtype=torch.int32)
+        return table, tail, rest
+    pairs = []
+    for piece, pid in pieces.items():
+        code = kmer_code(piece)
+        if code is None or len(piece) != k:
+            rest[piece] = pid
+        else:
+            pairs.append((code - (1 << 64) if code >= (1 << 63) else code, pid))
+    pairs.sort()
+    table = torch.tensor([[c for c, _ in pairs], [i for _, i in pairs]], dtype=torch.int64).reshape(2, len(pairs))
+    return table, torch.empty(0, dtype=torch.int32), rest
+
+
+def char_table(char_ids: Mapping[str, int], default: int = -1) -> torch.Tensor:
+    """int32 ``(256,)`` fallback id of each byte: ``char_ids[chr(b)]``, ``default`` (-1 = an error) for the rest."""
+    t = torch.full((256,), default, dtype=torch.int32)
+    for ch, i in char_ids.items():
+        t[ord(ch)] = i
+    return t
+
+
+def _as_bases(bases: torch.Tensor | bytes | str) -> torch.Tensor:
+    if isinstance(bases, str):
+        bases = bases.encode("latin-1")
+    if isinstance(bases, bytes | bytearray | memoryview):
+        return torch.frombuffer(bytearray(bases), dtype=torch.uint8) if len(bases) else torch.empty(0, dtype=torch.uint8)
+    if not isinstance(bases, torch.Tensor) or bases.dtype != torch.uint8 or bases.dim() != 1:
+        got = f"{bases.dtype} {tuple(bases.shape)}" if isinstance(bases, torch.Tensor) else type(bases).__name__
+        raise TypeError(f"bases must be a 1-D uint8 tensor (or bytes / str), got {got}")
+    return bases
+
+
+def kmer_encode(
+    bases: torch.Tensor,
+    table: torch.Tensor,
+    k: int,
+    stride: int | None = None,
+    *,
+    tail_table: torch.Tensor | None = None,
+    char_ids: torch.Tensor | None = None,
+    missing_id: int = -1,
+    fold_case: bool = False,
+    dtype: torch.dtype = torch.int64,
+) -> torch.Tensor:
+    """Token ids of one DNA sequence.
+
+    Args:
+        bases: uint8 ``(n,)`` bytes of the sequence (CPU or CUDA; bytes/str are taken as CPU bytes).
+        table: int32 ``(4^k,)`` for k <= 12 or int64 ``(2, V)`` for k > 12 (see ``build_tables``), on bases' device.
+        k: k-mer length, 1..32. stride: window step >= 1; None means k (non-overlapping).
+        tail_table: pieces shorter than k (``build_tables``), or None for none.
+        char_ids: int32 ``(256,)`` fallback id per byte (``char_table``); None = no fallback (a window missing
+            from the vocabulary is then an error unless ``missing_id`` >= 0).
+        missing_id: >= 0 maps every window without an id to it (the lossy UNK policy).
+        fold_case: read a/c/g/t as A/C/G/T in k-mers (lossy: decoding gives upper case).
+        dtype: int64 (default) or int32 output.
+
+    Returns:
+        ids ``(T,)`` of ``dtype`` on bases' device, ``T = W + (missing windows) * (min(k, stride) - 1) + tail``.
+    """
+    stride = k if stride is None else stride
+    _check_k(k, stride)
+    bases = _as_bases(bases)
+    dev = bases.device
+    tail_table = torch.empty(0, dtype=torch.int32, device=dev) if tail_table is None else tail_table
+    char_ids = torch.full((256,), -1, dtype=torch.int32, device=dev) if char_ids is None else char_ids
+    if _extension.has_kernel("kmer_encode", dev.type, bases.dtype):
+        return torch.ops.enigma_fast.kmer_encode(
+            bases, table, tail_table, char_ids, k, stride, missing_id, fold_case, dtype
+        )
+    return reference.kmer_encode(bases, table, tail_table, char_ids, k, stride, missing_id, fold_case, dtype)
+
+
+def kmer_encode_batch(
+    bases: torch.Tensor,
+    offsets: torch.Tensor,
+    table: torch.Tensor,
+    k: int,
+    stride: int | None = None,
+    *,
+    tail_table: torch.Tensor | None = None,
+    char_ids: torch.Tensor | None = None,
+    missing_id: int = -1,
+    fold_case: bool = False,
+    dtype: torch.dtype = torch.int64,
+    pad_id: int = 0,
+    left_pad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of B sequences, padded: ``bases[offsets[b]:offsets[b+1]]`` -> ``(ids (B, T), lengths (B,))``.
+
+    ``offsets`` is CPU int64 ``(B+1,)``, non-decreasing. Rows are filled with ``pad_id`` after (``left_pad``:
+    before) their ``lengths[b]`` ids; ``T = max(lengths)``. Other arguments as ``kmer_encode``. Runs on the CPU;
+    CUDA inputs are encoded on the CPU and the results moved back.
+    """
+    stride = k if stride is None else stride
+    _check_k(k, stride)
+    bases = _as_bases(bases)
+    dev = bases.device
+    tail_table = torch.empty(0, dtype=torch.int32) if tail_table is None else tail_table
+    char_ids = torch.full((256,), -1, dtype=torch.int32) if char_ids is None else char_ids
+    args = (offsets.cpu(), table.cpu(), tail_table.cpu(), char_ids.cpu(), k, stride, missing_id, fold_case, dtype,
+            pad_id, left_pad)
+    if _extension.has_kernel("kmer_encode_batch", "cpu", bases.dtype):
+        ids, lengths = torch.ops.enigma_fast.kmer_encode_batch(bases.cpu(), *args)
+    else:
+        ids, lengths = reference.kmer_encode_batch(bases.cpu(), *args)
+    return ids.to(dev), lengths.to(dev)
+
+
+def kmer_decode(ids: torch.Tensor, pieces: torch.Tensor, piece_offsets: torch.Tensor) -> torch.Tensor:
+    """Bytes of a token sequence: the concatenation of ``pieces[piece_offsets[i]:piece_offsets[i + 1]]`` over ids.
+
+    Args: ids int64 ``(T,)``; pieces uint8 ``(P,)``; piece_offsets int64 ``(V+1,)`` from 0 to P.
+    Returns: uint8 ``(n,)`` on the CPU. An id outside ``[0, V)`` raises naming its index.
+    """
+    ids = ids.cpu().to(torch.int64).reshape(-1)
+    if _extension.has_kernel("kmer_decode", "cpu", torch.int64):
+        return torch.ops.enigma_fast.kmer_decode(ids, pieces, piece_offsets)
+    return reference.kmer_decode(ids, pieces, piece_offsets)
+
+
+def kmer_count(
+    bases: torch.Tensor, offsets: torch.Tensor, k: int, stride: int | None = None, fold_case: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Counts of the all-base k-mer windows of B sequences, for vocabulary building (k <= 12, CPU).
+
+    Returns ``counts (4^k,)``, ``first (4^k,)`` (smallest ordinal of each code, -1 unseen; window w of
+    sequence b has ordinal ``sum_{j<b} (W_j + 1) + w``) and ``other ()``, the number of windows holding a
+    byte other than a base (not counted), all int64.
+    """
+    stride = k if stride is None else stride
+    _check_k(k, stride)
+    bases = _as_bases(bases).cpu()
+    offsets = offsets.cpu()
+    if _extension.has_kernel("kmer_count", "cpu", torch.uint8):
+        return torch.ops.enigma_fast.kmer_count(bases, offsets, k, stride, fold_case)
+    return reference.kmer_count(bases, offsets, k, stride, fold_case)
+
+
+def _register() -> None:
+    def check(k: int, stride: int) -> None:
+        torch._check(1 <= k <= MAX_K, lambda: f"kmer_encode: k must be in 1..{MAX_K}, got {k}")
+        torch._check(stride >= 1, lambda: f"kmer_encode: stride must be >= 1, got {stride}")
+
+    @torch.library.register_fake("enigma_fast::kmer_encode")
+    def _(bases, table, tail_table, char_ids, k, stride, missing_id, fold_case, dtype):
+        check(k, stride)
+        torch._check(bases.dtype == torch.uint8, lambda: f"kmer_encode: bases must be uint8, got {bases.dtype}")
+        n = torch.library.get_ctx().new_dynamic_size()
+        return bases.new_empty((n,), dtype=dtype)
+
+    @torch.library.register_fake("enigma_fast::kmer_encode_batch")
+    def _(bases, offsets, table, tail_table, char_ids, k, stride, missing_id, fold_case, dtype, pad_id, left_pad):
+        check(k, stride)
+        t = torch.library.get_ctx().new_dynamic_size()
+        b = offsets.shape[0] - 1
+        return bases.new_empty((b, t), dtype=dtype), bases.new_empty((b,), dtype=torch.int64)
+
+    @torch.library.register_fake("enigma_fast::kmer_decode")
+    def _(ids, pieces, piece_offsets):
+        n = torch.library.get_ctx().new_dynamic_size()
+        return pieces.new_empty((n,))
+
+    @torch.library.register_fake("enigma_fast::kmer_count")
+    def _(bases, offsets, k, stride, fold_case):
+        check(k, stride)
+        torch._check(k <= MAX_DENSE_K, lambda: f"kmer_count: k must be <= {MAX_DENSE_K}, got {k}")
+        size = 4**k
+        return (bases.new_empty((size,), dtype=torch.int64), bases.new_empty((size,), dtype=torch.int64),
+                bases.new_empty((), dtype=torch.int64))
+
+
+if _extension.EXTENSION is not None:
+    _register()

@@ -1,0 +1,41 @@
+"""DNA tokenizers: ``KMerTokenizer`` (the seed's API, fast and lossless) and ``CharTokenizer`` (single base).
+
+Both encode with the compiled k-mer ops (``enigma_fast.ops.kmer``) and share one behaviour:
+
+* **Lossless by default.** A window whose k-mer is not in the vocabulary (or holds N, an IUPAC code or a
+  lowercase base) becomes one token per byte (byte fallback), and the short tail of a sequence whose length is
+  not a multiple of the stride becomes one token (when it is itself a vocabulary piece) or one per byte, so
+  ``decode(encode(s)) == s`` for every string over ``FALLBACK_ALPHABET`` (ACGTN, IUPAC, both cases) and every
+  stride <= k. (The seed's ``encode`` stopped at the first k-mer missing from its vocabulary.)
+* **Policies** (constructor arguments): ``case="upper"`` upper-cases soft-masked bases first;
+  ``unknown="unk"`` maps missing k-mers to ``<unk>``; ``invalid="unk"`` maps bytes outside the alphabet to
+  ``<unk>`` (by default they raise ValueError naming the byte and its position). All three are lossy, opt-in.
+* Special tokens ``<pad> <unk> <bos> <eos> <mask>`` with fixed ids (see each class); ``encode_batch`` gives
+  padded ``(B, T)`` ids and ``lengths``; ``decode`` drops specials; ``reverse_complement`` helper.
+
+tokenizer.json (written by ``save`` / ``save_model``, read back exactly by ``from_file``)::
+
+    {
+      "format": "enigma_fast.tokenizer",   # fixed
+      "version": 1,
+      "type": "kmer" | "char",
+      "k": 5, "stride": 5,
+      "case": "keep" | "upper", "unknown": "fallback" | "unk", "invalid": "error" | "unk",
+      "pieces": {"GCCGG": 0, ..., "A": 1023},       # vocabulary pieces (k-mers, tails shorter than k) -> id
+      "special_tokens": {"<pad>": 1024, "<unk>": 1025, "<bos>": 1026, "<eos>": 1027, "<mask>": 1028},
+      "fallback": {"A": 1029, "C": 1030, ...}      # single-byte fallback tokens -> id
+    }
+
+Decoding a k-mer id gives its first ``min(k, stride)`` bases, a tail piece or fallback token its own text.
+"""
+
+from enigma_fast.tokenizers._base import FALLBACK_ALPHABET, SPECIAL_TOKENS, DNATokenizer, reverse_complement
+from enigma_fast.tokenizers.char import CharTokenizer
+from enigma_fast.tokenizers.kmer import KMerTokenizer
+
+__all__ = ["FALLBACK_ALPHABET", "SPECIAL_TOKENS", "CharTokenizer", "DNATokenizer", "KMerTokenizer", "reverse_complement"]
+
+
+def from_file(path: str) -> DNATokenizer:
+    """Load a tokenizer.json (or a folder holding one) as the tokenizer class it names."""
+    return DNATokenizer.from_file(path)

@@ -1,0 +1,345 @@
+"""Shared machinery of the DNA tokenizers: vocabulary layout, policies, encode/decode over the k-mer ops, and
+the tokenizer.json file (format in ``enigma_fast.tokenizers``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from enigma_fast.ops import kmer as kops
+
+__all__ = ["FALLBACK_ALPHABET", "SPECIAL_TOKENS", "DNATokenizer", "reverse_complement"]
+
+# The five special tokens, in the fixed order of their ids.
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>")
+# Bytes that always have a single-character token: bases, N and the IUPAC ambiguity codes, in both cases.
+FALLBACK_ALPHABET = "ACGTN" + "acgtn" + "RYSWKMBDHV" + "ryswkmbdhv"
+CASE_POLICIES = ("keep", "upper")
+UNKNOWN_POLICIES = ("fallback", "unk")
+INVALID_POLICIES = ("error", "unk")
+FORMAT = "enigma_fast.tokenizer"
+FORMAT_VERSION = 1
+
+_COMPLEMENT = bytes.maketrans(b"ACGTRYKMBDHVNacgtrykmbdhvn", b"TGCAYRMKVHDBNtgcayrmkvhdbn")
+
+
+def reverse_complement(seq: str) -> str:
+    """Reverse complement of a DNA string: A<->T, C<->G, IUPAC codes mapped to their complements, case kept."""
+    return seq.encode("latin-1").translate(_COMPLEMENT)[::-1].decode("latin-1")
+
+
+def _to_bytes(seq: str | bytes) -> bytes:
+    if isinstance(seq, str):
+        return seq.encode("utf-8")
+    if isinstance(seq, bytes | bytearray):
+        return bytes(seq)
+    raise TypeError(f"a sequence must be str or bytes, got {type(seq).__name__}")
+
+
+def _bytes_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+
+
+class DNATokenizer:
+    """A k-mer (k = 1: single-base) tokenizer over a fixed vocabulary of pieces, specials and fallback bytes.
+
+    Subclasses decide the id layout; this class holds ``pieces`` (vocabulary string -> id: k-mers, and tail
+    pieces shorter than k), ``special_ids`` (special token -> id) and ``fallback_ids`` (byte -> id), the
+    policies, and the lookup tensors built from them.
+    """
+
+    kind = "base"
+
+    def __init__(self, k: int, stride: int | None, case: str, unknown: str, invalid: str) -> None:
+        stride = k if stride is None else stride
+        kops._check_k(k, stride)
+        for name, value, allowed in (
+            ("case", case, CASE_POLICIES),
+            ("unknown", unknown, UNKNOWN_POLICIES),
+            ("invalid", invalid, INVALID_POLICIES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        self.k, self.stride = k, stride
+        self.case, self.unknown, self.invalid = case, unknown, invalid
+        self.pieces: dict[str, int] = {}
+        self.special_ids: dict[str, int] = {}
+        self.fallback_ids: dict[str, int] = {}
+
+    # ---- vocabulary ----
+    def _set_vocab(self, pieces: Mapping[str, int], special_ids: Mapping[str, int], fallback: Mapping[str, int]) -> None:
+        self.pieces = dict(pieces)
+        self.special_ids = dict(special_ids)
+        self.fallback_ids = dict(fallback)
+        # One id, one string: a piece and a fallback byte may share an id only when they are the same text.
+        owner: dict[int, str] = {}
+        for table in (self.pieces, self.special_ids, self.fallback_ids):
+            for text, i in table.items():
+                if not isinstance(i, int) or i < 0:
+                    raise ValueError(f"tokenizer ids must be ints >= 0, got {text!r}: {i!r}")
+                if owner.setdefault(i, text) != text:
+                    raise ValueError(f"id {i} is given to both {owner[i]!r} and {text!r}")
+        self._build_tables()
+
+    def _build_tables(self) -> None:
+        self.table, self.tail_table, self._rest = kops.build_tables(self.pieces, self.k)
+        fallback = dict(self.fallback_ids)
+        if self.case == "upper":
+            for ch, i in self.fallback_ids.items():
+                if ch.isupper() and ch.lower() in FALLBACK_ALPHABET:
+                    fallback[ch.lower()] = i
+        default = self.unk_id if self.invalid == "unk" else -1
+        self.char_ids = kops.char_table(fallback, default)
+        self._char_list = self.char_ids.tolist()
+        self._missing_id = self.unk_id if self.unknown == "unk" else -1
+        # Decode table: a k-mer stands for its first min(k, stride) bases; other pieces and bytes for themselves.
+        cover = min(self.k, self.stride)
+        by_id = [b""] * self.vocab_size
+        for p, i in self.pieces.items():
+            by_id[i] = p.encode("utf-8")[:cover] if len(p) == self.k else p.encode("utf-8")
+        for ch, i in self.fallback_ids.items():
+            by_id[i] = ch.encode("utf-8")
+        self._by_id = by_id
+        self._special_set = set(self.special_ids.values())
+        self._names = {i: s for s, i in self.special_ids.items()}
+        flat = b"".join(by_id)
+        self._pieces_flat = _bytes_tensor(flat)
+        lengths = torch.tensor([0] + [len(b) for b in by_id], dtype=torch.int64)
+        self._piece_offsets = torch.cumsum(lengths, 0)
+        self._device_tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids: 1 + the largest id of a piece, special token or fallback byte."""
+        ids = [*self.pieces.values(), *self.special_ids.values(), *self.fallback_ids.values()]
+        return max(ids, default=-1) + 1
+
+    @property
+    def pad_id(self) -> int:
+        return self.special_ids["<pad>"]
+
+    @property
+    def unk_id(self) -> int:
+        return self.special_ids["<unk>"]
+
+    @property
+    def bos_id(self) -> int:
+        return self.special_ids["<bos>"]
+
+    @property
+    def eos_id(self) -> int:
+        return self.special_ids["<eos>"]
+
+    @property
+    def mask_id(self) -> int:
+        return self.special_ids["<mask>"]
+
+    # ---- encoding ----
+    def _prepare(self, data: bytes) -> bytes:
+        return data.upper() if self.case == "upper" else data
+
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if device.type == "cpu":
+            return self.table, self.tail_table, self.char_ids
+        if device not in self._device_tables:
+            self._device_tables[device] = tuple(t.to(device) for t in (self.table, self.tail_table, self.char_ids))
+        return self._device_tables[device]  # type: ignore[return-value]
+
+    def _encode_general(self, data: bytes) -> list[int]:
+        """Dict lookups for vocabularies holding pieces the tables cannot (N, lowercase, long tails)."""
+        k, stride, n = self.k, self.stride, len(data)
+        text = data.decode("latin-1")
+        windows = (n - k) // stride + 1 if n >= k else 0
+        cover = min(k, stride)
+        out: list[int] = []
+
+        def chars(start: int, stop: int) -> None:
+            for j in range(start, stop):
+                cid = self._char_list[data[j]]
+                if cid < 0:
+                    raise ValueError(
+                        f"byte {chr(data[j])!r} at position {j} has no token (not a vocabulary piece and no "
+                        "fallback id); use invalid='unk' to map it to <unk>"
+                    )
+                out.append(cid)
+
+        for w in range(windows):
+            i = w * stride
+            pid = self.pieces.get(text[i : i + k], self._missing_id)
+            if pid >= 0:
+                out.append(pid)
+            else:
+                chars(i, i + cover)
+        start = min(n, windows * stride)
+        if start < n:
+            pid = self.pieces.get(text[start:], -1)
+            if pid >= 0:
+                out.append(pid)
+            else:
+                chars(start, n)
+        return out
+
+    def encode_tensor(
+        self, seq: str | bytes | torch.Tensor, dtype: torch.dtype = torch.int64, add_special_tokens: bool = False
+    ) -> torch.Tensor:
+        """Ids ``(T,)`` of one sequence (str, bytes, or a uint8 tensor on any device, encoded there).
+
+        With ``add_special_tokens`` the ids are wrapped in ``<bos> ... <eos>``.
+        """
+        if isinstance(seq, torch.Tensor):
+            # (case="upper" needs no copy: fold_case in the op plus upper-case fallback ids for lowercase
+            # bytes give the tokens of the upper-cased sequence.)
+            if self._rest:
+                return self.encode_tensor(bytes(seq.cpu().tolist()), dtype, add_special_tokens).to(seq.device)
+            data_t = seq
+        else:
+            data = _to_bytes(seq)
+            if self._rest:
+                ids = torch.tensor(self._encode_general(self._prepare(data)), dtype=dtype)
+                return self._wrap(ids, add_special_tokens)
+            data_t = _bytes_tensor(data)
+        table, tail, chars = self._tables(data_t.device)
+        try:
+            ids = kops.kmer_encode(
+                data_t, table, self.k, self.stride, tail_table=tail, char_ids=chars,
+                missing_id=self._missing_id, fold_case=self.case == "upper", dtype=dtype,
+            )
+        except RuntimeError as err:  # the op's message names the byte and position
+            raise ValueError(str(err).split("\n")[0]) from None
+        return self._wrap(ids, add_special_tokens)
+
+    def _wrap(self, ids: torch.Tensor, add_special_tokens: bool) -> torch.Tensor:
+        if not add_special_tokens:
+            return ids
+        bos = torch.tensor([self.bos_id], dtype=ids.dtype, device=ids.device)
+        eos = torch.tensor([self.eos_id], dtype=ids.dtype, device=ids.device)
+        return torch.cat([bos, ids, eos])
+
+    def encode(self, seq: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of a DNA string (lossless under the default policies; see the module doc)."""
+        return self.encode_tensor(seq, add_special_tokens=add_special_tokens).tolist()
+
+    def encode_batch(
+        self,
+        seqs: Sequence[str | bytes],
+        left_pad: bool = False,
+        add_special_tokens: bool = False,
+        dtype: torch.dtype = torch.int64,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode B sequences into ``ids (B, T)`` padded with ``<pad>`` (right, or left) and ``lengths (B,)`` int64."""
+        datas = [self._prepare(_to_bytes(s)) for s in seqs]
+        if self._rest:
+            rows = [self._wrap(torch.tensor(self._encode_general(d), dtype=dtype), add_special_tokens) for d in datas]
+            return self._pad(rows, left_pad, dtype)
+        offsets = torch.tensor([0, *(len(d) for d in datas)], dtype=torch.int64).cumsum(0)
+        try:
+            ids, lengths = kops.kmer_encode_batch(
+                _bytes_tensor(b"".join(datas)), offsets, self.table, self.k, self.stride,
+                tail_table=self.tail_table, char_ids=self.char_ids, missing_id=self._missing_id,
+                fold_case=self.case == "upper", dtype=dtype, pad_id=self.pad_id, left_pad=left_pad,
+            )
+        except RuntimeError as err:
+            raise ValueError(str(err).split("\n")[0]) from None
+        if not add_special_tokens:
+            return ids, lengths
+        rows = [self._wrap(ids[b, :n] if not left_pad else ids[b, ids.shape[1] - n :], True)
+                for b, n in enumerate(lengths.tolist())]
+        return self._pad(rows, left_pad, dtype)
+
+    def _pad(self, rows: list[torch.Tensor], left_pad: bool, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        t = max((len(r) for r in rows), default=0)
+        ids = torch.full((len(rows), t), self.pad_id, dtype=dtype)
+        for b, r in enumerate(rows):
+            if len(r) and left_pad:
+                ids[b, t - len(r) :] = r
+            elif len(r):
+                ids[b, : len(r)] = r
+        return ids, torch.tensor([len(r) for r in rows], dtype=torch.int64)
+
+    # ---- decoding ----
+    def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        """The string of a token sequence. Special tokens are dropped (or written as their names).
+
+        Raises ValueError naming the position of an id outside ``[0, vocab_size)``.
+        """
+        t = ids.reshape(-1).cpu().to(torch.int64) if isinstance(ids, torch.Tensor) else torch.tensor(list(ids), dtype=torch.int64)
+        if not skip_special_tokens and self._special_set:
+            return "".join(self._names.get(i) or self.decode([i]) for i in t.tolist())
+        try:
+            out = kops.kmer_decode(t, self._pieces_flat, self._piece_offsets)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(str(err).split("\n")[0]) from None
+        return out.numpy().tobytes().decode("utf-8", errors="replace")
+
+    def decode_batch(self, ids: torch.Tensor, lengths: torch.Tensor | None = None, left_pad: bool = False) -> list[str]:
+        """Strings of the rows of ``ids (B, T)``: the first ``lengths[b]`` ids (the last, with left padding)."""
+        out = []
+        for b in range(ids.shape[0]):
+            row = ids[b]
+            if lengths is not None:
+                n = int(lengths[b])
+                row = row[ids.shape[1] - n :] if left_pad else row[:n]
+            out.append(self.decode(row))
+        return out
+
+    reverse_complement = staticmethod(reverse_complement)
+
+    # ---- files ----
+    def to_dict(self) -> dict[str, Any]:
+        """The tokenizer.json content."""
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "type": self.kind,
+            "k": self.k,
+            "stride": self.stride,
+            "case": self.case,
+            "unknown": self.unknown,
+            "invalid": self.invalid,
+            "pieces": self.pieces,
+            "special_tokens": self.special_ids,
+            "fallback": self.fallback_ids,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write tokenizer.json to ``path`` (a file path)."""
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DNATokenizer:
+        """A tokenizer from tokenizer.json content; ValueError when the format or a field is wrong."""
+        if d.get("format") != FORMAT or d.get("version") != FORMAT_VERSION:
+            raise ValueError(f"not an {FORMAT} v{FORMAT_VERSION} file (format={d.get('format')!r}, "
+                             f"version={d.get('version')!r})")
+        from enigma_fast.tokenizers.char import CharTokenizer
+        from enigma_fast.tokenizers.kmer import KMerTokenizer
+
+        kinds = {"kmer": KMerTokenizer, "char": CharTokenizer}
+        if d.get("type") not in kinds:
+            raise ValueError(f"tokenizer type must be one of {sorted(kinds)}, got {d.get('type')!r}")
+        tok = kinds[d["type"]].__new__(kinds[d["type"]])
+        DNATokenizer.__init__(tok, int(d["k"]), int(d["stride"]), d["case"], d["unknown"], d["invalid"])
+        tok._set_vocab({str(p): int(i) for p, i in d["pieces"].items()},
+                       {str(p): int(i) for p, i in d["special_tokens"].items()},
+                       {str(p): int(i) for p, i in d["fallback"].items()})
+        return tok
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> DNATokenizer:
+        """Reload a tokenizer saved with ``save`` (or a folder holding tokenizer.json), exactly."""
+        if os.path.isdir(path):
+            path = os.path.join(path, "tokenizer.json")
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DNATokenizer) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(k={self.k}, stride={self.stride}, vocab_size={self.vocab_size}, "
+                f"case={self.case!r}, unknown={self.unknown!r}, invalid={self.invalid!r})")

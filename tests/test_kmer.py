@@ -1,0 +1,245 @@
+"""k-mer tokenization ops: the compiled kernels against the pure-Python reference, policies, threads, bad input,
+opcheck and torch.compile. CUDA cases skip without a GPU."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from enigma_fast import _extension, reference
+from enigma_fast.ops import kmer as kops
+
+needs_ext = pytest.mark.skipif(_extension.EXTENSION is None, reason="compiled extension not built")
+
+FALLBACK = "ACGTNacgtn"
+
+
+def random_vocab(rng: random.Random, k: int, n_pieces: int, tails: bool = True) -> dict[str, int]:
+    pieces: dict[str, int] = {}
+    while len(pieces) < min(n_pieces, 4**k):
+        pieces.setdefault("".join(rng.choice("ACGT") for _ in range(k)), len(pieces))
+    if tails and k <= 12:
+        for length in range(1, min(k, 4)):
+            pieces.setdefault("".join(rng.choice("ACGT") for _ in range(length)), len(pieces))
+    ids = list(range(len(pieces)))
+    rng.shuffle(ids)  # ids need not follow insertion order
+    return dict(zip(pieces, ids, strict=True))
+
+
+def random_seq(rng: random.Random, n: int, alphabet: str, pieces: list[str], k: int) -> bytes:
+    s = [rng.choice(alphabet) for _ in range(n)]
+    full = [p for p in pieces if len(p) == k]
+    for i in range(0, max(0, n - k), 2 * k + 1):  # plant vocabulary k-mers so lookups hit
+        if full:
+            s[i : i + k] = rng.choice(full)
+    return "".join(s).encode()
+
+
+def tensors(pieces: dict[str, int], k: int, base: int = 10_000):
+    table, tail, _ = kops.build_tables(pieces, k)
+    chars = kops.char_table({c: base + i for i, c in enumerate(FALLBACK)})
+    return table, tail, chars
+
+
+CASES = [(k, s) for k in (1, 2, 3, 5, 7, 12, 13, 20, 32) for s in sorted({1, 2, k, k + 3})]
+
+
+@needs_ext
+@pytest.mark.parametrize("k,stride", CASES)
+def test_encode_matches_reference(k: int, stride: int) -> None:
+    rng = random.Random(k * 100 + stride)
+    pieces = random_vocab(rng, k, 40 if k > 2 else 10)
+    table, tail, chars = tensors(pieces, k)
+    for n in (0, 1, k - 1, k, k + 1, 137, 600):
+        for alphabet, fold in (("ACGT", False), ("ACGTNacgt", False), ("ACGTacgtN", True)):
+            data = random_seq(rng, n, alphabet, list(pieces), k)
+            bases = torch.frombuffer(bytearray(data), dtype=torch.uint8) if n else torch.empty(0, dtype=torch.uint8)
+            for missing in (-1, 9999):
+                want = reference.kmer_encode(bases, table, tail, chars, k, stride, missing, fold)
+                got = kops.kmer_encode(bases, table, k, stride, tail_table=tail, char_ids=chars, missing_id=missing,
+                                       fold_case=fold)
+                assert got.dtype == torch.int64
+                assert torch.equal(got, want), (k, stride, n, alphabet, missing)
+            got32 = kops.kmer_encode(bases, table, k, stride, tail_table=tail, char_ids=chars, fold_case=fold,
+                                     dtype=torch.int32)
+            assert got32.dtype == torch.int32
+            assert torch.equal(got32.long(), reference.kmer_encode(bases, table, tail, chars, k, stride, -1, fold))
+
+
+@needs_ext
+@pytest.mark.parametrize("k,stride", [(5, 5), (6, 1), (4, 2), (16, 16)])
+def test_threads_agree(k: int, stride: int) -> None:
+    """A long sequence (many parallel chunks) with scattered missing windows gives the same ids on 1 or all threads."""
+    rng = random.Random(5)
+    pieces = random_vocab(rng, k, 4**k // 2 if k <= 6 else 200)
+    table, tail, chars = tensors(pieces, k)
+    g = torch.Generator().manual_seed(1)
+    bases = torch.tensor(list(b"ACGT"), dtype=torch.uint8)[torch.randint(0, 4, (600_003,), generator=g)]
+    bases[torch.randint(0, bases.numel(), (50,), generator=g)] = ord("N")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kops.kmer_encode(bases, table, k, stride, tail_table=tail, char_ids=chars)
+        torch.set_num_threads(max(2, threads))
+        many = kops.kmer_encode(bases, table, k, stride, tail_table=tail, char_ids=chars)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+    # Decoding with the pieces table gives the sequence back (stride <= k).
+    vocab = max(max(pieces.values()), 10_000 + len(FALLBACK)) + 1
+    by_id = [b""] * vocab
+    for p, i in pieces.items():
+        by_id[i] = p.encode()[: min(k, stride)] if len(p) == k else p.encode()
+    for j, c in enumerate(FALLBACK):
+        by_id[10_000 + j] = c.encode()
+    flat = torch.frombuffer(bytearray(b"".join(by_id)), dtype=torch.uint8)
+    offsets = torch.tensor([0] + [len(b) for b in by_id]).cumsum(0)
+    assert torch.equal(kops.kmer_decode(one, flat, offsets), bases)
+
+
+@needs_ext
+@pytest.mark.parametrize("left_pad", [False, True])
+def test_batch_matches_single(left_pad: bool) -> None:
+    rng = random.Random(3)
+    k = 4
+    pieces = random_vocab(rng, k, 100)
+    table, tail, chars = tensors(pieces, k)
+    seqs = [random_seq(rng, n, "ACGTN", list(pieces), k) for n in (0, 3, 17, 64, 1, 200)]
+    offsets = torch.tensor([0] + [len(s) for s in seqs]).cumsum(0)
+    flat = torch.frombuffer(bytearray(b"".join(seqs)), dtype=torch.uint8)
+    ids, lengths = kops.kmer_encode_batch(flat, offsets, table, k, tail_table=tail, char_ids=chars, pad_id=-7,
+                                          left_pad=left_pad)
+    want_ids, want_len = reference.kmer_encode_batch(flat, offsets, table, tail, chars, k, k, -1, False,
+                                                     torch.int64, -7, left_pad)
+    assert torch.equal(ids, want_ids) and torch.equal(lengths, want_len)
+    for b, s in enumerate(seqs):
+        single = kops.kmer_encode(torch.tensor(list(s), dtype=torch.uint8), table, k, tail_table=tail, char_ids=chars)
+        row = ids[b, ids.shape[1] - lengths[b] :] if left_pad else ids[b, : lengths[b]]
+        assert torch.equal(row, single)
+        pad = ids[b, : ids.shape[1] - lengths[b]] if left_pad else ids[b, lengths[b] :]
+        assert bool((pad == -7).all())
+
+
+@needs_ext
+def test_count_matches_reference() -> None:
+    rng = random.Random(11)
+    seqs = [random_seq(rng, n, "ACGTN", [], 3) for n in (10, 0, 2, 333)]
+    offsets = torch.tensor([0] + [len(s) for s in seqs]).cumsum(0)
+    flat = torch.frombuffer(bytearray(b"".join(seqs)), dtype=torch.uint8)
+    for stride in (1, 3, 4):
+        got = kops.kmer_count(flat, offsets, 3, stride)
+        want = reference.kmer_count(flat, offsets, 3, stride)
+        for g, w in zip(got, want, strict=True):
+            assert torch.equal(g, w)
+        assert int(got[2]) > 0  # N windows were seen and not counted
+
+
+def _bases(s: bytes) -> torch.Tensor:
+    return torch.tensor(list(s), dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("impl", ["ops", "reference"])
+def test_bad_input(impl: str) -> None:
+    table, tail, chars = tensors({"ACG": 0}, 3)
+    enc = kops.kmer_encode if impl == "ops" else (
+        lambda b, t, k, s=None, **kw: reference.kmer_encode(b, t, kw.get("tail_table", tail),
+                                                             kw.get("char_ids", chars), k, k if s is None else s))
+    for k in (0, 33, -1):
+        with pytest.raises((ValueError, RuntimeError), match="k must be"):
+            enc(_bases(b"ACGT"), table, k, tail_table=tail, char_ids=chars)
+    with pytest.raises((ValueError, RuntimeError), match="stride must be"):
+        enc(_bases(b"ACGT"), table, 3, 0, tail_table=tail, char_ids=chars)
+    # A byte with no token: the message names it and its position.
+    with pytest.raises((ValueError, RuntimeError), match=r"'#' at position 4"):
+        enc(_bases(b"ACGA#CGG"), table, 3, tail_table=tail, char_ids=chars)
+    with pytest.raises((ValueError, RuntimeError), match=r"0x00 at position 1|'\\x00' at position 1"):
+        enc(_bases(b"A\x00"), table, 3, tail_table=tail, char_ids=chars)
+
+
+@needs_ext
+def test_bad_arguments_of_the_op() -> None:
+    table, tail, chars = tensors({"ACG": 0}, 3)
+    op = torch.ops.enigma_fast.kmer_encode
+    with pytest.raises(RuntimeError, match=r"bases must be uint8, got Long"):
+        op(torch.zeros(4, dtype=torch.int64), table, tail, chars, 3, 3, -1, False, torch.int64)
+    with pytest.raises(RuntimeError, match=r"table must be int32 \(4\^k,\) = \(64,\)"):
+        op(_bases(b"ACGT"), table[:10], tail, chars, 3, 3, -1, False, torch.int64)
+    with pytest.raises(RuntimeError, match=r"char_ids must be contiguous int32 \(256,\)"):
+        op(_bases(b"ACGT"), table, tail, chars[:10], 3, 3, -1, False, torch.int64)
+    with pytest.raises(RuntimeError, match=r"dtype must be int64 or int32"):
+        op(_bases(b"ACGT"), table, tail, chars, 3, 3, -1, False, torch.float32)
+    with pytest.raises(RuntimeError, match=r"table must be int64 \(2, V\)"):
+        op(_bases(b"ACGT"), table, tail, chars, 13, 13, -1, False, torch.int64)
+    with pytest.raises(TypeError, match="1-D uint8"):
+        kops.kmer_encode(torch.zeros(2, 2, dtype=torch.uint8), table, 3)
+    offsets = torch.tensor([0, 3, 2])
+    with pytest.raises(RuntimeError, match="non-decreasing"):
+        kops.kmer_encode_batch(_bases(b"ACGT"), offsets, table, 3, tail_table=tail, char_ids=chars)
+    with pytest.raises(RuntimeError, match=r"offsets must lie in \[0, 4\]"):
+        kops.kmer_encode_batch(_bases(b"ACGT"), torch.tensor([0, 9]), table, 3, tail_table=tail, char_ids=chars)
+
+
+@pytest.mark.parametrize("impl", ["ops", "reference"])
+def test_decode_out_of_range(impl: str) -> None:
+    pieces = torch.frombuffer(bytearray(b"ACGT"), dtype=torch.uint8)
+    offsets = torch.tensor([0, 1, 2, 3, 4])
+    dec = kops.kmer_decode if impl == "ops" else reference.kmer_decode
+    assert bytes(dec(torch.tensor([3, 0, 2]), pieces, offsets).tolist()) == b"TAG"
+    assert dec(torch.tensor([], dtype=torch.int64), pieces, offsets).numel() == 0
+    for bad in (4, -1):
+        with pytest.raises((RuntimeError, ValueError), match=rf"ids\[1\] = {bad} is out of range for a vocabulary of 4"):
+            dec(torch.tensor([0, bad]), pieces, offsets)
+
+
+@needs_ext
+def test_opcheck() -> None:
+    table, tail, chars = tensors(random_vocab(random.Random(0), 3, 30), 3)
+    bases = _bases(b"ACGTTGCANNACGTAGGCTAc")
+    torch.library.opcheck(torch.ops.enigma_fast.kmer_encode, (bases, table, tail, chars, 3, 2, -1, False, torch.int64))
+    offsets = torch.tensor([0, 5, 5, 21])
+    torch.library.opcheck(torch.ops.enigma_fast.kmer_encode_batch,
+                          (bases, offsets, table, tail, chars, 3, 3, -1, False, torch.int32, 0, True))
+    pieces = torch.frombuffer(bytearray(b"ACGTAC"), dtype=torch.uint8)
+    torch.library.opcheck(torch.ops.enigma_fast.kmer_decode, (torch.tensor([0, 2, 1]), pieces, torch.tensor([0, 1, 2, 4, 6])))
+    torch.library.opcheck(torch.ops.enigma_fast.kmer_count, (bases, offsets, 3, 1, False))
+
+
+@needs_ext
+def test_torch_compile_fullgraph() -> None:
+    table, tail, chars = tensors(random_vocab(random.Random(0), 4, 100), 4)
+    bases = _bases(b"ACGTTGCANNACGTAGGCTACCGTA")
+
+    def f(b: torch.Tensor) -> torch.Tensor:
+        return torch.ops.enigma_fast.kmer_encode(b, table, tail, chars, 4, 4, -1, False, torch.int64) + 1
+
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        compiled = torch.compile(f, fullgraph=True, backend="eager")
+        assert torch.equal(compiled(bases), f(bases))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("k,stride", [(5, 5), (3, 1), (6, 4), (1, 1), (12, 12), (16, 16), (31, 7), (5, 9)])
+def test_cuda_matches_cpu(k: int, stride: int, cuda_device: torch.device) -> None:
+    if not _extension.has_kernel("kmer_encode", "cuda", torch.uint8):
+        pytest.skip("CUDA kernels not compiled")
+    rng = random.Random(k + stride)
+    pieces = random_vocab(rng, k, 4**k // 2 if k <= 6 else 300)
+    table, tail, chars = tensors(pieces, k)
+    for n in (0, 1, k - 1, k, 1000, 1_000_003):
+        data = random_seq(rng, min(n, 5000), "ACGTNacgt", list(pieces), k) * (n // 5000 + 1)
+        bases = torch.frombuffer(bytearray(data[:n]), dtype=torch.uint8) if n else torch.empty(0, dtype=torch.uint8)
+        for missing, fold, dtype in ((-1, False, torch.int64), (77, True, torch.int32), (-1, True, torch.int32)):
+            want = kops.kmer_encode(bases, table, k, stride, tail_table=tail, char_ids=chars, missing_id=missing,
+                                    fold_case=fold, dtype=dtype)
+            dev = [t.to(cuda_device) for t in (bases, table, tail, chars)]
+            got = kops.kmer_encode(dev[0], dev[1], k, stride, tail_table=dev[2], char_ids=dev[3], missing_id=missing,
+                                   fold_case=fold, dtype=dtype)
+            assert got.device.type == "cuda" and got.dtype == dtype
+            assert torch.equal(got.cpu(), want), (k, stride, n, missing, fold)
+    bad = torch.tensor(list(b"ACGTA#CGG"), dtype=torch.uint8, device=cuda_device)
+    table4, tail4, chars4 = (t.to(cuda_device) for t in tensors({"ACGT": 0}, 4))
+    with pytest.raises(RuntimeError, match=r"'#' at position 5"):
+        torch.ops.enigma_fast.kmer_encode(bad, table4, tail4, chars4, 4, 4, -1, False, torch.int64)
