@@ -8,14 +8,16 @@ Three outcomes at import:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import warnings
+from collections.abc import Iterator
 from types import ModuleType
 
 import torch
 
-__all__ = ["EXTENSION", "LOAD_ERROR", "backend_info", "has_kernel", "register_op"]
+__all__ = ["EXTENSION", "LOAD_ERROR", "backend_info", "force_reference", "has_kernel", "register_op"]
 
 _REBUILD_HINT = "pip install --no-build-isolation --force-reinstall --no-deps ."
 
@@ -92,10 +94,28 @@ def _compiled_for(name: str, device_type: str) -> bool:
 
 
 _COMPILED_CACHE: dict[tuple[str, str], bool] = {}
+_FORCE_REFERENCE = False
+
+
+@contextlib.contextmanager
+def force_reference() -> Iterator[None]:
+    """Within this context every op runs its pure-PyTorch reference (for comparisons and benchmarks).
+
+    Routing is decided when an op is called (or traced by torch.compile), so compile inside the context to get
+    a compiled reference.
+    """
+    global _FORCE_REFERENCE
+    prev, _FORCE_REFERENCE = _FORCE_REFERENCE, True
+    try:
+        yield
+    finally:
+        _FORCE_REFERENCE = prev
 
 
 def has_kernel(name: str, device_type: str, dtype: torch.dtype) -> bool:
     """Whether op ``name`` runs a compiled kernel for tensors of ``dtype`` on ``device_type`` ("cpu"/"cuda")."""
+    if _FORCE_REFERENCE:
+        return False
     key = (name, device_type)
     compiled = _COMPILED_CACHE.get(key)
     if compiled is None:

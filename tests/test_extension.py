@@ -115,3 +115,16 @@ def test_undefined_symbol_error_names_the_torch_versions():
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
     assert "built against torch 2.0.0 but torch " + torch.__version__ in last
+
+
+@pytest.mark.skipif(_extension.EXTENSION is None, reason="compiled extension not built")
+def test_force_reference_routes_every_op_to_the_reference(monkeypatch):
+    calls = []
+    monkeypatch.setattr(enigma_fast.reference, "rms_norm", lambda *a: calls.append(a) or a[0])
+    x = torch.randn(2, 4)
+    enigma_fast.ops.rms_norm(x, None, 1e-6)
+    assert not calls
+    with _extension.force_reference():
+        enigma_fast.ops.rms_norm(x, None, 1e-6)
+    assert len(calls) == 1
+    assert _extension.has_kernel("rms_norm", "cpu", torch.float32)
