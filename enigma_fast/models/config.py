@@ -98,8 +98,8 @@ class EnBERTConfig(_Config):
 
     model_type: ClassVar[str] = "enbert"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        # trains on a 2-core CPU in minutes (~1.0M parameters with a 10-token vocabulary)
-        "tiny": dict(d_model=128, n_head=4, n_layer=4, max_rel_pos=64, block_size=256),
+        # trains on a 2-core CPU in minutes (~1.1M parameters with a small vocabulary)
+        "tiny": dict(d_model=128, n_head=4, n_layer=4, max_rel_pos=64, block_size=1024),
         # the seed's configuration: d_model 384, 12 heads, 12 layers, block 512
         "seed": dict(d_model=384, n_head=12, n_layer=12, max_rel_pos=128, block_size=512),
         "47m": dict(d_model=512, n_head=8, n_layer=12, max_rel_pos=128, block_size=1024),
