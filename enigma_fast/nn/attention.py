@@ -83,8 +83,13 @@ class RelativeMultiHeadAttention(nn.Module):
         *,
         key_start: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        prefill: bool = False,
     ) -> torch.Tensor:
-        """Attend from x to itself (memory None) or to memory; with cache, append x's keys/values and decode."""
+        """Attend from x to itself (memory None) or to memory; with cache, append x's keys/values and decode.
+
+        ``prefill=True`` (with an empty cache) runs the fused prefill attention over x and writes its keys and
+        values at cache positions ``0 .. T-1``; the caller then sets ``cache.seqlens`` to T.
+        """
         B, T, C = x.shape
         d = self.d_model
         if memory is None:
@@ -93,7 +98,13 @@ class RelativeMultiHeadAttention(nn.Module):
             w, b = self.qkv.weight, self.qkv.bias
             (q,) = self._heads(F.linear(x, w[:d], None if b is None else b[:d]), 1)
             k, v = self._heads(F.linear(memory, w[d:], None if b is None else b[d:]), 2)
-        if cache is not None:
+        if cache is not None and prefill:
+            if memory is not None:
+                raise ValueError("prefill is for self-attention")
+            y = ops.rel_attention(q, k, v, self.rel_emb, causal=self.causal, key_start=key_start)
+            cache.k[:, :, :T].copy_(k)
+            cache.v[:, :, :T].copy_(v)
+        elif cache is not None:
             if memory is not None:
                 raise ValueError("cache is for self-attention; for cross-attention pass the same memory each step")
             y = ops.rel_attention_with_kvcache(

@@ -1,0 +1,153 @@
+"""Enigma: encoder-decoder DNA language model (token + learned absolute positions, relative attention).
+
+A window of DNA is split into a source (its first part) and a target (the continuation). Positions run on
+across the split: source token s sits at s, target token t at src_len + t, so ``src_len + tgt_len <=
+block_size``. Left padding of the source (``src_start``) shifts positions so that padding changes no result.
+
+    memory = encoder(embed(src) + pos(src))                          bidirectional relative self-attention
+    h      = embed(tgt_in) + pos(src_len + t)
+    for each decoder block: h += attn_causal(norm(h)); h += cross(norm(h), memory); h += ffn(norm(h))
+    logits = lm_head(norm_f(h))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from enigma_fast.models.base import DNALanguageModel
+from enigma_fast.models.config import EnigmaConfig
+from enigma_fast.models.layers import Block, run_blocks
+from enigma_fast.nn import KVCache, RMSNorm
+
+__all__ = ["Enigma"]
+
+
+class Enigma(DNALanguageModel):
+    """Encoder-decoder model; ``forward(src, tgt_in, targets=None, src_start=None) -> (logits, loss)``."""
+
+    config_class = EnigmaConfig
+
+    def __init__(self, config: EnigmaConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.pos_emb = nn.Embedding(c.block_size, c.d_model)
+        self.drop = nn.Dropout(c.dropout)
+
+        def blocks(n: int, decoder: bool) -> nn.ModuleList:
+            return nn.ModuleList(
+                Block(c.d_model, c.n_head, c.ffn_mult, c.max_rel_pos, causal=decoder, cross=decoder, bias=c.bias,
+                      dropout=c.dropout, norm_eps=c.norm_eps)
+                for _ in range(n)
+            )
+
+        self.encoder = blocks(c.n_encoder_layer, decoder=False)
+        self.enc_norm = RMSNorm(c.d_model, eps=c.norm_eps)
+        self.decoder = blocks(c.n_decoder_layer, decoder=True)
+        self.norm_f = RMSNorm(c.d_model, eps=c.norm_eps)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+
+    # ------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def split_window(
+        window: torch.Tensor, src_len: int, bos_id: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Split token windows ``(B, L)`` into ``src = window[:, :src_len]``, ``tgt_in = [bos] +
+        window[:, src_len:-1]`` and ``targets = window[:, src_len:]`` (teacher forcing)."""
+        if not 0 < src_len < window.shape[1]:
+            raise ValueError(f"src_len must be in (0, {window.shape[1]}), got {src_len}")
+        src, targets = window[:, :src_len], window[:, src_len:]
+        bos = torch.full_like(targets[:, :1], bos_id)
+        return src, torch.cat([bos, targets[:, :-1]], dim=1), targets
+
+    def _src_len(self, src: torch.Tensor, src_start: torch.Tensor | None) -> torch.Tensor:
+        S = src.shape[1]
+        full = torch.full((src.shape[0],), S, dtype=torch.long, device=src.device)
+        return full if src_start is None else full - src_start.long()
+
+    def encode(self, src: torch.Tensor, src_start: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder output ``(B, S, d_model)`` for source ids ``(B, S)`` left-padded up to ``src_start``."""
+        B, S = src.shape
+        if S > self.config.block_size:
+            raise ValueError(f"source length {S} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(S, device=src.device).expand(B, S)
+        if src_start is not None:
+            pos = (pos - src_start[:, None].long()).clamp_min(0)
+        h = self.drop(self.tok_emb(src) + self.pos_emb(pos))
+        return run_blocks(self.encoder, self.enc_norm, h, key_start=src_start)
+
+    def _decoder_input(self, tgt: torch.Tensor, first_pos: torch.Tensor) -> torch.Tensor:
+        T = tgt.shape[1]
+        pos = first_pos[:, None] + torch.arange(T, device=tgt.device)[None, :]
+        return self.drop(self.tok_emb(tgt) + self.pos_emb(pos))
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        tgt_in: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        src_start: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decoder logits ``(B, T, vocab)`` for source ``(B, S)`` and decoder input ``(B, T)`` (teacher forcing),
+        and the mean cross-entropy against ``targets`` ``(B, T)`` when given."""
+        for name, t in (("src", src), ("tgt_in", tgt_in)):
+            if t.dim() != 2 or t.dtype not in (torch.int32, torch.int64):
+                raise ValueError(f"{name} must be (B, T) int64 token ids, got {t.dtype} {tuple(t.shape)}")
+        if src.shape[1] + tgt_in.shape[1] > self.config.block_size:
+            raise ValueError(
+                f"source + target length {src.shape[1]} + {tgt_in.shape[1]} exceeds block_size {self.config.block_size}"
+            )
+        memory = self.encode(src, src_start)
+        memory_kv = [blk.cross.project_memory(memory) for blk in self.decoder]
+        h = self._decoder_input(tgt_in, self._src_len(src, src_start))
+        y = run_blocks(self.decoder, self.norm_f, h, memory_kv=memory_kv, memory_start=src_start)
+        logits = self.lm_head(y)
+        loss = self.lm_loss(logits, targets) if targets is not None else None
+        return logits, loss
+
+    # generation hooks ---------------------------------------------------------------------------------------
+    def allocate_cache(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> dict:
+        """Decoder self-attention caches for ``max_len`` target tokens (the bos included), one per block,
+        sharing one ``seqlens`` tensor."""
+        c = self.config
+        seqlens = torch.zeros(batch, dtype=torch.int32, device=device)
+        caches = []
+        for _ in range(c.n_decoder_layer):
+            kv = KVCache.allocate(batch, c.n_head, max_len, c.head_dim, dtype=dtype, device=device)
+            kv.seqlens = seqlens
+            caches.append(kv)
+        return {"layers": caches, "seqlens": seqlens}
+
+    def prefill(self, idx: torch.Tensor, key_start: torch.Tensor | None, cache: dict) -> torch.Tensor:
+        """Encode the prompts ``idx`` ``(B, S)`` once (cross-attention K/V kept in the cache), run the decoder on
+        the bos token; returns the logits of the first continuation token ``(B, vocab)``."""
+        memory = self.encode(idx, key_start)
+        cache["memory_kv"] = [blk.cross.project_memory(memory) for blk in self.decoder]
+        cache["memory_start"] = key_start
+        cache["first_pos"] = self._src_len(idx, key_start)
+        bos = torch.full((idx.shape[0], 1), self.config.bos_id, dtype=idx.dtype, device=idx.device)
+        h = self._decoder_input(bos, cache["first_pos"])
+        y = run_blocks(self.decoder, self.norm_f, h, caches=cache["layers"], prefill=True,
+                       memory_kv=cache["memory_kv"], memory_start=key_start)
+        cache["seqlens"].fill_(1)
+        return self.lm_head(y[:, -1])
+
+    def decode_step(self, tok: torch.Tensor, cache: dict) -> torch.Tensor:
+        """Feed one token per row ``(B, 1)``; returns the next logits ``(B, vocab)`` and advances the cache."""
+        h = self._decoder_input(tok, cache["first_pos"] + cache["seqlens"].long())
+        y = run_blocks(self.decoder, self.norm_f, h, caches=cache["layers"], memory_kv=cache["memory_kv"],
+                       memory_start=cache["memory_start"])
+        cache["seqlens"].add_(1)
+        return self.lm_head(y[:, -1])
+
+    def cache_length(self, prompt_len: int, max_new_tokens: int) -> int:
+        """Decoder cache positions needed for ``max_new_tokens`` (the bos takes one more)."""
+        return max_new_tokens + 1
+
+    def max_new_tokens_for(self, prompt_len: int) -> int:
+        """How many tokens can follow a prompt of ``prompt_len`` tokens within block_size (bos excluded)."""
+        return self.config.block_size - prompt_len - 1

@@ -1,0 +1,136 @@
+"""Transformer pieces shared by EnBERT and Enigma: feed-forward, cross-attention, pre-norm blocks, and the
+fused residual stream that runs a stack of blocks.
+
+The residual stream uses ``add_rms_norm``: each residual add is fused with the norm that follows it, so
+``h = h + branch; y = norm(h)`` is one pass. For a stack of pre-norm blocks
+
+    y = norm1_0(h)
+    for each block i:  a = attn(y);  y, h = norm2_i(a, h);  f = ffn(y);  y, h = next_norm(f, h)
+
+where ``next_norm`` is the next block's norm1 (or the final norm), which is exactly the textbook
+``h += attn(norm1(h)); h += ffn(norm2(h))`` followed by a final norm.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from enigma_fast.nn import KVCache, RelativeMultiHeadAttention, RMSNorm
+
+__all__ = ["Block", "CrossAttention", "FeedForward", "run_blocks"]
+
+
+class FeedForward(nn.Module):
+    """``proj(gelu(fc(x)))`` with width ``mult * d_model``; x ``(B, T, d_model)`` -> ``(B, T, d_model)``."""
+
+    def __init__(self, d_model: int, mult: int, bias: bool) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d_model, mult * d_model, bias=bias)
+        self.proj = nn.Linear(mult * d_model, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class CrossAttention(nn.Module):
+    """Decoder-to-encoder attention: queries from the decoder, one fused K/V projection of the encoder output.
+
+    It carries no relative-position term: decoder and encoder positions live on different axes, and a
+    position-free cross-attention gives each decoder token the same result however many tokens follow it, so
+    cached decoding is exact. The encoder's K/V can be projected once (``project_memory``) and reused for
+    every decoding step. Runs ``F.scaled_dot_product_attention``.
+
+    Shapes: x ``(B, T, d_model)``; memory ``(B, S, d_model)``; memory_start ``(B,)`` first valid memory position
+    (left padding of the source) or None.
+    """
+
+    def __init__(self, d_model: int, n_head: int, bias: bool, dropout: float) -> None:
+        super().__init__()
+        self.n_head, self.head_dim, self.dropout = n_head, d_model // n_head, dropout
+        self.q = nn.Linear(d_model, d_model, bias=bias)
+        self.kv = nn.Linear(d_model, 2 * d_model, bias=bias)
+        self.out = nn.Linear(d_model, d_model, bias=bias)
+
+    def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of the encoder output, each ``(B, H, S, D)``."""
+        B, S, _ = memory.shape
+        kv = self.kv(memory).view(B, S, 2, self.n_head, self.head_dim)
+        return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        memory_start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        k, v = memory_kv
+        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        mask = None
+        if memory_start is not None:
+            pos = torch.arange(k.shape[2], device=x.device)
+            mask = (pos[None, :] >= memory_start[:, None]).view(B, 1, 1, -1)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: relative self-attention, optional cross-attention, GELU feed-forward."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_head: int,
+        ffn_mult: int,
+        max_rel_pos: int,
+        *,
+        causal: bool,
+        cross: bool,
+        bias: bool,
+        dropout: float,
+        norm_eps: float,
+    ) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(d_model, eps=norm_eps)
+        self.attn = RelativeMultiHeadAttention(d_model, n_head, max_rel_pos, causal, bias=bias, dropout=dropout)
+        self.norm_cross = RMSNorm(d_model, eps=norm_eps) if cross else None
+        self.cross = CrossAttention(d_model, n_head, bias, dropout) if cross else None
+        self.norm2 = RMSNorm(d_model, eps=norm_eps)
+        self.ffn = FeedForward(d_model, ffn_mult, bias)
+        self.drop = nn.Dropout(dropout)
+
+
+def run_blocks(
+    blocks: nn.ModuleList,
+    final_norm: RMSNorm,
+    h: torch.Tensor,
+    *,
+    key_start: torch.Tensor | None = None,
+    caches: list[KVCache] | None = None,
+    prefill: bool = False,
+    memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    memory_start: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Run the residual stream ``h`` ``(B, T, d_model)`` through ``blocks`` and the final norm.
+
+    ``caches`` (one per block) make self-attention append to and read from static KV caches: ``prefill`` for
+    the prompt (fused prefill attention, keys/values written at positions 0..T-1), otherwise a decode step at
+    ``caches[i].seqlens``. ``memory_kv`` (one (K, V) per block) feeds the cross-attention. Returns the final
+    normalised states ``(B, T, d_model)``.
+    """
+    y = blocks[0].norm1(h)
+    for i, blk in enumerate(blocks):
+        cache = caches[i] if caches is not None else None
+        a = blk.drop(blk.attn(y, key_start=key_start, cache=cache, prefill=prefill))
+        if blk.cross is not None:
+            y, h = blk.norm_cross(a, h)
+            a = blk.drop(blk.cross(y, memory_kv[i], memory_start))
+        y, h = blk.norm2(a, h)
+        f = blk.drop(blk.ffn(y))
+        nxt = blocks[i + 1].norm1 if i + 1 < len(blocks) else final_norm
+        y, h = nxt(f, h)
+    return y

@@ -1,0 +1,184 @@
+"""KV-cached generation: equals full recomputation, padding invariance, sampling, EOS, streaming, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from enigma_fast.generation import generate, sample, stream
+from enigma_fast.models import EnBERT, EnBERTConfig, Enigma, EnigmaConfig
+from enigma_fast.tokenizers import CharTokenizer, KMerTokenizer
+
+
+def make_model(kind: str, vocab: int) -> torch.nn.Module:
+    torch.manual_seed(11)
+    if kind == "enbert":
+        cfg = EnBERTConfig.from_preset("tiny", vocab_size=vocab, d_model=64, n_head=4, n_layer=2, max_rel_pos=16)
+        return EnBERT(cfg).eval()
+    cfg = EnigmaConfig.from_preset("tiny", vocab_size=vocab, d_model=64, n_head=4, n_encoder_layer=2,
+                                   n_decoder_layer=2, max_rel_pos=16, block_size=160)
+    return Enigma(cfg).eval()
+
+
+def recompute_greedy(model, prompt: torch.Tensor, n: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The seed-style loop: run the whole sequence again for every new token. Returns tokens and logits."""
+    seq, logits_seen = prompt.clone(), []
+    if isinstance(model, Enigma):
+        tgt = torch.full((prompt.shape[0], 1), model.config.bos_id, dtype=torch.long)
+        for _ in range(n):
+            logits, _ = model(prompt, tgt)
+            logits_seen.append(logits[:, -1])
+            tgt = torch.cat([tgt, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        return torch.cat([prompt, tgt[:, 1:]], dim=1), logits_seen
+    for _ in range(n):
+        logits, _ = model(seq)
+        logits_seen.append(logits[:, -1])
+        seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return seq, logits_seen
+
+
+def tokenizers_under_test():
+    kmer = KMerTokenizer(k_mers=3)
+    kmer.build_vocab(["".join("ACGT"[(i * 7 + j) % 4] for j in range(300)) for i in range(3)] + ["ACGTACGTTTGCA" * 20])
+    return [CharTokenizer(), kmer]
+
+
+@pytest.mark.parametrize("kind", ["enbert", "enigma"])
+@pytest.mark.parametrize("tok_index", [0, 1], ids=["char", "kmer3"])
+@pytest.mark.parametrize("prompt_len, n_new", [(1, 5), (9, 17), (40, 33)])
+def test_cached_greedy_equals_full_recompute(kind, tok_index, prompt_len, n_new):
+    tok = tokenizers_under_test()[tok_index]
+    model = make_model(kind, tok.vocab_size)
+    g = torch.Generator().manual_seed(prompt_len)
+    prompt = torch.randint(0, tok.vocab_size, (2, prompt_len), generator=g)
+    cached = generate(model, prompt, n_new, temperature=0.0)
+    expect, logits_seen = recompute_greedy(model, prompt, n_new)
+    assert torch.equal(cached, expect)
+    # and the logits of every step agree within float32 tolerance
+    got = []
+    for step_tok in stream(model, prompt, n_new, temperature=0.0):
+        got.append(step_tok)
+    assert torch.equal(torch.stack(got, 1), expect[:, prompt_len:])
+
+
+@pytest.mark.parametrize("kind", ["enbert", "enigma"])
+def test_cached_logits_match_recompute(kind):
+    model = make_model(kind, 12)
+    prompt = torch.randint(0, 12, (3, 11))
+    _, ref_logits = recompute_greedy(model, prompt, 6)
+    cache = model.allocate_cache(3, model.cache_length(11, 6), prompt.device, torch.float32)
+    with torch.inference_mode():
+        logits = model.prefill(prompt, None, cache)
+        for step in range(6):
+            torch.testing.assert_close(logits, ref_logits[step], atol=1e-4, rtol=1e-4)
+            logits = model.decode_step(ref_logits[step].argmax(-1, keepdim=True), cache)
+
+
+@pytest.mark.parametrize("kind", ["enbert", "enigma"])
+def test_batch_of_mixed_prompt_lengths_equals_each_alone(kind):
+    tok = CharTokenizer()
+    model = make_model(kind, tok.vocab_size)
+    prompts = ["ACGTTGCA", "GATTACAGATTACAGG", "TTT"]
+    ids, lengths = tok.encode_batch(prompts, left_pad=True)
+    batched = generate(model, ids, 12, temperature=0.0, prompt_lengths=lengths)
+    for b, p in enumerate(prompts):
+        alone = generate(model, torch.tensor([tok.encode(p)]), 12, temperature=0.0)
+        assert torch.equal(batched[b, ids.shape[1]:], alone[0, len(p):]), p
+
+
+def test_sampling_is_seeded_and_truncations_behave():
+    model = make_model("enbert", 12)
+    prompt = torch.randint(0, 12, (4, 6))
+    a = generate(model, prompt, 20, temperature=1.0, seed=123)
+    b = generate(model, prompt, 20, temperature=1.0, seed=123)
+    c = generate(model, prompt, 20, temperature=1.0, seed=124)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    greedy = generate(model, prompt, 20, temperature=0.0)
+    assert torch.equal(generate(model, prompt, 20, top_k=1, seed=5), greedy)
+    assert torch.equal(generate(model, prompt, 20, top_p=1e-6, seed=5), greedy)
+
+
+def test_sample_function():
+    logits = torch.tensor([[0.0, 5.0, 1.0, 2.0], [3.0, 0.0, 0.0, 0.0]])
+    assert sample(logits, temperature=0).tolist() == [1, 0]
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample(logits, 1.0, top_k=2, generator=g) for _ in range(400)])
+    assert set(draws[:, 0].tolist()) == {1, 3}  # only the two largest
+    draws = torch.stack([sample(logits, 1.0, top_p=0.9, generator=g) for _ in range(400)])
+    # row 0: p = softmax -> [.006, .94, .017, .047]: the nucleus at 0.9 is token 1 alone
+    assert set(draws[:, 0].tolist()) == {1}
+    freq = (torch.stack([sample(torch.zeros(1, 3), 1.0, generator=g) for _ in range(3000)]) == 0).float().mean()
+    assert 0.28 < freq < 0.39  # uniform over 3
+    with pytest.raises(ValueError, match="temperature"):
+        sample(logits, -1.0)
+    with pytest.raises(ValueError, match="top_p"):
+        sample(logits, 1.0, top_p=0.0)
+
+
+def test_eos_stops_rows_and_pads_after():
+    model = make_model("enbert", 12)
+    prompt = torch.randint(0, 12, (3, 5))
+    free = generate(model, prompt, 15, temperature=0.0)
+    eos = int(free[0, 7])  # a token row 0 emits at its 3rd step
+    out = generate(model, prompt, 15, temperature=0.0, eos_id=eos, pad_id=11)
+    row = out[0, 5:].tolist()
+    first = row.index(eos)
+    assert all(t == 11 for t in row[first + 1:])
+    assert out[0, : 5 + first + 1].tolist() == free[0, : 5 + first + 1].tolist()
+
+
+def test_compiled_decode_step_matches_eager():
+    model = make_model("enbert", 12)
+    prompt = torch.randint(0, 12, (2, 7))
+    assert torch.equal(generate(model, prompt, 10, temperature=0.0, compile=True),
+                       generate(model, prompt, 10, temperature=0.0))
+
+
+def test_generate_errors():
+    model = make_model("enbert", 12)
+    with pytest.raises(ValueError, match="leaves room for"):
+        generate(model, torch.zeros(1, 250, dtype=torch.long), 10)
+    with pytest.raises(ValueError, match="at least one token"):
+        generate(model, torch.zeros(1, 0, dtype=torch.long), 10)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, torch.zeros(1, 3, dtype=torch.long), 0)
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gen") / "model"
+    model = make_model("enbert", CharTokenizer().vocab_size)
+    model.save_pretrained(path, tokenizer=CharTokenizer())
+    return path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "enigma_fast.generate", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_writes_fasta(saved_model, tmp_path):
+    out = tmp_path / "out.fa"
+    r = _cli("--model", str(saved_model), "--prompt", "ACGTACGTNN", "--max-new-tokens", "30", "--seed", "1",
+             "--num-samples", "2", "--top-k", "3", "--out", str(out), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "tokens/s" in r.stderr
+    records = out.read_text().split(">")[1:]
+    assert len(records) == 2
+    for rec in records:
+        header, *lines = rec.strip().split("\n")
+        seq = "".join(lines)
+        assert header.startswith("sample_") and seq.startswith("ACGTACGTNN") and len(seq) >= 10
+
+
+def test_cli_rejects_bad_prompts(saved_model, tmp_path):
+    r = _cli("--model", str(saved_model), "--prompt", "ACGXT", "--device", "cpu")
+    assert r.returncode != 0 and "not DNA bases: 'X'" in r.stderr
+    r = _cli("--model", str(saved_model), "--prompt", "", "--device", "cpu")
+    assert r.returncode != 0 and "empty" in r.stderr
+    r = _cli("--model", str(saved_model), "--prompt", "A" * 300, "--device", "cpu")
+    assert r.returncode != 0 and "exceeds the model's limit" in r.stderr
