@@ -46,6 +46,13 @@ if [ -x "$SAN" ]; then
 fi
 step attn_bench "$PY" -m benchmarks.bench_attention_cuda ${ATTN_BENCH_ARGS---quick} --rounds 20
 
+# k-mer tokenization: CUDA encode of 1 GB of bases (the CUDA tests ran with the rest above).
+step kmer_bench "$PY" -m benchmarks.bench_kmer --rounds 10 --cuda-gb 1
+
+echo
+echo "== k-mer encode (GB/s of bases) =="
+grep -iE "cuda" "$OUT/kmer_bench.log" | grep -E "^\|" | head -4 || true
+
 echo
 echo "== Relative attention on CUDA (bf16, causal) =="
 grep -E "^\| (forward|forward\+backward) T=2048 D=64 \|" "$OUT/attn_bench.log" | head -8 || true

@@ -74,13 +74,6 @@ _OPS: dict[str, dict[str, frozenset[torch.dtype]]] = {}
 # op name -> the registered kernel names (enigma_fast::...) whose presence decides the backend.
 _OP_KERNELS: dict[str, tuple[str, ...]] = {}
 
-
-def register_op(name: str, kernels: tuple[str, ...], dtypes: dict[str, frozenset[torch.dtype]]) -> None:
-    """Declare a public op: the registered ``enigma_fast::`` kernels it calls and the dtypes each device takes."""
-    _OPS[name] = dtypes
-    _OP_KERNELS[name] = kernels
-
-
 _DISPATCH_KEY = {"cpu": "CPU", "cuda": "CUDA"}
 
 
@@ -94,6 +87,20 @@ def _compiled_for(name: str, device_type: str) -> bool:
 
 
 _COMPILED_CACHE: dict[tuple[str, str], bool] = {}
+
+
+def register_op(name: str, kernels: tuple[str, ...], dtypes: dict[str, frozenset[torch.dtype]]) -> None:
+    """Declare a public op: the registered ``enigma_fast::`` kernels it calls and the dtypes each device takes.
+
+    Kernel availability per device is looked up here, once, at import (a dispatcher query that touches no GPU):
+    ``has_kernel`` is then a dictionary read that torch.compile traces without a graph break.
+    """
+    _OPS[name] = dtypes
+    _OP_KERNELS[name] = kernels
+    for device_type in _DISPATCH_KEY:
+        _COMPILED_CACHE[(name, device_type)] = _compiled_for(name, device_type)
+
+
 _FORCE_REFERENCE = False
 
 
@@ -116,11 +123,7 @@ def has_kernel(name: str, device_type: str, dtype: torch.dtype) -> bool:
     """Whether op ``name`` runs a compiled kernel for tensors of ``dtype`` on ``device_type`` ("cpu"/"cuda")."""
     if _FORCE_REFERENCE:
         return False
-    key = (name, device_type)
-    compiled = _COMPILED_CACHE.get(key)
-    if compiled is None:
-        compiled = _COMPILED_CACHE[key] = _compiled_for(name, device_type)
-    return compiled and dtype in _OPS[name].get(device_type, frozenset())
+    return _COMPILED_CACHE.get((name, device_type), False) and dtype in _OPS[name].get(device_type, frozenset())
 
 
 def backend_info() -> dict[str, object]:

@@ -140,7 +140,7 @@ def test_compiled_decode_step_matches_eager():
 def test_generate_errors():
     model = make_model("enbert", 12)
     with pytest.raises(ValueError, match="leaves room for"):
-        generate(model, torch.zeros(1, 250, dtype=torch.long), 10)
+        generate(model, torch.zeros(1, 1020, dtype=torch.long), 10)
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, torch.zeros(1, 0, dtype=torch.long), 10)
     with pytest.raises(ValueError, match="max_new_tokens"):
@@ -180,5 +180,5 @@ def test_cli_rejects_bad_prompts(saved_model, tmp_path):
     assert r.returncode != 0 and "not DNA bases: 'X'" in r.stderr
     r = _cli("--model", str(saved_model), "--prompt", "", "--device", "cpu")
     assert r.returncode != 0 and "empty" in r.stderr
-    r = _cli("--model", str(saved_model), "--prompt", "A" * 300, "--device", "cpu")
+    r = _cli("--model", str(saved_model), "--prompt", "A" * 1100, "--device", "cpu")
     assert r.returncode != 0 and "exceeds the model's limit" in r.stderr

@@ -172,8 +172,3 @@ def _register() -> None:
 if _extension.EXTENSION is not None:
     _register()
 
-# Decide kernel availability now: torch.compile cannot trace the dispatcher query behind a cold has_kernel cache.
-for _name in ("rel_attention", "rel_attention_with_kvcache"):
-    for _device in ("cpu", "cuda"):
-        _extension.has_kernel(_name, _device, torch.float32)
-del _name, _device

@@ -296,9 +296,3 @@ def _register() -> None:
 if _extension.EXTENSION is not None:
     _register()
 
-# Fill the backend cache now (it does not touch the GPU): a first lookup inside torch.compile would call into
-# the dispatcher and break a fullgraph trace.
-for _name in ("kmer_encode", "kmer_encode_batch", "kmer_decode", "kmer_count"):
-    for _dev in ("cpu", "cuda"):
-        _extension.has_kernel(_name, _dev, torch.uint8)
-del _name, _dev
