@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "attention/attention.h"
+#include "common/cpu_storage.h"
 #include "attention/attention_cpu_kernels.h"
 
 namespace enigma_fast {
@@ -130,23 +131,6 @@ void bwd_dispatch(const Problem<T>& p, const T* dout, const int64_t* dos, const 
   else bwd_bf16(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);
 }
 
-template <typename scalar_t>
-struct Kernel {
-  using type = scalar_t;
-};
-template <>
-struct Kernel<at::BFloat16> {
-  using type = bf16_t;
-};
-
-template <typename scalar_t>
-auto ptr(const at::Tensor& t) {
-  return reinterpret_cast<const typename Kernel<scalar_t>::type*>(t.data_ptr());
-}
-template <typename scalar_t>
-auto mut_ptr(at::Tensor& t) {
-  return reinterpret_cast<typename Kernel<scalar_t>::type*>(t.data_ptr());
-}
 
 // Everything a kernel call needs that lives in tensors: the per-row position vectors and rel_emb's padded copies.
 struct Prepared {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/cpu_storage.h"
 #include "rms_norm/rms_norm.h"
 #include "rms_norm/rms_norm_core.h"
 
@@ -82,20 +83,6 @@ inline void bwd_dispatch(const bf16_t* dy, int64_t dys, const bf16_t* h, int64_t
   bwd_rows_bf16(dy, dys, h, hs, w, dh, dhs, rstd, dx, dw, b, e, n);
 }
 
-// Storage type of the kernels for a torch dtype (at::BFloat16 and bf16_t share one layout).
-template <typename scalar_t>
-struct Kernel {
-  using type = scalar_t;
-};
-template <>
-struct Kernel<at::BFloat16> {
-  using type = bf16_t;
-};
-
-template <typename scalar_t>
-auto ptr(const at::Tensor& t) {
-  return reinterpret_cast<typename Kernel<scalar_t>::type*>(t.data_ptr());
-}
 
 int64_t grain_rows(int64_t n) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)); }
 
@@ -107,8 +94,8 @@ void fwd_impl(const at::Tensor& x, RowView xv, const at::Tensor* res, RowView rv
   const T* xp = ptr<scalar_t>(x);
   const T* rp = res ? ptr<scalar_t>(*res) : nullptr;
   const T* wp = w.has_value() ? ptr<scalar_t>(*w) : nullptr;
-  T* yp = ptr<scalar_t>(y);
-  T* hp = h ? ptr<scalar_t>(*h) : nullptr;
+  T* yp = mut_ptr<scalar_t>(y);
+  T* hp = h ? mut_ptr<scalar_t>(*h) : nullptr;
   acc_t* sp = reinterpret_cast<acc_t*>(rstd.data_ptr());
   const int64_t n = xv.n;
   at::parallel_for(0, xv.rows, grain_rows(n), [&](int64_t b, int64_t e) {
@@ -156,12 +143,12 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(const at::Tensor& dy, const 
     using T = typename Kernel<scalar_t>::type;
     using acc_t = acc_of<T>;
     std::vector<acc_t> partial(want_dw ? static_cast<size_t>(blocks * n) : 0, acc_t(0));
-    const T* dyp = ptr<scalar_t>(dy);
+    const T* dyp = mut_ptr<scalar_t>(dy);
     const T* hp = ptr<scalar_t>(h);
     const T* wp = weight.has_value() ? ptr<scalar_t>(*weight) : nullptr;
     const T* dhp = a.has_dh ? ptr<scalar_t>(*dh) : nullptr;
     const acc_t* sp = reinterpret_cast<const acc_t*>(rstd.data_ptr());
-    T* dxp = ptr<scalar_t>(dx);
+    T* dxp = mut_ptr<scalar_t>(dx);
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t r0 = rows * blk / blocks, r1 = rows * (blk + 1) / blocks;
@@ -170,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd_cpu(const at::Tensor& dy, const 
       }
     });
     if (want_dw) {
-      T* dwp = ptr<scalar_t>(dweight);
+      T* dwp = mut_ptr<scalar_t>(dweight);
       at::parallel_for(0, n, 1024, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           acc_t s = 0;

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from enigma_fast.models import checkpoint
+from enigma_fast.nn import KVCache
 
 __all__ = ["DNALanguageModel"]
 
@@ -71,6 +72,17 @@ class DNALanguageModel(nn.Module):
     # -------------------------------------------------------------------------------------------------------
     # generation
     # -------------------------------------------------------------------------------------------------------
+    def _layer_caches(self, n_layer: int, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> dict:
+        """``n_layer`` static KV caches of ``max_len`` positions sharing one ``seqlens`` ``(batch,)`` tensor."""
+        c = self.config
+        seqlens = torch.zeros(batch, dtype=torch.int32, device=device)
+        caches = []
+        for _ in range(n_layer):
+            kv = KVCache.allocate(batch, c.n_head, max_len, c.head_dim, dtype=dtype, device=device)
+            kv.seqlens = seqlens
+            caches.append(kv)
+        return {"layers": caches, "seqlens": seqlens}
+
     @torch.no_grad()
     def generate(
         self,

@@ -15,7 +15,7 @@ from torch import nn
 from enigma_fast.models.base import DNALanguageModel
 from enigma_fast.models.config import EnBERTConfig
 from enigma_fast.models.layers import Block, run_blocks
-from enigma_fast.nn import KVCache, RMSNorm
+from enigma_fast.nn import RMSNorm
 
 __all__ = ["EnBERT"]
 
@@ -61,14 +61,7 @@ class EnBERT(DNALanguageModel):
     # generation hooks -------------------------------------------------------------------------------------
     def allocate_cache(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> dict:
         """Static caches for ``max_len`` positions: one KVCache per block, all sharing one ``seqlens`` tensor."""
-        c = self.config
-        seqlens = torch.zeros(batch, dtype=torch.int32, device=device)
-        caches = []
-        for _ in range(c.n_layer):
-            kv = KVCache.allocate(batch, c.n_head, max_len, c.head_dim, dtype=dtype, device=device)
-            kv.seqlens = seqlens
-            caches.append(kv)
-        return {"layers": caches, "seqlens": seqlens}
+        return self._layer_caches(self.config.n_layer, batch, max_len, device, dtype)
 
     def prefill(self, idx: torch.Tensor, key_start: torch.Tensor | None, cache: dict) -> torch.Tensor:
         """Run the prompts ``idx`` ``(B, T)`` (left-padded; ``key_start`` their first real token) into an empty

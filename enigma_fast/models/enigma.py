@@ -18,7 +18,7 @@ from torch import nn
 from enigma_fast.models.base import DNALanguageModel
 from enigma_fast.models.config import EnigmaConfig
 from enigma_fast.models.layers import Block, run_blocks
-from enigma_fast.nn import KVCache, RMSNorm
+from enigma_fast.nn import RMSNorm
 
 __all__ = ["Enigma"]
 
@@ -113,14 +113,7 @@ class Enigma(DNALanguageModel):
     def allocate_cache(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> dict:
         """Decoder self-attention caches for ``max_len`` target tokens (the bos included), one per block,
         sharing one ``seqlens`` tensor."""
-        c = self.config
-        seqlens = torch.zeros(batch, dtype=torch.int32, device=device)
-        caches = []
-        for _ in range(c.n_decoder_layer):
-            kv = KVCache.allocate(batch, c.n_head, max_len, c.head_dim, dtype=dtype, device=device)
-            kv.seqlens = seqlens
-            caches.append(kv)
-        return {"layers": caches, "seqlens": seqlens}
+        return self._layer_caches(self.config.n_decoder_layer, batch, max_len, device, dtype)
 
     def prefill(self, idx: torch.Tensor, key_start: torch.Tensor | None, cache: dict) -> torch.Tensor:
         """Encode the prompts ``idx`` ``(B, S)`` once (cross-attention K/V kept in the cache), run the decoder on
