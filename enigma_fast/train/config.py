@@ -51,7 +51,7 @@ class TrainConfig:
     # evaluation, logging, checkpoints
     eval_interval: int = 250
     eval_windows: int = 64  # held-out windows scored at each periodic eval (the final eval scores all)
-    eval_stride: int = 0  # 0 = half the window
+    eval_stride: int = 0  # 0 = three quarters of the window (each scored token sees >= window/4 of context)
     log_interval: int = 10
     ckpt_interval: int = 500
     keep_last: int = 2

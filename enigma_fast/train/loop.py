@@ -99,20 +99,25 @@ def _new_run_dir(cfg: TrainConfig) -> Path:
     return path
 
 
-def _build_model(cfg: TrainConfig, tok: Any) -> torch.nn.Module:
-    from enigma_fast.models import EnBERT, EnBERTConfig, Enigma, EnigmaConfig
+def _model_config(cfg: TrainConfig, vocab_size: int, bos_id: int) -> Any:
+    """The model config of the run (also called before any data work, to fail early on a bad preset)."""
+    from enigma_fast.models import EnBERTConfig, EnigmaConfig
 
     if cfg.model == "enbert":
-        mcfg = EnBERTConfig.from_preset(cfg.model_preset, vocab_size=tok.vocab_size, **cfg.model_overrides)
-        need, cls = cfg.window, EnBERT
+        mcfg = EnBERTConfig.from_preset(cfg.model_preset, vocab_size=vocab_size, **cfg.model_overrides)
     else:
-        mcfg = EnigmaConfig.from_preset(cfg.model_preset, vocab_size=tok.vocab_size, bos_id=tok.bos_id,
-                                        **cfg.model_overrides)
-        need, cls = cfg.window, Enigma
-    if need > mcfg.block_size:
+        mcfg = EnigmaConfig.from_preset(cfg.model_preset, vocab_size=vocab_size, bos_id=bos_id, **cfg.model_overrides)
+    if cfg.window > mcfg.block_size:
         raise ValueError(f"window {cfg.window} exceeds the model's block_size {mcfg.block_size}")
+    return mcfg
+
+
+def _build_model(cfg: TrainConfig, tok: Any) -> torch.nn.Module:
+    from enigma_fast.models import EnBERT, Enigma
+
+    mcfg = _model_config(cfg, tok.vocab_size, tok.bos_id)
     torch.manual_seed(cfg.seed)
-    model = cls(mcfg)
+    model = (EnBERT if cfg.model == "enbert" else Enigma)(mcfg)
     model.tokenizer = tok
     return model
 
@@ -169,6 +174,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     amp_dtype = torch.bfloat16 if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device.type == "cuda") else None
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
 
+    _model_config(cfg, vocab_size=64, bos_id=2)  # a bad preset or field fails here, before any data work
+
     # ---- run folder and data (rank 0 prepares, the others wait) ----
     path = [str(run_dir) if run_dir is not None else (str(_new_run_dir(cfg)) if dd.main else "")]
     if dd.enabled:
@@ -190,7 +197,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                          "complement of every piece (the 'char' and 'kmer' tokenizers do)")
     span = cfg.window + 1 if kind == "enbert" else cfg.window
     sampler = WindowSampler(store.tokens, train_segs, span, cfg.seed, cfg.rc_augment)
-    stride = cfg.eval_stride or max(1, cfg.window // 2)
+    stride = cfg.eval_stride or max(1, 3 * cfg.window // 4)
     if kind == "enigma":
         stride = cfg.window - src_len
     val_windows = eval_windows(val_segs, span, min(stride, span - 1))
