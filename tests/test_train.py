@@ -33,7 +33,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTH
        "OMP_NUM_THREADS": "1"}
 # a small model and short windows: a step takes milliseconds
 SMALL = ["--model-override", "d_model=32", "--model-override", "n_head=2", "--window", "32", "--batch-size", "4", "--threads", "1", "--log-interval", "1", "--sample-tokens", "16",
-         "--sample-prompt", "16", "--warmup-steps", "5"]
+         "--sample-prompt", "16", "--warmup-steps", "5", "--time-budget", "0"]
 LAYERS = ["--model-override", "n_layer=2"]
 
 
@@ -285,7 +285,7 @@ def test_default_run_end_to_end(tmp_path):
     """The zero-config command with a reduced step count (and a smaller held-out part to keep it fast)."""
     run = tmp_path / "default"
     proc = subprocess.run(
-        [sys.executable, "-m", "enigma_fast.train", "--max-steps", "6", "--eval-interval", "3", "--log-interval",
+        [sys.executable, "-m", "enigma_fast.train", "--time-budget", "0", "--max-steps", "6", "--eval-interval", "3", "--log-interval",
          "2", "--window", "64", "--batch-size", "4", "--val-fraction", "0.01", "--eval-windows", "4",
          "--sample-tokens", "30", "--out", str(run)],
         env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -391,3 +391,13 @@ def test_prepare_command_and_prepared_input(fasta, tmp_path):
     run = tmp_path / "run"
     assert main([str(store_dir), *SMALL, *LAYERS, "--max-steps", "2", "--eval-interval", "0", "--out", str(run)]) == 0
     assert load_model(str(run / "final")).tokenizer.k == 2
+
+
+def test_time_budget_fits_the_step_count(fasta, tmp_path):
+    run = tmp_path / "run"
+    assert main([str(fasta), *SMALL, *LAYERS, "--time-budget", "3", "--warmup-steps", "12", "--max-steps", "100000",
+                 "--eval-interval", "0", "--sample-tokens", "0", "--out", str(run)]) == 0
+    s = json.loads((run / "summary.json").read_text())
+    assert 12 < s["max_steps"] < 100000 and s["step"] == s["max_steps"]
+    state = json.loads((latest_checkpoint(run) / "trainer_state.json").read_text())
+    assert state["planned_steps"] == s["max_steps"]  # a resume keeps the fitted schedule

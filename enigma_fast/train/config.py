@@ -56,6 +56,7 @@ class TrainConfig:
     ckpt_interval: int = 500
     keep_last: int = 2
     max_time: float = 0.0  # seconds; stop (with a checkpoint) once exceeded; 0 = no limit
+    time_budget: float = 0.0  # seconds of training steps: the step count is fitted to it (see loop); 0 = off
     # runtime
     device: str = "auto"  # "auto" = cuda when available
     dtype: str = "auto"  # "auto" (bfloat16 autocast on CUDA, float32 on CPU), "float32", "bfloat16"
@@ -92,6 +93,9 @@ class TrainConfig:
             ("log_interval", self.log_interval >= 1, ">= 1"),
             ("ckpt_interval", self.ckpt_interval >= 0, ">= 0 (0 = only at the end)"),
             ("keep_last", self.keep_last >= 1, ">= 1"),
+            ("time_budget", self.time_budget >= 0, ">= 0"),
+            ("warmup_steps", self.time_budget == 0 or self.warmup_steps >= 12,
+             ">= 12 with a time_budget (the step time is measured during warmup)"),
             ("src_len", self.src_len == 0 or 0 < self.src_len < self.window, f"0 or in (0, window={self.window})"),
         ]
         for name, ok, expected in checks:
@@ -128,7 +132,7 @@ class TrainConfig:
 # Named recipes. "tiny" is the zero-config default: the tiny EnBERT on the shipped genome within ~10 minutes
 # on a 2-core CPU.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(model="enbert", model_preset="tiny"),
+    "tiny": dict(model="enbert", model_preset="tiny", time_budget=480.0, max_steps=50_000),
     "tiny-kmer": dict(model="enbert", model_preset="tiny", tokenizer="kmer", k=3, window=128),
     "enigma-tiny": dict(model="enigma", model_preset="tiny", window=256, lr=2e-3, min_lr=2e-4),
     "47m": dict(model="enbert", model_preset="47m", window=1024, batch_size=8, grad_accum=4, lr=6e-4,

@@ -40,11 +40,15 @@ __all__ = ["lr_at", "train"]
 logger = logging.getLogger(__name__)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup over ``warmup_steps``, then cosine decay from ``lr`` to ``min_lr`` at ``max_steps``."""
+CALIBRATION_STEPS = 12  # with a time_budget: steps 2..12 are timed (within the warmup) to fit the step count
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
+    """Linear warmup over ``warmup_steps``, then cosine decay from ``lr`` to ``min_lr`` at ``total_steps``
+    (default ``max_steps``)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    span = max(1, (total_steps or cfg.max_steps) - cfg.warmup_steps)
     t = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * t))
 
@@ -131,6 +135,17 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
         return torch.optim.AdamW(groups, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
         return torch.optim.AdamW(groups, **kw)
+
+
+def _fit_steps(cfg: TrainConfig, step: int, step_s: float, elapsed: float, dd: _Dist) -> int:
+    """The step count that fills ``cfg.time_budget`` at ``step_s`` seconds a step (rank 0's figure for all)."""
+    fitted = torch.tensor([min(cfg.max_steps, step + int(max(0.0, cfg.time_budget - elapsed) / step_s))])
+    if dd.enabled:
+        dist.broadcast(fitted, src=0)
+    total = max(int(fitted), cfg.warmup_steps + 1, step)
+    if dd.main:
+        logger.info("time budget %.0f s at %.3f s/step: %d steps", cfg.time_budget, step_s, total)
+    return total
 
 
 class _Stop:
@@ -237,7 +252,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     B, A, W = cfg.batch_size, cfg.grad_accum, dd.world
     global_batch = B * A * W
     metrics = MetricsLog(run, resume_step=start if resume else None) if dd.main else None
-    progress = Progress(start, cfg.max_steps, cfg.log_interval, enabled=dd.main)
+    # the step count: max_steps, or fitted to time_budget from the step time measured during warmup
+    total = int(state.get("planned_steps") or 0) or (cfg.max_steps if not cfg.time_budget else 0)
+    progress = Progress(start, total or cfg.max_steps, cfg.log_interval, enabled=dd.main)
+    t_calib: float | None = None
     elapsed0 = float(state.get("elapsed_s", 0.0))
     t_start = t_log = time.perf_counter()
     bases_since_log = 0.0
@@ -247,7 +265,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     flags = torch.zeros(2, dtype=torch.int64)  # (signal, out of time), max-reduced across ranks
 
     def trainer_state() -> dict[str, Any]:
-        return {"elapsed_s": elapsed0 + time.perf_counter() - t_start,
+        return {"elapsed_s": elapsed0 + time.perf_counter() - t_start, "planned_steps": total,
                 "data": {"sampler": "stateless", "seed": cfg.seed, "next_step": step, "global_batch": global_batch},
                 "last_val": last_val, "config": cfg.to_dict()}
 
@@ -264,8 +282,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     stopped = 0
     with _Stop() as stop:
         model.train()
-        while step < cfg.max_steps:
-            lr = lr_at(step, cfg)
+        while step < (total or cfg.max_steps):
+            lr = lr_at(step, cfg, total or None)
             for g in opt.param_groups:
                 g["lr"] = lr
             rows, flips = sampler.batch(step, global_batch)
@@ -286,6 +304,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+            if not total and step == start + 2:
+                t_calib = time.perf_counter()
+            elif not total and step == start + CALIBRATION_STEPS:
+                total = _fit_steps(cfg, step, (time.perf_counter() - t_calib) / (CALIBRATION_STEPS - 2),
+                                   elapsed0 + time.perf_counter() - t_start, dd)
+                progress.set_total(total)
             targets = rows[:, 1:] if kind == "enbert" else rows[:, src_len:]
             bases_since_log += float(bpt_np[targets].sum())
 
@@ -293,7 +317,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             flags[1] = int(cfg.max_time > 0 and elapsed0 + time.perf_counter() - t_start > cfg.max_time)
             if dd.enabled:
                 dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            if step % cfg.log_interval == 0 or step == cfg.max_steps or flags.any():
+            if step % cfg.log_interval == 0 or step == (total or cfg.max_steps) or flags.any():
                 mean_loss = loss_sum / A
                 if dd.enabled:
                     dist.all_reduce(mean_loss, op=dist.ReduceOp.SUM)
@@ -310,7 +334,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                                 bpb=bpb, elapsed_s=elapsed0 + now - t_start, bases_per_s=rate)
             else:
                 progress.update(step)
-            if cfg.eval_interval and step % cfg.eval_interval == 0 and step < cfg.max_steps and dd.main:
+            if cfg.eval_interval and step % cfg.eval_interval == 0 and step < (total or cfg.max_steps) and dd.main:
                 last_val = run_eval(periodic_windows)
                 metrics.log(step, "val", loss=last_val["loss"], bpb=last_val["bpb"], accuracy=last_val["accuracy"])
                 progress.write(f"step {step}: held-out {last_val['bpb']:.4f} bits/base, "
@@ -323,12 +347,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             if flags[1]:
                 logger.warning("max_time %.0f s reached at step %d: finishing early", cfg.max_time, step)
                 break
-            if cfg.ckpt_interval and step % cfg.ckpt_interval == 0 and step < cfg.max_steps:
+            if cfg.ckpt_interval and step % cfg.ckpt_interval == 0 and step < (total or cfg.max_steps):
                 checkpoint()
     progress.close()
     if last_ckpt != step:
         checkpoint()
-    summary: dict[str, Any] = {"run_dir": str(run), "step": step, "max_steps": cfg.max_steps,
+    summary: dict[str, Any] = {"run_dir": str(run), "step": step, "max_steps": total or cfg.max_steps,
                                "interrupted_by_signal": stopped, "parameters": model.num_parameters()}
     if stopped:
         logger.warning("stopped by signal %d at step %d; continue with --resume %s", stopped, step, run)

@@ -99,6 +99,11 @@ class Progress:
         elif step % self.every == 0:
             logger.info("step %d %s", step, text)
 
+    def set_total(self, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def write(self, msg: str) -> None:
         """Log ``msg`` without breaking the bar."""
         if self.bar is not None:
