@@ -395,9 +395,9 @@ def test_prepare_command_and_prepared_input(fasta, tmp_path):
 
 def test_time_budget_fits_the_step_count(fasta, tmp_path):
     run = tmp_path / "run"
-    assert main([str(fasta), *SMALL, *LAYERS, "--time-budget", "3", "--warmup-steps", "12", "--max-steps", "100000",
+    assert main([str(fasta), *SMALL, *LAYERS, "--time-budget", "3", "--warmup-steps", "50", "--max-steps", "100000",
                  "--eval-interval", "0", "--sample-tokens", "0", "--out", str(run)]) == 0
     s = json.loads((run / "summary.json").read_text())
-    assert 12 < s["max_steps"] < 100000 and s["step"] == s["max_steps"]
+    assert 50 < s["max_steps"] < 100000 and s["step"] == s["max_steps"]
     state = json.loads((latest_checkpoint(run) / "trainer_state.json").read_text())
     assert state["planned_steps"] == s["max_steps"]  # a resume keeps the fitted schedule

@@ -94,8 +94,8 @@ class TrainConfig:
             ("ckpt_interval", self.ckpt_interval >= 0, ">= 0 (0 = only at the end)"),
             ("keep_last", self.keep_last >= 1, ">= 1"),
             ("time_budget", self.time_budget >= 0, ">= 0"),
-            ("warmup_steps", self.time_budget == 0 or self.warmup_steps >= 12,
-             ">= 12 with a time_budget (the step time is measured during warmup)"),
+            ("warmup_steps", self.time_budget == 0 or self.warmup_steps >= 50,
+             ">= 50 with a time_budget (the step time is measured during warmup)"),
             ("src_len", self.src_len == 0 or 0 < self.src_len < self.window, f"0 or in (0, window={self.window})"),
         ]
         for name, ok, expected in checks:
@@ -132,7 +132,8 @@ class TrainConfig:
 # Named recipes. "tiny" is the zero-config default: the tiny EnBERT on the shipped genome within ~10 minutes
 # on a 2-core CPU.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(model="enbert", model_preset="tiny", time_budget=480.0, max_steps=50_000),
+    "tiny": dict(model="enbert", model_preset="tiny", window=128, batch_size=16, lr=2e-3, min_lr=2e-4,
+                 warmup_steps=100, time_budget=480.0, max_time=570.0, max_steps=50_000),
     "tiny-kmer": dict(model="enbert", model_preset="tiny", tokenizer="kmer", k=3, window=128),
     "enigma-tiny": dict(model="enigma", model_preset="tiny", window=256, lr=2e-3, min_lr=2e-4),
     "47m": dict(model="enbert", model_preset="47m", window=1024, batch_size=8, grad_accum=4, lr=6e-4,

@@ -40,7 +40,7 @@ __all__ = ["lr_at", "train"]
 logger = logging.getLogger(__name__)
 
 
-CALIBRATION_STEPS = 12  # with a time_budget: steps 2..12 are timed (within the warmup) to fit the step count
+CALIBRATION_STEPS = 50  # with a time_budget: the median time of steps 3..50 (within the warmup) fits the count
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
@@ -255,7 +255,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     # the step count: max_steps, or fitted to time_budget from the step time measured during warmup
     total = int(state.get("planned_steps") or 0) or (cfg.max_steps if not cfg.time_budget else 0)
     progress = Progress(start, total or cfg.max_steps, cfg.log_interval, enabled=dd.main)
-    t_calib: float | None = None
+    step_times: list[float] = []
     elapsed0 = float(state.get("elapsed_s", 0.0))
     t_start = t_log = time.perf_counter()
     bases_since_log = 0.0
@@ -304,12 +304,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            if not total and step == start + 2:
-                t_calib = time.perf_counter()
-            elif not total and step == start + CALIBRATION_STEPS:
-                total = _fit_steps(cfg, step, (time.perf_counter() - t_calib) / (CALIBRATION_STEPS - 2),
-                                   elapsed0 + time.perf_counter() - t_start, dd)
-                progress.set_total(total)
+            if not total:
+                step_times.append(time.perf_counter())
+                if step == start + CALIBRATION_STEPS:
+                    step_s = float(np.median(np.diff(step_times[1:])))  # robust to a passing load spike
+                    total = _fit_steps(cfg, step, step_s, elapsed0 + time.perf_counter() - t_start, dd)
+                    progress.set_total(total)
             targets = rows[:, 1:] if kind == "enbert" else rows[:, src_len:]
             bases_since_log += float(bpt_np[targets].sum())
 
