@@ -254,7 +254,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     metrics = MetricsLog(run, resume_step=start if resume else None) if dd.main else None
     # the step count: max_steps, or fitted to time_budget from the step time measured during warmup
     total = int(state.get("planned_steps") or 0) or (cfg.max_steps if not cfg.time_budget else 0)
-    progress = Progress(start, total or cfg.max_steps, cfg.log_interval, enabled=dd.main)
+    progress = Progress(start, total or None, cfg.log_interval, enabled=dd.main)  # None: not yet fitted
     step_times: list[float] = []
     elapsed0 = float(state.get("elapsed_s", 0.0))
     t_start = t_log = time.perf_counter()

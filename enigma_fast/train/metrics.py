@@ -76,7 +76,7 @@ class Progress:
     """A tqdm bar over steps on an interactive or captured stream; without tqdm, an INFO line every ``every``
     steps."""
 
-    def __init__(self, start: int, total: int, every: int, enabled: bool = True) -> None:
+    def __init__(self, start: int, total: int | None, every: int, enabled: bool = True) -> None:
         self.every, self.bar = every, None
         self.enabled = enabled
         if not enabled:
