@@ -11,6 +11,7 @@ import csv
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ class Progress:
     def write(self, msg: str) -> None:
         """Log ``msg`` without breaking the bar."""
         if self.bar is not None:
-            self.bar.write(msg)
+            self.bar.write(msg, file=sys.stderr)
         else:
             logger.info(msg)
 
