@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
        "OMP_NUM_THREADS": "1"}
 # a small model and short windows: a step takes milliseconds
-SMALL = ["--model-override", "d_model=32", "--model-override", "n_head=2", "--window", "32", "--batch-size", "4", "--threads", "1", "--log-interval", "1", "--sample-tokens", "16",
+SMALL = ["--model-override", "d_model=32", "--model-override", "n_head=2", "--window", "32", "--batch-size", "4",
+         "--threads", "1", "--log-interval", "1", "--sample-tokens", "16",
          "--sample-prompt", "16", "--warmup-steps", "5", "--time-budget", "0"]
 LAYERS = ["--model-override", "n_layer=2"]
 
@@ -285,8 +286,8 @@ def test_default_run_end_to_end(tmp_path):
     """The zero-config command with a reduced step count (and a smaller held-out part to keep it fast)."""
     run = tmp_path / "default"
     proc = subprocess.run(
-        [sys.executable, "-m", "enigma_fast.train", "--time-budget", "0", "--max-steps", "6", "--eval-interval", "3", "--log-interval",
-         "2", "--window", "64", "--batch-size", "4", "--val-fraction", "0.01", "--eval-windows", "4",
+        [sys.executable, "-m", "enigma_fast.train", "--time-budget", "0", "--max-steps", "6", "--eval-interval", "3",
+         "--log-interval", "2", "--window", "64", "--batch-size", "4", "--val-fraction", "0.01", "--eval-windows", "4",
          "--sample-tokens", "30", "--out", str(run)],
         env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
@@ -300,6 +301,12 @@ def test_default_run_end_to_end(tmp_path):
     assert [int(r["step"]) for r in rows if r["kind"] == "train"] == [2, 4, 6]
     assert [int(r["step"]) for r in rows if r["kind"] == "val"] == [3, 6]
     assert (run / "loss.png").stat().st_size > 1000
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     model = EnBERT.from_pretrained(run / "final")
     assert model.config.d_model == 128 and model.tokenizer is not None
     cfg = json.loads((run / "train_config.json").read_text())

@@ -104,7 +104,8 @@ class TokenStore:
         n = int(meta["num_tokens"])
         size = (path / TOKENS_NAME).stat().st_size
         if size != n * dtype.itemsize:
-            raise ValueError(f"{path / TOKENS_NAME}: {size} bytes, expected {n} {dtype} ids ({n * dtype.itemsize} bytes)")
+            raise ValueError(f"{path / TOKENS_NAME}: {size} bytes, expected {n} {dtype} ids "
+                             f"({n * dtype.itemsize} bytes)")
         tokens = np.memmap(path / TOKENS_NAME, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
         segments = np.asarray(meta["segments"], dtype=np.int64).reshape(-1, 3)
         return cls(path, tokens, segments, meta["records"], from_file(str(path / TOKENIZER_NAME)), meta)
@@ -151,7 +152,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
         return []
     d = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
     starts, stops = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-    return list(zip(starts.tolist(), stops.tolist()))
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
 def _encode(tok: DNATokenizer, data: np.ndarray, dtype: np.dtype) -> np.ndarray:

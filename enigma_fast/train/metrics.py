@@ -134,7 +134,7 @@ def plot_losses(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, base
         pts = [(int(r["step"]), float(r["bpb"])) for r in rows if r["kind"] == kind and r["bpb"]]
         pts = [(s, v) for s, v in pts if math.isfinite(v)]
         if pts:
-            ax.plot(*zip(*pts), label=f"{kind} bits/base", **style)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"{kind} bits/base", **style)
     if baseline_bpb is not None:
         ax.axhline(baseline_bpb, color="gray", ls="--", label=f"Markov baseline {baseline_bpb:.3f}")
     ax.set_xlabel("step")
