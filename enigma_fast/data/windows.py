@@ -90,14 +90,23 @@ class WindowSampler:
         """How many distinct windows there are."""
         return int(self.cum[-1])
 
-    def batch(self, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def draw(self, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window starts ``(n,)`` int64 (offsets into ``tokens``) and reverse-complement flags ``(n,)`` of ``step``."""
         rng = np.random.default_rng([self.seed, step])
         flat = rng.integers(0, self.num_starts, size=n)
         seg = np.searchsorted(self.cum, flat, side="right")
         starts = self.offsets[seg] + flat - (self.cum[seg] - self.counts[seg])
-        rows = np.stack([np.asarray(self.tokens[s : s + self.window], dtype=np.int64) for s in starts.tolist()])
         flips = rng.random(n) < self.rc_prob if self.rc_prob > 0 else np.zeros(n, dtype=bool)
-        return rows, flips
+        return starts, flips
+
+    def gather(self, starts: np.ndarray) -> np.ndarray:
+        """The windows at ``starts``: ids ``(len(starts), window)`` int64, read from the (memory-mapped) ids."""
+        return np.stack([np.asarray(self.tokens[s : s + self.window], dtype=np.int64) for s in starts.tolist()])
+
+    def batch(self, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``draw`` then ``gather``: ids ``(n, window)`` and flags ``(n,)``."""
+        starts, flips = self.draw(step, n)
+        return self.gather(starts), flips
 
 
 @dataclass(frozen=True)

@@ -286,13 +286,15 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             lr = lr_at(step, cfg, total or None)
             for g in opt.param_groups:
                 g["lr"] = lr
-            rows, flips = sampler.batch(step, global_batch)
+            # every rank draws the global batch's starts and reads only its own rows
+            starts, flips = sampler.draw(step, global_batch)
+            mine = np.concatenate([np.arange((m * W + dd.rank) * B, (m * W + dd.rank + 1) * B) for m in range(A)])
+            rows, flips = sampler.gather(starts[mine]), flips[mine]  # (A * B, span)
             if flips.any():
                 rows[flips] = rc[rows[flips]][:, ::-1]
             loss_sum = torch.zeros((), device=device)
             for m in range(A):
-                lo = (m * W + dd.rank) * B
-                x = torch.from_numpy(np.ascontiguousarray(rows[lo : lo + B])).to(device)
+                x = torch.from_numpy(np.ascontiguousarray(rows[m * B : (m + 1) * B])).to(device)
                 sync = contextlib.nullcontext() if not dd.enabled or m == A - 1 else fwd.no_sync()
                 with sync:
                     with autocast():
@@ -311,7 +313,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                     total = _fit_steps(cfg, step, step_s, elapsed0 + time.perf_counter() - t_start, dd)
                     progress.set_total(total)
             targets = rows[:, 1:] if kind == "enbert" else rows[:, src_len:]
-            bases_since_log += float(bpt_np[targets].sum())
+            bases_since_log += float(bpt_np[targets].sum()) * W  # all ranks (theirs are alike in size)
 
             flags[0] = stop.signum
             flags[1] = int(cfg.max_time > 0 and elapsed0 + time.perf_counter() - t_start > cfg.max_time)
