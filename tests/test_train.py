@@ -76,6 +76,10 @@ def test_prepare_policies(tmp_path):
     kept = prepare_tokens([p], tmp_path / "s2", CharTokenizer(), case="keep", n_policy="keep")
     assert kept.tokenizer.decode(torch.from_numpy(kept.segment_tokens(0).astype(np.int64))) == "ACGTacgtNNNNACGTTT"
     assert TokenStore.open(tmp_path / "s2").num_tokens == kept.num_tokens
+    fq = tmp_path / "b.fq"
+    fq.write_text("@read1\nACGTTGCA\n+\nIIIIIIII\n")
+    both = prepare_tokens([p, fq], tmp_path / "s3", CharTokenizer())  # several files, FASTA and FASTQ
+    assert [r["name"] for r in both.records] == ["r1", "r2", "r3", "read1"] and both.num_bases == 28
 
 
 def test_prepare_kmer_chunks_match_whole(tmp_path, monkeypatch):
