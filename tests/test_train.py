@@ -392,6 +392,8 @@ def test_bad_input_fails_before_training(case, tmp_path, caplog):
         assert main([*args, "--out", str(run), "--threads", "1"]) == 2
     assert expect in caplog.text
     assert not (run / "checkpoints").exists() and not (run / "metrics.csv").exists()
+    if case not in ("preset", "model_preset", "window"):  # a bad file leaves no run folder behind
+        assert not run.exists()
 
 
 def test_prepare_command_and_prepared_input(fasta, tmp_path):

@@ -197,8 +197,14 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         dist.broadcast_object_list(path, src=0)
     run = Path(path[0])
     if dd.main:
+        fresh = not run.exists()
         run.mkdir(parents=True, exist_ok=True)
-        store = tdata.open_data(cfg, run, prepare=not (resume and (run / "data").is_dir()))
+        try:
+            store = tdata.open_data(cfg, run, prepare=not (resume and (run / "data").is_dir()))
+        except BaseException:
+            if fresh and not any(run.iterdir()):
+                run.rmdir()  # leave no empty run folder behind a bad input
+            raise
         (run / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     dd.barrier()
     if not dd.main:
