@@ -126,6 +126,20 @@ def _build_model(cfg: TrainConfig, tok: Any) -> torch.nn.Module:
     return model
 
 
+def _autocast_works(model: torch.nn.Module, cfg: TrainConfig, tok: Any, device: torch.device,
+                    dtype: torch.dtype) -> bool:
+    """Probe one small forward under autocast (every op of the model must accept the mixed dtypes)."""
+    x = torch.full((1, 8), tok.pieces.get("A", 0), dtype=torch.long, device=device)
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype):
+            forward_loss(model, x, cfg.model, 4, tok.bos_id)
+    except RuntimeError as err:
+        logger.warning("%s autocast unavailable for this model on %s (%s): training in float32",
+                       dtype, device, str(err).splitlines()[0])
+        return False
+    return True
+
+
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
@@ -228,6 +242,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     bpt_np = store.bases_per_token()
 
     model = _build_model(cfg, tok).to(device)
+    if amp_dtype is not None and not _autocast_works(model, cfg, tok, device, amp_dtype):
+        if cfg.dtype != "auto":
+            raise ValueError(f"the model does not run under {amp_dtype} autocast on {device}; use --dtype float32")
+        amp_dtype, autocast = None, contextlib.nullcontext
     opt = _optimizer(model, cfg)
     start, state = 0, {}
     if resume:
