@@ -151,9 +151,10 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
         return torch.optim.AdamW(groups, **kw)
 
 
-def _fit_steps(cfg: TrainConfig, step: int, step_s: float, elapsed: float, dd: _Dist) -> int:
+def _fit_steps(cfg: TrainConfig, step: int, step_s: float, elapsed: float, dd: _Dist, device: torch.device) -> int:
     """The step count that fills ``cfg.time_budget`` at ``step_s`` seconds a step (rank 0's figure for all)."""
-    fitted = torch.tensor([min(cfg.max_steps, step + int(max(0.0, cfg.time_budget - elapsed) / step_s))])
+    fitted = torch.tensor([min(cfg.max_steps, step + int(max(0.0, cfg.time_budget - elapsed) / step_s))],
+                          device=device)
     if dd.enabled:
         dist.broadcast(fitted, src=0)
     total = max(int(fitted), cfg.warmup_steps + 1, step)
@@ -286,7 +287,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     last_val: dict[str, float] | None = None
     last_ckpt = start if resume else -1
     step = start
-    flags = torch.zeros(2, dtype=torch.int64)  # (signal, out of time), max-reduced across ranks
+    flags = torch.zeros(2, dtype=torch.int64, device=device)  # (signal, out of time), max-reduced (NCCL: on GPU)
 
     def trainer_state() -> dict[str, Any]:
         return {"elapsed_s": elapsed0 + time.perf_counter() - t_start, "planned_steps": total,
@@ -334,16 +335,18 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                 step_times.append(time.perf_counter())
                 if step == start + CALIBRATION_STEPS:
                     step_s = float(np.median(np.diff(step_times[1:])))  # robust to a passing load spike
-                    total = _fit_steps(cfg, step, step_s, elapsed0 + time.perf_counter() - t_start, dd)
+                    total = _fit_steps(cfg, step, step_s, elapsed0 + time.perf_counter() - t_start, dd, device)
                     progress.set_total(total)
             targets = rows[:, 1:] if kind == "enbert" else rows[:, src_len:]
             bases_since_log += float(bpt_np[targets].sum()) * W  # all ranks (theirs are alike in size)
 
-            flags[0] = stop.signum
-            flags[1] = int(cfg.max_time > 0 and elapsed0 + time.perf_counter() - t_start > cfg.max_time)
-            if dd.enabled:
+            sig = stop.signum
+            late = int(cfg.max_time > 0 and elapsed0 + time.perf_counter() - t_start > cfg.max_time)
+            if dd.enabled:  # every rank stops at the same step
+                flags[0], flags[1] = sig, late
                 dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            if step % cfg.log_interval == 0 or step == (total or cfg.max_steps) or flags.any():
+                sig, late = (int(v) for v in flags.tolist())
+            if step % cfg.log_interval == 0 or step == (total or cfg.max_steps) or sig or late:
                 mean_loss = loss_sum / A
                 if dd.enabled:
                     dist.all_reduce(mean_loss, op=dist.ReduceOp.SUM)
@@ -360,17 +363,18 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                                 bpb=bpb, elapsed_s=elapsed0 + now - t_start, bases_per_s=rate)
             else:
                 progress.update(step)
-            if cfg.eval_interval and step % cfg.eval_interval == 0 and step < (total or cfg.max_steps) and dd.main:
-                last_val = run_eval(periodic_windows)
-                metrics.log(step, "val", loss=last_val["loss"], bpb=last_val["bpb"], accuracy=last_val["accuracy"])
-                progress.write(f"step {step}: held-out {last_val['bpb']:.4f} bits/base, "
-                               f"accuracy {last_val['accuracy']:.3f} ({len(periodic_windows)} windows)")
-            if cfg.eval_interval:
+            if cfg.eval_interval and step % cfg.eval_interval == 0 and step < (total or cfg.max_steps):
+                if dd.main:
+                    last_val = run_eval(periodic_windows)
+                    metrics.log(step, "val", loss=last_val["loss"], bpb=last_val["bpb"],
+                                accuracy=last_val["accuracy"])
+                    progress.write(f"step {step}: held-out {last_val['bpb']:.4f} bits/base, "
+                                   f"accuracy {last_val['accuracy']:.3f} ({len(periodic_windows)} windows)")
                 dd.barrier()
-            if flags[0]:
-                stopped = int(flags[0])
+            if sig:
+                stopped = sig
                 break
-            if flags[1]:
+            if late:
                 logger.warning("max_time %.0f s reached at step %d: finishing early", cfg.max_time, step)
                 break
             if cfg.ckpt_interval and step % cfg.ckpt_interval == 0 and step < (total or cfg.max_steps):
