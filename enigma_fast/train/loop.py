@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 CALIBRATION_STEPS = 50  # with a time_budget: the median time of steps 3..50 (within the warmup) fits the count
+REFIT_STEPS = 100  # ... and the median of the last 100 steps re-fits it every 100 steps
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
@@ -151,14 +152,15 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
         return torch.optim.AdamW(groups, **kw)
 
 
-def _fit_steps(cfg: TrainConfig, step: int, step_s: float, elapsed: float, dd: _Dist, device: torch.device) -> int:
+def _fit_steps(cfg: TrainConfig, step: int, step_s: float, elapsed: float, dd: _Dist, device: torch.device,
+               first: bool = True) -> int:
     """The step count that fills ``cfg.time_budget`` at ``step_s`` seconds a step (rank 0's figure for all)."""
     fitted = torch.tensor([min(cfg.max_steps, step + int(max(0.0, cfg.time_budget - elapsed) / step_s))],
                           device=device)
     if dd.enabled:
         dist.broadcast(fitted, src=0)
-    total = max(int(fitted), cfg.warmup_steps + 1, step)
-    if dd.main:
+    total = max(int(fitted), cfg.warmup_steps + 1, step + 1)
+    if dd.main and first:
         logger.info("time budget %.0f s at %.3f s/step: %d steps", cfg.time_budget, step_s, total)
     return total
 
@@ -331,11 +333,15 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            if not total:
+            if cfg.time_budget:
                 step_times.append(time.perf_counter())
-                if step == start + CALIBRATION_STEPS:
-                    step_s = float(np.median(np.diff(step_times[1:])))  # robust to a passing load spike
-                    total = _fit_steps(cfg, step, step_s, elapsed0 + time.perf_counter() - t_start, dd, device)
+                del step_times[: -REFIT_STEPS - 1]
+                fit = (not total and step == start + CALIBRATION_STEPS) or (
+                    total and step < total and (step - start) % REFIT_STEPS == 0)
+                if fit:  # median step time: robust to evaluations, checkpoints and passing load spikes
+                    step_s = float(np.median(np.diff(step_times[1:] if not total else step_times)))
+                    total = _fit_steps(cfg, step, step_s, elapsed0 + time.perf_counter() - t_start, dd, device,
+                                       first=not total)
                     progress.set_total(total)
             targets = rows[:, 1:] if kind == "enbert" else rows[:, src_len:]
             bases_since_log += float(bpt_np[targets].sum()) * W  # all ranks (theirs are alike in size)
