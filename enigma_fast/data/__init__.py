@@ -17,3 +17,4 @@ __all__ = [
     "shipped_genome",
     "shipped_genome_path",
 ]
+from enigma_fast.data.tokens import TokenStore, prepare_tokens  # noqa: E402,F401  (memory-mapped token stores)

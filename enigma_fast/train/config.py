@@ -1,0 +1,190 @@
+"""Training configuration: one dataclass, named recipes (presets), TOML/JSON files and command-line flags.
+
+Precedence, lowest first: the dataclass defaults, the preset (``--preset``, default ``tiny``), a config file
+(``--config run.toml`` or ``.json``, whose keys are the field names), then flags (``--lr 1e-3``). The resolved
+config is written to ``RUN/train_config.json`` and read back by ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+__all__ = ["PRESETS", "TrainConfig", "load_config_file"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Windows and batches count tokens; loss is reported per base."""
+
+    # data
+    data: list[str] = field(default_factory=list)  # FASTA/FASTQ files or one prepared token folder; [] = shipped genome
+    tokenizer: str = "char"  # "char", "kmer" (all 4^k k-mers, stride k) or a tokenizer.json path
+    k: int = 3  # k of the "kmer" tokenizer
+    case: str = "upper"  # soft-masked bases: "upper" (fold) or "keep"
+    n_policy: str = "split"  # N runs: "split" (cut out) or "keep" (tokens)
+    val_fraction: float = 0.1
+    split: str = "position"  # "position" (tail of each record) or "record" (whole records)
+    rc_augment: float = 0.0  # probability of reverse-complementing a training window
+    # model
+    model: str = "enbert"  # "enbert" or "enigma"
+    model_preset: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    window: int = 256  # tokens per training window (EnBERT: inputs; Enigma: source + target)
+    src_len: int = 0  # Enigma source tokens per window; 0 = half the window
+    # optimisation
+    batch_size: int = 16  # windows per micro-batch per process
+    grad_accum: int = 1
+    max_steps: int = 2000
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    # evaluation, logging, checkpoints
+    eval_interval: int = 250
+    eval_windows: int = 64  # held-out windows scored at each periodic eval (the final eval scores all)
+    eval_stride: int = 0  # 0 = three quarters of the window (each scored token sees >= window/4 of context)
+    log_interval: int = 10
+    ckpt_interval: int = 500
+    keep_last: int = 2
+    max_time: float = 0.0  # seconds; stop (with a checkpoint) once exceeded; 0 = no limit
+    time_budget: float = 0.0  # seconds of training steps: the step count is fitted to it (see loop); 0 = off
+    # runtime
+    device: str = "auto"  # "auto" = cuda when available
+    dtype: str = "auto"  # "auto" (bfloat16 autocast on CUDA, float32 on CPU), "float32", "bfloat16"
+    compile: bool = False
+    seed: int = 0
+    threads: int = 0  # CPU threads per process; 0 = cores / local processes
+    out: str = ""  # run folder; "" = runs/<preset>-<timestamp>
+    sample_tokens: int = 200  # length of the continuation sampled at the end; 0 = none
+    sample_prompt: int = 64  # prompt tokens taken from the held-out part
+    preset: str = "tiny"
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("tokenizer", self.tokenizer in ("char", "kmer") or self.tokenizer.endswith(".json")
+             or Path(self.tokenizer).is_dir(), "'char', 'kmer' or a tokenizer.json path"),
+            ("case", self.case in ("upper", "keep"), "'upper' or 'keep'"),
+            ("n_policy", self.n_policy in ("split", "keep"), "'split' or 'keep'"),
+            ("split", self.split in ("position", "record"), "'position' or 'record'"),
+            ("model", self.model in ("enbert", "enigma"), "'enbert' or 'enigma'"),
+            ("dtype", self.dtype in ("auto", "float32", "bfloat16"), "'auto', 'float32' or 'bfloat16'"),
+            ("val_fraction", 0.0 < self.val_fraction < 1.0, "in (0, 1)"),
+            ("rc_augment", 0.0 <= self.rc_augment <= 1.0, "in [0, 1]"),
+            ("window", self.window >= 2, ">= 2"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("grad_accum", self.grad_accum >= 1, ">= 1"),
+            ("max_steps", self.max_steps >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("min_lr", 0 <= self.min_lr <= self.lr, "in [0, lr]"),
+            ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("grad_clip", self.grad_clip >= 0, ">= 0"),
+            ("k", 1 <= self.k <= 8, "in [1, 8]"),
+            ("eval_interval", self.eval_interval >= 0, ">= 0 (0 = only at the end)"),
+            ("log_interval", self.log_interval >= 1, ">= 1"),
+            ("ckpt_interval", self.ckpt_interval >= 0, ">= 0 (0 = only at the end)"),
+            ("keep_last", self.keep_last >= 1, ">= 1"),
+            ("time_budget", self.time_budget >= 0, ">= 0"),
+            ("warmup_steps", self.time_budget == 0 or self.warmup_steps >= 50,
+             ">= 50 with a time_budget (the step time is measured during warmup)"),
+            ("src_len", self.src_len == 0 or 0 < self.src_len < self.window, f"0 or in (0, window={self.window})"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+    @property
+    def enigma_src_len(self) -> int:
+        return self.src_len or self.window // 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def resolve(cls, preset: str | None = None, file_values: dict[str, Any] | None = None,
+                flags: dict[str, Any] | None = None) -> TrainConfig:
+        """Defaults < preset < file < flags (see the module doc). Unknown preset or key: ValueError."""
+        file_values, flags = dict(file_values or {}), dict(flags or {})
+        name = flags.get("preset") or file_values.get("preset") or preset or "tiny"
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        merged: dict[str, Any] = {**PRESETS[name], **file_values, **flags, "preset": name}
+        return cls.from_dict(merged)
+
+
+# Named recipes. "tiny" is the zero-config default: the tiny EnBERT on the shipped genome within ~10 minutes
+# on a 2-core CPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(model="enbert", model_preset="tiny", window=128, batch_size=16, lr=2e-3, min_lr=2e-4,
+                 warmup_steps=100, time_budget=480.0, max_time=570.0, max_steps=50_000),
+    "tiny-kmer": dict(model="enbert", model_preset="tiny", tokenizer="kmer", k=3, window=128),
+    "enigma-tiny": dict(model="enigma", model_preset="tiny", window=256, lr=2e-3, min_lr=2e-4),
+    "47m": dict(model="enbert", model_preset="47m", window=1024, batch_size=8, grad_accum=4, lr=6e-4,
+                min_lr=6e-5, warmup_steps=1000, max_steps=50000, eval_interval=1000, ckpt_interval=2000),
+    "seed": dict(model="enigma", model_preset="seed", window=512, batch_size=8, grad_accum=4, lr=6e-4,
+                 min_lr=6e-5, warmup_steps=1000, max_steps=50000, eval_interval=1000, ckpt_interval=2000),
+}
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Keys and values of a TOML (``.toml``) or JSON file; a ``[train]`` table is used when present."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = p.read_text()
+    d = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a table/object of options")
+    return dict(d.get("train", d))
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per field (defaults suppressed, so only given flags override the preset and file)."""
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = TrainConfig.__dataclass_fields__[f.name]
+        if f.name == "data":
+            continue  # positional
+        if f.name == "model_overrides":
+            p.add_argument("--model-override", dest="model_overrides", action="append", metavar="KEY=VALUE",
+                           default=argparse.SUPPRESS, help="model config field, e.g. d_model=256 (repeatable)")
+            continue
+        if f.type == "bool":
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+            continue
+        kind = {"int": int, "float": float, "str": str}[f.type]
+        shown = default.default if default.default is not dataclasses.MISSING else None
+        p.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=f"default: {shown!r}")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["d_model=256", "dropout=0.1"]`` -> ``{"d_model": 256, "dropout": 0.1}`` (values parsed as JSON when
+    they can be)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--model-override expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out

@@ -1,0 +1,102 @@
+"""Held-out evaluation (loss, bits per base, next-token accuracy) and the sampled continuation of a run.
+
+Bits per base are counted per base, not per token: the summed cross-entropy of the scored targets (nats) over
+the bases those targets stand for, divided by ln 2, so a k-mer model and a single-base model compare directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from enigma_fast.data.windows import EvalWindow
+
+__all__ = ["evaluate", "forward_loss", "sample_continuation"]
+
+
+def forward_loss(model: Any, rows: torch.Tensor, kind: str, src_len: int, bos_id: int):
+    """Logits, mean loss and targets of token windows ``rows`` ``(B, L)``.
+
+    EnBERT: inputs ``rows[:, :-1]``, targets ``rows[:, 1:]`` (``(B, L-1)``). Enigma: the window split by
+    ``Enigma.split_window`` into source ``rows[:, :src_len]`` and the continuation as targets (``(B, L-src_len)``).
+    """
+    if kind == "enbert":
+        targets = rows[:, 1:]
+        logits, loss = model(rows[:, :-1], targets)
+    else:
+        from enigma_fast.models import Enigma
+
+        src, tgt_in, targets = Enigma.split_window(rows, src_len, bos_id)
+        logits, loss = model(src, tgt_in, targets)
+    return logits, loss, targets
+
+
+@torch.no_grad()
+def evaluate(
+    model: Any,
+    tokens: np.ndarray,
+    windows: list[EvalWindow],
+    bases_per_token: torch.Tensor,
+    kind: str,
+    src_len: int,
+    bos_id: int,
+    batch_size: int,
+    device: torch.device,
+    autocast: Any = contextlib.nullcontext,
+) -> dict[str, float]:
+    """Score held-out ``windows`` of ``tokens``; returns loss (nats/token), bpb (bits/base), accuracy
+    (next-token argmax), and the counts ``tokens`` and ``bases`` scored."""
+    was_training = model.training
+    model.eval()
+    nll = torch.zeros((), dtype=torch.float64, device=device)
+    n_tok = torch.zeros((), dtype=torch.float64, device=device)
+    n_bases = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    i = 0
+    while i < len(windows):
+        j = i
+        while j < len(windows) and j - i < batch_size and windows[j].length == windows[i].length:
+            j += 1
+        group = windows[i:j]
+        i = j
+        length = group[0].length
+        sl = min(src_len, length - 1) if kind == "enigma" else 0
+        rows = torch.from_numpy(np.stack([np.asarray(tokens[w.start : w.start + length], dtype=np.int64)
+                                          for w in group])).to(device)
+        with autocast():
+            logits, _, targets = forward_loss(model, rows, kind, sl, bos_id)
+        first = (1 if kind == "enbert" else sl)  # window position of targets[:, 0]
+        pos = torch.arange(targets.shape[1], device=device) + first
+        score_from = torch.tensor([max(w.score_from, sl) for w in group], device=device)
+        mask = pos[None, :] >= score_from[:, None]  # (B, T)
+        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+        ce = ce.view(targets.shape)
+        nll += (ce.double() * mask).sum()
+        n_tok += mask.sum()
+        n_bases += (bases_per_token[targets] * mask).sum()
+        correct += ((logits.argmax(-1) == targets) & mask).sum()
+    model.train(was_training)
+    nll_, tok_, bases_ = float(nll), float(n_tok), float(n_bases)
+    return {
+        "loss": nll_ / max(tok_, 1.0),
+        "bpb": nll_ / max(bases_, 1.0) / math.log(2),
+        "accuracy": float(correct) / max(tok_, 1.0),
+        "tokens": tok_,
+        "bases": bases_,
+    }
+
+
+@torch.no_grad()
+def sample_continuation(
+    model: Any, tokenizer: Any, prompt_ids: np.ndarray, new_tokens: int, seed: int, device: torch.device
+) -> tuple[str, str]:
+    """Sample ``new_tokens`` after ``prompt_ids`` (temperature 1); returns (prompt text, continuation text)."""
+    idx = torch.as_tensor(np.asarray(prompt_ids, dtype=np.int64), device=device)[None]
+    new_tokens = max(1, min(new_tokens, model.max_new_tokens_for(idx.shape[1])))
+    out = model.generate(idx, new_tokens, temperature=1.0, seed=seed)
+    return tokenizer.decode(idx[0].cpu()), tokenizer.decode(out[0, idx.shape[1]:].cpu())
