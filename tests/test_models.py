@@ -196,3 +196,17 @@ def test_bad_input_errors():
         enc(torch.zeros(1, 100, dtype=torch.long), torch.zeros(1, 40, dtype=torch.long))
     with pytest.raises(ValueError, match="src_len must be"):
         Enigma.split_window(torch.zeros(1, 10, dtype=torch.long), 10, 2)
+
+
+def test_bfloat16_autocast_forward_backward():
+    """Mixed precision: float32 parameters and residual stream, projections and attention in bfloat16."""
+    torch.manual_seed(7)
+    model = small_enbert().train()
+    idx = torch.randint(0, V, (2, 40))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(idx, idx)
+    loss.backward()
+    ref_logits, _ = model(idx, idx)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    torch.testing.assert_close(logits.float(), ref_logits, atol=0.1, rtol=0.1)

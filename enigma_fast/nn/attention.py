@@ -98,22 +98,24 @@ class RelativeMultiHeadAttention(nn.Module):
             w, b = self.qkv.weight, self.qkv.bias
             (q,) = self._heads(F.linear(x, w[:d], None if b is None else b[:d]), 1)
             k, v = self._heads(F.linear(memory, w[d:], None if b is None else b[d:]), 2)
+        # Under autocast the projections come out in the autocast dtype while rel_emb stays a float32 parameter.
+        rel_emb = self.rel_emb if self.rel_emb.dtype == q.dtype else self.rel_emb.to(q.dtype)
         if cache is not None and prefill:
             if memory is not None:
                 raise ValueError("prefill is for self-attention")
-            y = ops.rel_attention(q, k, v, self.rel_emb, causal=self.causal, key_start=key_start)
+            y = ops.rel_attention(q, k, v, rel_emb, causal=self.causal, key_start=key_start)
             cache.k[:, :, :T].copy_(k)
             cache.v[:, :, :T].copy_(v)
         elif cache is not None:
             if memory is not None:
                 raise ValueError("cache is for self-attention; for cross-attention pass the same memory each step")
             y = ops.rel_attention_with_kvcache(
-                q, cache.k, cache.v, self.rel_emb, cache_seqlens=cache.seqlens, k_new=k, v_new=v, key_start=key_start
+                q, cache.k, cache.v, rel_emb, cache_seqlens=cache.seqlens, k_new=k, v_new=v, key_start=key_start
             )
         elif self.training and self.dropout > 0.0:
             y = rel_attention_with_dropout(
-                q, k, v, self.rel_emb, dropout_p=self.dropout, causal=self.causal, key_start=key_start
+                q, k, v, rel_emb, dropout_p=self.dropout, causal=self.causal, key_start=key_start
             )
         else:
-            y = ops.rel_attention(q, k, v, self.rel_emb, causal=self.causal, key_start=key_start)
+            y = ops.rel_attention(q, k, v, rel_emb, causal=self.causal, key_start=key_start)
         return self.out(y.transpose(1, 2).reshape(B, T, C))

@@ -80,6 +80,12 @@ class RMSNorm(torch.nn.Module):
         xf = self._flat(x, "x")
         if residual is None:
             return ops.rms_norm(xf, w, eps).view(x.shape)
+        if residual.dtype != x.dtype:
+            # Mixed precision: a branch output in the autocast dtype joins a float32 residual stream, which stays
+            # in its own dtype.
+            xf = xf.to(residual.dtype)
+            w = w.to(residual.dtype) if w is not None else None
+            eps = self.eps if self.eps is not None else torch.finfo(residual.dtype).eps
         y, h = ops.add_rms_norm(xf, self._flat(residual, "residual"), w, eps)
         return y.view(x.shape), h.view(x.shape)
 
