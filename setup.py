@@ -43,6 +43,28 @@ def _write_build_info(torch_version: str, with_cuda: bool, arch_list: str) -> No
         )
 
 
+def _find_cuda_home(ce) -> bool:
+    """Point torch's cpp_extension at a CUDA toolkit that has both nvcc and the runtime headers.
+
+    torch guesses CUDA_HOME from the nvcc on PATH; when that nvcc is a stand-alone copy (e.g. /usr/local/bin/nvcc)
+    the guess lacks include/cuda_runtime.h, so look at the usual toolkit folders too. Returns False (CPU-only
+    build, with a message) when no usable toolkit is found.
+    """
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), ce.CUDA_HOME, "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    for home in candidates:
+        if home and os.path.exists(os.path.join(home, "bin", "nvcc")) and os.path.exists(
+            os.path.join(home, "include", "cuda_runtime.h")
+        ):
+            ce.CUDA_HOME = home
+            os.environ["CUDA_HOME"] = home
+            return True
+    print("enigma_fast: no CUDA toolkit with nvcc and cuda_runtime.h found; building the CPU kernels only")
+    return False
+
+
 def _extensions():
     if _flag("ENIGMA_FAST_SKIP_EXT"):
         _write_build_info("", False, "")
@@ -50,12 +72,7 @@ def _extensions():
     import torch
     from torch.utils import cpp_extension as ce
 
-    with_cuda = (
-        not _flag("ENIGMA_FAST_SKIP_CUDA")
-        and torch.version.cuda is not None
-        and ce.CUDA_HOME is not None
-        and (os.path.exists(os.path.join(ce.CUDA_HOME, "bin", "nvcc")) or shutil.which("nvcc") is not None)
-    )
+    with_cuda = not _flag("ENIGMA_FAST_SKIP_CUDA") and torch.version.cuda is not None and _find_cuda_home(ce)
     debug = _flag("ENIGMA_FAST_DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3"]
     cxx = [*opt, "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]
