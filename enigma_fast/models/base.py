@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from enigma_fast import tokenizers
 from enigma_fast.models import checkpoint
 from enigma_fast.nn import KVCache
 
@@ -63,8 +64,6 @@ class DNALanguageModel(nn.Module):
         checkpoint.load_state(model, path)
         tok_file = Path(path) / checkpoint.TOKENIZER_NAME
         if tok_file.is_file():
-            from enigma_fast import tokenizers  # tokenizers sit below models; imported lazily to keep startup light
-
             model.tokenizer = tokenizers.from_file(str(tok_file))
         model.to(device=device, dtype=dtype)
         return model.eval()
