@@ -6,8 +6,25 @@ Layers (each imports only those before it): ``_extension`` and ``reference`` -> 
 from enigma_fast import _extension, ops, reference
 from enigma_fast import nn as nn
 from enigma_fast import tokenizers as tokenizers
-from enigma_fast._extension import backend_info
+from enigma_fast._extension import (
+    backend_info,
+    cpu_capability,
+    get_cpu_capability,
+    set_cpu_capability,
+    supported_cpu_capabilities,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "backend_info", "nn", "ops", "reference", "tokenizers"]
+__all__ = [
+    "__version__",
+    "backend_info",
+    "cpu_capability",
+    "get_cpu_capability",
+    "nn",
+    "ops",
+    "reference",
+    "set_cpu_capability",
+    "supported_cpu_capabilities",
+    "tokenizers",
+]

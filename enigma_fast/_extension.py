@@ -17,7 +17,19 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["EXTENSION", "LOAD_ERROR", "backend_info", "force_reference", "has_kernel", "register_op"]
+__all__ = [
+    "CPU_CAPABILITIES",
+    "EXTENSION",
+    "LOAD_ERROR",
+    "backend_info",
+    "cpu_capability",
+    "force_reference",
+    "get_cpu_capability",
+    "has_kernel",
+    "register_op",
+    "set_cpu_capability",
+    "supported_cpu_capabilities",
+]
 
 _REBUILD_HINT = "pip install --no-build-isolation --force-reinstall --no-deps ."
 
@@ -68,6 +80,58 @@ if EXTENSION is None and not LOAD_ERROR.startswith("disabled"):
         RuntimeWarning,
         stacklevel=2,
     )
+
+if EXTENSION is not None and EXTENSION.bad_cpu_capability_env():
+    warnings.warn(
+        f"enigma_fast: ENIGMA_FAST_CPU_CAPABILITY must be one of default, avx2, avx512, got "
+        f"{EXTENSION.bad_cpu_capability_env()!r}; the CPU kernels run at {EXTENSION.cpu_capability()!r}",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+# Instruction-set levels of the CPU kernels, lowest first (PyTorch's ATEN_CPU_CAPABILITY names).
+CPU_CAPABILITIES = ("default", "avx2", "avx512")
+
+
+def get_cpu_capability() -> str | None:
+    """The instruction-set level the CPU kernels run at now: ``"default"``, ``"avx2"`` or ``"avx512"``.
+
+    ``"default"`` is the architecture's baseline (x86-64 SSE2; NEON on aarch64), ``"avx2"`` x86-64-v3 (AVX2 + FMA),
+    ``"avx512"`` x86-64-v4. It is the best level the CPU has unless capped by ``ENIGMA_FAST_CPU_CAPABILITY`` (else
+    ``ATEN_CPU_CAPABILITY``) or :func:`set_cpu_capability`. ``None`` when the compiled extension is not loaded.
+    """
+    return EXTENSION.cpu_capability() if EXTENSION is not None else None
+
+
+def supported_cpu_capabilities() -> list[str]:
+    """The levels this CPU can run, lowest first (``["default"]`` without the compiled extension)."""
+    return list(EXTENSION.cpu_capabilities()) if EXTENSION is not None else ["default"]
+
+
+def set_cpu_capability(level: str | None) -> str | None:
+    """Cap the level the CPU kernels dispatch to; ``None`` drops the cap (the environment decides again).
+
+    A level above what the CPU has runs the best the CPU has, as ``ATEN_CPU_CAPABILITY`` does. Returns the level
+    now active (``None`` without the compiled extension). Takes effect for the next op call, in every thread.
+    """
+    if level is not None and (not isinstance(level, str) or level.lower() not in CPU_CAPABILITIES):
+        raise ValueError(f"level must be one of {', '.join(map(repr, CPU_CAPABILITIES))} or None, got {level!r}")
+    if EXTENSION is None:
+        return None
+    return EXTENSION.set_cpu_capability(level.lower() if level is not None else "")
+
+
+@contextlib.contextmanager
+def cpu_capability(level: str) -> Iterator[str | None]:
+    """Within this context the CPU kernels run at ``level`` (capped to the CPU's best); yields the level in use."""
+    prev = get_cpu_capability()
+    active = set_cpu_capability(level)
+    try:
+        yield active
+    finally:
+        if prev is not None:
+            set_cpu_capability(prev)
+
 
 # op name -> {device type -> dtypes its compiled kernel takes}; filled by the ops modules.
 _OPS: dict[str, dict[str, frozenset[torch.dtype]]] = {}
@@ -130,8 +194,9 @@ def backend_info() -> dict[str, object]:
     """Which implementation each op runs on each device.
 
     Returns ``{"extension": "loaded" | reason, "torch": version, "cuda_kernels_compiled": bool,
-    "ops": {op: {"cpu": desc, "cuda": desc}}}`` where desc is ``"compiled (float32, ...)"`` naming the dtypes the
-    kernel takes (others use the reference), or ``"reference"``. Does not touch the GPU.
+    "cpu_capability": level the CPU kernels run at (None without the extension), "cpu_capabilities": levels this
+    CPU runs, "ops": {op: {"cpu": desc, "cuda": desc}}}`` where desc is ``"compiled (float32, ...)"`` naming the
+    dtypes the kernel takes (others use the reference), or ``"reference"``. Does not touch the GPU.
     """
     ops: dict[str, dict[str, str]] = {}
     for name, per_device in _OPS.items():
@@ -146,5 +211,7 @@ def backend_info() -> dict[str, object]:
         "extension": "loaded" if EXTENSION is not None else LOAD_ERROR,
         "torch": torch.__version__,
         "cuda_kernels_compiled": bool(EXTENSION is not None and EXTENSION.with_cuda()),
+        "cpu_capability": get_cpu_capability(),
+        "cpu_capabilities": supported_cpu_capabilities(),
         "ops": ops,
     }

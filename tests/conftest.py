@@ -1,9 +1,14 @@
-"""Test helpers: device parametrisation and a fixed seed per test (the CUDA skip lives in the root conftest.py)."""
+"""Test helpers: device and CPU-level parametrisation, a fixed seed per test (the CUDA skip lives in the root
+conftest.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
+
+import enigma_fast
 
 
 def devices() -> list:
@@ -14,3 +19,12 @@ def devices() -> list:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=enigma_fast.supported_cpu_capabilities())
+def cpu_level(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs the test once per instruction-set level this CPU supports (the baseline "default" always), with the
+    CPU kernels capped to that level; yields the level."""
+    with enigma_fast.cpu_capability(request.param) as active:
+        assert active == request.param
+        yield active

@@ -30,9 +30,9 @@ inline int& failures() {
     }                                                                                                          \
   } while (0)
 
-#define EF_TEST_MAIN(body)                                      \
+#define EF_TEST_MAIN(...)                                       \
   int main() {                                                  \
-    body;                                                       \
+    __VA_ARGS__;                                                \
     if (ef_test::failures() == 0) std::printf("all passed\n");  \
     return ef_test::failures() == 0 ? EXIT_SUCCESS : EXIT_FAILURE; \
   }
