@@ -97,7 +97,7 @@ def _grads(out, inputs, g):
 
 @needs_kernel
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_matches_reference_float64(case):
+def test_matches_reference_float64(cpu_level, case):
     B, H, D = case["B"], case["H"], case["D"]
     Tq, Tk = case["T"]
     P = max(1, Tk // 4) if case["P"] == "small" else Tk + 5
@@ -131,7 +131,7 @@ def test_all_masked_rows_are_zero():
 
 @needs_kernel
 @pytest.mark.parametrize("causal", [False, True])
-def test_gradcheck(causal):
+def test_gradcheck(cpu_level, causal):
     q, k, v, rel = make_inputs(2, 2, 5, 9, 6, 3)
     ks = torch.tensor([0, 7])
     inputs = [t.requires_grad_() for t in (q, k, v, rel)]
@@ -156,7 +156,7 @@ def _max_err(a, b):
 
 @needs_kernel
 @pytest.mark.parametrize("causal", [False, True])
-def test_bfloat16_error_within_twice_reference(causal):
+def test_bfloat16_error_within_twice_reference(cpu_level, causal):
     q, k, v, rel = make_inputs(2, 4, 100, 160, 32, 40)
     ks = torch.tensor([0, 50])
     g = torch.randn(2, 4, 100, 32, dtype=torch.float64)
@@ -180,7 +180,7 @@ def _decode_inputs(B=2, H=3, T=40, D=32, P=8, dtype=torch.float64):
 
 @needs_kernel
 @pytest.mark.parametrize("fn", ["ops", "reference"])
-def test_decode_matches_prefill_step_by_step(fn):
+def test_decode_matches_prefill_step_by_step(cpu_level, fn):
     impl = ops if fn == "ops" else reference
     B, H, T, D, Tmax, prompt = 2, 3, 40, 32, 48, 5
     q, k, v, rel = _decode_inputs(B, H, T, D)
@@ -214,7 +214,7 @@ def test_decode_matches_prefill_step_by_step(fn):
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_decode_split_over_keys(dtype):
+def test_decode_split_over_keys(cpu_level, dtype):
     # One row and one head over a long cache: the kernel splits the keys across threads and merges.
     B, H, D, Tmax, L = 1, 1, 32, 1100, 1037
     q, k, v, rel = make_inputs(B, H, 1, Tmax, D, 300, dtype=dtype)
@@ -231,7 +231,7 @@ def test_decode_split_over_keys(dtype):
 @needs_kernel
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("Tq", [7, 70])
-def test_prefill_split_over_keys(causal, Tq):
+def test_prefill_split_over_keys(cpu_level, causal, Tq):
     # Few query tiles and many keys: the forward splits the keys and merges by log-sum-exp; the backward uses lse.
     q, k, v, rel = make_inputs(1, 1, Tq, 1000, 16, 100)
     ks = torch.tensor([130])
@@ -245,7 +245,7 @@ def test_prefill_split_over_keys(causal, Tq):
 
 
 @needs_kernel
-def test_kvcache_without_new_tokens():
+def test_kvcache_without_new_tokens(cpu_level):
     q, k, v, rel = make_inputs(2, 2, 3, 20, 16, 5)
     seqlens = torch.tensor([20, 11])
     out = ops.rel_attention_with_kvcache(q, k, v, rel, cache_seqlens=seqlens)

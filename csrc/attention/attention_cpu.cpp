@@ -4,7 +4,8 @@
 // there are too few query tiles to keep the threads busy (decode: a split over keys, merged by log-sum-exp).
 // Backward: at::parallel_for over (batch, head); each task owns its dk/dv rows and its own d(rel_emb) partial, and
 // the partials are summed over the batch in a fixed order afterwards, so results do not depend on the threads.
-// The kernels are compiled once per x86 ISA level (target_clones) and the best is picked at load time.
+// The kernels are compiled once per instruction-set level (common/cpu_isa.h) and each call runs the level
+// cpu::active_isa() names: the best the CPU has, or lower when capped (ENIGMA_FAST_CPU_CAPABILITY).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -13,18 +14,13 @@
 #include <vector>
 
 #include "attention/attention.h"
-#include "common/cpu_storage.h"
 #include "attention/attention_cpu_kernels.h"
+#include "common/cpu_isa.h"
+#include "common/cpu_storage.h"
 
 namespace enigma_fast {
 namespace attention {
 namespace {
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(ENIGMA_FAST_NO_CLONES)
-#define EF_ATTN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define EF_ATTN_CLONES
-#endif
 
 // Per-task outputs of the forward: either final (out, lse) or, with key splits, partial (O, m, l).
 template <typename T>
@@ -37,10 +33,10 @@ struct FwdOut {
   int64_t nqt, nsplit;
 };
 
-template <typename T>
-EF_ATTN_INLINE void fwd_range(const Problem<T>& p, const FwdOut<T>& o, int64_t t0, int64_t t1) {
+template <Isa L, typename T>
+EF_INLINE void fwd_range(const Problem<T>& p, const FwdOut<T>& o, int64_t t0, int64_t t1) {
   using A = acc_of<T>;
-  Work<A> w(p.Dp, p.D, p.rld, false);
+  Work<A> w(p.Dp, p.D, p.rld, p.kt_ld, false);
   std::vector<A> O(BQ * p.Dp), m(BQ), l(BQ);
   const int64_t rows = p.B * p.H * p.Tq;
   for (int64_t t = t0; t < t1; ++t) {
@@ -58,7 +54,7 @@ EF_ATTN_INLINE void fwd_range(const Problem<T>& p, const FwdOut<T>& o, int64_t t
       kb = std::max(kb, first + split * chunk);
       ke = std::min(ke, first + (split + 1) * chunk);
     }
-    fwd_block(p, w, b, h, i0, bq, kb, ke, O.data(), m.data(), l.data());
+    fwd_block<L>(p, w, b, h, i0, bq, kb, ke, O.data(), m.data(), l.data());
     const int64_t row0 = bh * p.Tq + i0;
     if (o.nsplit > 1) {
       A* po = o.part_o + (split * rows + row0) * p.Dp;
@@ -79,18 +75,18 @@ EF_ATTN_INLINE void fwd_range(const Problem<T>& p, const FwdOut<T>& o, int64_t t
   }
 }
 
-template <typename T>
-EF_ATTN_INLINE void bwd_range(const Problem<T>& p, const T* dout, const int64_t* dos, const T* out,
-                              const int64_t* os, const acc_of<T>* lse, T* dq, T* dk, T* dv, acc_of<T>* drel,
-                              int64_t nrel_used, int64_t rlo, int64_t Tk, int64_t t0, int64_t t1) {
+template <Isa L, typename T>
+EF_INLINE void bwd_range(const Problem<T>& p, const T* dout, const int64_t* dos, const T* out, const int64_t* os,
+                         const acc_of<T>* lse, T* dq, T* dk, T* dv, acc_of<T>* drel, int64_t nrel_used, int64_t rlo,
+                         int64_t Tk, int64_t t0, int64_t t1) {
   using A = acc_of<T>;
-  Work<A> w(p.Dp, p.D, p.rld, true);
+  Work<A> w(p.Dp, p.D, p.rld, p.kt_ld, true);
   std::vector<A> dk_acc(Tk * p.Dp), dv_acc(Tk * p.Dp);
   for (int64_t bh = t0; bh < t1; ++bh) {
     const int64_t b = bh / p.H, h = bh % p.H;
     std::fill(dk_acc.begin(), dk_acc.end(), A(0));
     std::fill(dv_acc.begin(), dv_acc.end(), A(0));
-    bwd_head(p, w, b, h, dout + b * dos[0] + h * dos[1], dos[2], out + b * os[0] + h * os[1], os[2],
+    bwd_head<L>(p, w, b, h, dout + b * dos[0] + h * dos[1], dos[2], out + b * os[0] + h * os[1], os[2],
              lse + bh * p.Tq, dq + bh * p.Tq * p.D, dk_acc.data(), dv_acc.data(),
              drel ? drel + bh * nrel_used * p.Dp : nullptr, rlo);
     for (int64_t j = 0; j < Tk; ++j)
@@ -101,15 +97,32 @@ EF_ATTN_INLINE void bwd_range(const Problem<T>& p, const T* dout, const int64_t*
   }
 }
 
-#define EF_ATTN_DEFINE(T, SUFFIX)                                                                                    \
-  EF_ATTN_CLONES void fwd_##SUFFIX(const Problem<T>& p, const FwdOut<T>& o, int64_t t0, int64_t t1) {               \
-    fwd_range<T>(p, o, t0, t1);                                                                                     \
-  }                                                                                                                  \
-  EF_ATTN_CLONES void bwd_##SUFFIX(const Problem<T>& p, const T* dout, const int64_t* dos, const T* out,            \
-                                   const int64_t* os, const acc_of<T>* lse, T* dq, T* dk, T* dv, acc_of<T>* drel,  \
-                                   int64_t nrel_used, int64_t rlo, int64_t Tk, int64_t t0, int64_t t1) {          \
-    bwd_range<T>(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);                        \
+// The forward's copies made once per call: keys transposed (D x kt_ld per head) for the score GEMMs and, when v
+// cannot be read in place (bfloat16, or D not a multiple of the widest vector), values as padded accumulator rows.
+template <Isa L, typename T>
+EF_INLINE void prep_range(const Problem<T>& p, acc_of<T>* kt, acc_of<T>* vf, int64_t nk, int64_t t0, int64_t t1) {
+  for (int64_t bh = t0; bh < t1; ++bh) {
+    const int64_t b = bh / p.H, h = bh % p.H;
+    transpose_rows(p.k + b * p.ksb + h * p.ksh, p.kst, nk, p.kt_ld, p.D, kt + bh * p.D * p.kt_ld, p.kt_ld);
+    if (vf) {
+      int64_t ld;
+      rows_as_acc(p.v + b * p.vsb + h * p.vsh, p.vst, nk, p.D, p.Dp, vf + bh * p.Tk * p.Dp, &ld);
+    }
   }
+}
+
+// One entry point per storage type and level (common/cpu_isa.h); each dispatches on the active level.
+#define EF_ATTN_DEFINE(T, SUFFIX)                                                                                    \
+  EF_DEFINE_ISA_ENTRIES(void, fwd_##SUFFIX, (const Problem<T>& p, const FwdOut<T>& o, int64_t t0, int64_t t1),      \
+                        (p, o, t0, t1), fwd_range)                                                                   \
+  EF_DEFINE_ISA_ENTRIES(void, bwd_##SUFFIX,                                                                          \
+                        (const Problem<T>& p, const T* dout, const int64_t* dos, const T* out, const int64_t* os,   \
+                         const acc_of<T>* lse, T* dq, T* dk, T* dv, acc_of<T>* drel, int64_t nrel_used,             \
+                         int64_t rlo, int64_t Tk, int64_t t0, int64_t t1),                                          \
+                        (p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1), bwd_range)      \
+  EF_DEFINE_ISA_ENTRIES(void, prep_##SUFFIX,                                                                         \
+                        (const Problem<T>& p, acc_of<T>* kt, acc_of<T>* vf, int64_t nk, int64_t t0, int64_t t1),    \
+                        (p, kt, vf, nk, t0, t1), prep_range)
 EF_ATTN_DEFINE(float, f32)
 EF_ATTN_DEFINE(double, f64)
 EF_ATTN_DEFINE(bf16_t, bf16)
@@ -122,19 +135,30 @@ inline void fwd_dispatch(const Problem<double>& p, const FwdOut<double>& o, int6
 inline void fwd_dispatch(const Problem<bf16_t>& p, const FwdOut<bf16_t>& o, int64_t a, int64_t b) {
   fwd_bf16(p, o, a, b);
 }
+inline void prep_dispatch(const Problem<float>& p, float* kt, float* vf, int64_t nk, int64_t a, int64_t b) {
+  prep_f32(p, kt, vf, nk, a, b);
+}
+inline void prep_dispatch(const Problem<double>& p, double* kt, double* vf, int64_t nk, int64_t a, int64_t b) {
+  prep_f64(p, kt, vf, nk, a, b);
+}
+inline void prep_dispatch(const Problem<bf16_t>& p, float* kt, float* vf, int64_t nk, int64_t a, int64_t b) {
+  prep_bf16(p, kt, vf, nk, a, b);
+}
 template <typename T>
 void bwd_dispatch(const Problem<T>& p, const T* dout, const int64_t* dos, const T* out, const int64_t* os,
                   const acc_of<T>* lse, T* dq, T* dk, T* dv, acc_of<T>* drel, int64_t nrel_used, int64_t rlo,
                   int64_t Tk, int64_t t0, int64_t t1) {
-  if constexpr (std::is_same_v<T, float>) bwd_f32(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);
-  else if constexpr (std::is_same_v<T, double>) bwd_f64(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);
-  else bwd_bf16(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);
+  if constexpr (std::is_same_v<T, float>)
+    bwd_f32(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);
+  else if constexpr (std::is_same_v<T, double>)
+    bwd_f64(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);
+  else
+    bwd_bf16(p, dout, dos, out, os, lse, dq, dk, dv, drel, nrel_used, rlo, Tk, t0, t1);
 }
-
 
 // Everything a kernel call needs that lives in tensors: the per-row position vectors and rel_emb's padded copies.
 struct Prepared {
-  at::Tensor qpos0, nkeys, kstart, relT, relP;
+  at::Tensor qpos0, nkeys, kstart, relT, relP, kt, vf;
 };
 
 std::vector<int64_t> to_vector(const std::optional<at::Tensor>& t, int64_t n, int64_t fill) {
@@ -152,7 +176,7 @@ Problem<typename Kernel<scalar_t>::type> make_problem(const at::Tensor& q, const
                                                       bool backward, Prepared& keep) {
   using T = typename Kernel<scalar_t>::type;
   using A = acc_of<T>;
-  constexpr int W = VecT<A>::W;
+  constexpr int64_t W = kMaxW;
   const auto acc_dtype = stat_dtype(q.scalar_type());
   Problem<T> p{};
   p.B = q.size(0);
@@ -168,8 +192,12 @@ Problem<typename Kernel<scalar_t>::type> make_problem(const at::Tensor& q, const
   p.v = ptr<scalar_t>(v);
   p.vsb = v.stride(0), p.vsh = v.stride(1), p.vst = v.stride(2);
   const int64_t Tk = k.size(2);
+  p.Tk = Tk;
   int64_t maxk = 0;
   for (int64_t n : nkeys) maxk = std::max(maxk, n);
+  const bool few_queries = p.Tq <= kFewQueries;
+  // Transposed keys: per head in the backward's work buffers, for the whole call in the forward (run_fwd).
+  p.kt_ld = backward ? round_up(Tk, W) : (few_queries ? 0 : round_up(maxk, W));
   if (P) {
     const int64_t nrel = 2 * P - 1;
     p.relT_ld = nrel + W;
@@ -182,7 +210,6 @@ Problem<typename Kernel<scalar_t>::type> make_problem(const at::Tensor& q, const
     const at::Tensor rel_c = rel_emb->contiguous();
     const T* relp = ptr<scalar_t>(rel_c);
     // Few queries (decode): dot products with rel_emb's rows beat transposing it for the GEMM.
-    const bool few_queries = p.Tq <= 4;
     if (!few_queries || backward) {
       keep.relT = at::empty({p.H, p.D, p.relT_ld}, q.options().dtype(acc_dtype));
       A* relT = keep.relT.data_ptr<A>();
@@ -239,7 +266,7 @@ std::tuple<at::Tensor, at::Tensor> run_fwd(const at::Tensor& q, const at::Tensor
     using T = typename Kernel<scalar_t>::type;
     using A = acc_of<T>;
     Prepared keep;
-    const Problem<T> p = make_problem<scalar_t>(q, k, v, rel_emb, P, qpos0, nkeys, kstart, causal, scale, false, keep);
+    Problem<T> p = make_problem<scalar_t>(q, k, v, rel_emb, P, qpos0, nkeys, kstart, causal, scale, false, keep);
     FwdOut<T> o{mut_ptr<scalar_t>(out), lse.data_ptr<A>(), nullptr, nullptr, (p.Tq + BQ - 1) / BQ, 1};
     const int64_t base = p.B * p.H * o.nqt;
     const int64_t threads = at::get_num_threads();
@@ -254,6 +281,18 @@ std::tuple<at::Tensor, at::Tensor> run_fwd(const at::Tensor& q, const at::Tensor
       part_ml = at::empty({o.nsplit, rows, 2}, lse.options());
       o.part_o = part_o.data_ptr<A>();
       o.part_ml = part_ml.data_ptr<A>();
+    }
+    if (p.kt_ld) {
+      // Keys transposed once for every query tile's score GEMMs; values as accumulator rows when needed.
+      keep.kt = at::empty({p.B * p.H, p.D, p.kt_ld}, lse.options());
+      const bool need_vf = !std::is_same_v<T, A> || p.D != p.Dp;
+      if (need_vf) keep.vf = at::empty({p.B * p.H, p.Tk, p.Dp}, lse.options());
+      p.kt = keep.kt.data_ptr<A>();
+      p.vf = need_vf ? keep.vf.data_ptr<A>() : nullptr;
+      A* ktp = keep.kt.data_ptr<A>();
+      A* vfp = need_vf ? keep.vf.data_ptr<A>() : nullptr;
+      const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, maxk * p.D));
+      at::parallel_for(0, p.B * p.H, grain, [&](int64_t t0, int64_t t1) { prep_dispatch(p, ktp, vfp, maxk, t0, t1); });
     }
     at::parallel_for(0, base * o.nsplit, 1, [&](int64_t t0, int64_t t1) { fwd_dispatch(p, o, t0, t1); });
     if (o.nsplit > 1) {

@@ -1,13 +1,17 @@
 // The CPU attention kernels on raw pointers: one query tile of the forward (online softmax over key tiles) and
-// one (batch, head) of the backward. Included by attention_cpu.cpp only, which compiles them once per ISA level.
+// one (batch, head) of the backward, as templates over the instruction-set level L. Included by attention_cpu.cpp
+// only, which instantiates them once per level (EF_DEFINE_ISA_ENTRIES); everything here is always_inline so the
+// whole body compiles for the entry point's level.
 //
-// Tiles: BQ queries x BK keys. Scores S = (scale q) K^T come from one small GEMM with the key tile transposed; the
+// Tiles: BQ queries x BK keys. Scores S = (scale q) K^T come from one small GEMM against the keys transposed once
+// per call (Kt, D x Tk), or, for few queries (decode), from dot products with the key rows read in place. The
 // relative term q_i . rel_emb[h, r(i, j)] depends on j - p_i only, so for a query tile it is the product of the
 // scaled query tile with the rows of rel_emb its keys need, R[i, c] = scale q_i . rel_emb[h, c + P-1] for the
 // clamped offsets c; row i of a key tile then adds R[i, clamp(j - p_i)], a contiguous slice of R's row (the
 // "skewing" of Music Transformer). R grows by about BK offsets per key tile, so the relative term costs one more
 // score GEMM, not a (T x T x D) gather. The backward collects dS per offset in G (same layout as R) and turns it
-// into dq += G rel_emb and d(rel_emb) += G^T (scale q) with two GEMMs per query tile.
+// into dq += G rel_emb and d(rel_emb) += G^T (scale q) with two GEMMs per query tile. Products with a transposed
+// operand (P^T dO, dS^T q, G^T q) read it in place through the GEMM's strides: no tile is ever transposed.
 #pragma once
 
 #include <algorithm>
@@ -24,6 +28,10 @@ namespace attention {
 
 constexpr int64_t BQ = 64;
 constexpr int64_t BK = 128;
+// Widest vector of any level, in floats: buffers are padded to it so every level reads whole vectors.
+constexpr int64_t kMaxW = 16;
+// Up to this many queries a tile's scores are dot products with the key rows (no transposed keys needed).
+constexpr int64_t kFewQueries = 4;
 
 template <typename T>
 using acc_of = typename Storage<T>::acc_t;
@@ -32,13 +40,16 @@ using acc_of = typename Storage<T>::acc_t;
 template <typename T>
 struct Problem {
   using A = acc_of<T>;
-  int64_t B, H, Tq, D, Dp, P;  // Dp: D rounded up to the vector width; P = 0: no relative term
+  int64_t B, H, Tq, Tk, D, Dp, P;  // Dp: D rounded up to kMaxW; P = 0: no relative term
   const T* q;
   int64_t qsb, qsh, qst;
   const T* k;
   int64_t ksb, ksh, kst;
   const T* v;
   int64_t vsb, vsh, vst;
+  const A* kt;  // (B*H, D, kt_ld): keys transposed, zero columns past the last key; null: dot products (few queries)
+  int64_t kt_ld;
+  const A* vf;  // (B*H, Tk, Dp): values as zero-padded accumulator rows; null: read v in place (or stage per tile)
   const A* relT;  // (H, D, relT_ld): rel_emb[h] transposed, zero columns past 2P-1; null: use relP (few queries)
   int64_t relT_ld;
   const A* relP;  // (H, 2P-1, Dp): rel_emb rows zero-padded to Dp (backward, and the forward of few queries)
@@ -52,74 +63,24 @@ struct Problem {
 
 template <typename A>
 struct Work {
-  std::vector<A> qs, kt, s, r, vs;               // forward
-  std::vector<A> dos, vt, dp, pt, dst, g, gt, dq;  // backward
-  Work(int64_t Dp, int64_t D, int64_t rld, bool backward)
-      : qs(BQ * Dp), kt(D * BK), s(BQ * BK), r(BQ * rld), vs(BK * Dp) {
+  std::vector<A> qs, s, r, rows;             // forward
+  std::vector<A> dos, dp, g, dq, kt, vt;     // backward
+  Work(int64_t Dp, int64_t D, int64_t rld, int64_t kt_ld, bool backward)
+      : qs(BQ * Dp), s(BQ * BK), r(BQ * rld), rows(BK * Dp) {
     if (!backward) return;
     dos.resize(BQ * Dp);
-    vt.resize(D * BK);
     dp.resize(BQ * BK);
-    pt.resize(BK * BQ);
-    dst.resize(BK * BQ);
     g.resize(BQ * rld);
-    gt.resize(rld * BQ);
     dq.resize(BQ * Dp);
+    kt.resize(D * kt_ld);
+    vt.resize(D * kt_ld);
   }
 };
 
-template <typename A>
-EF_ATTN_INLINE void exp_sub_row(A* s, A m, int64_t n) {
-  if constexpr (std::is_same_v<A, float>) {
-    constexpr int W = VecT<float>::W;
-    for (int64_t j = 0; j < n; j += W) {
-      typename VecT<float>::type x;
-      vload(x, s + j);
-      x -= m;
-      vexp(x);
-      vstore(s + j, x);
-    }
-  } else {
-    for (int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - m);
-  }
-}
-
-template <typename A>
-EF_ATTN_INLINE A row_max(const A* s, int64_t lo, int64_t hi) {
-  A m = -std::numeric_limits<A>::infinity();
-  for (int64_t j = lo; j < hi; ++j) m = s[j] > m ? s[j] : m;
-  return m;
-}
-
-template <typename A>
-EF_ATTN_INLINE A row_sum(const A* s, int64_t n) {
-  constexpr int W = VecT<A>::W;
-  typename VecT<A>::type acc{};
-  for (int64_t j = 0; j < n; j += W) {
-    typename VecT<A>::type x;
-    vload(x, s + j);
-    acc += x;
-  }
-  A t = 0;
-  for (int l = 0; l < W; ++l) t += acc[l];
-  return t;
-}
-
-// Stage rows [j0, j0+n) of a (T, D) matrix (row stride ld) transposed into dst (D x BK), zero columns to npad.
+// Rows [0, n) of a (T, D) matrix as accumulator rows Dp wide: in place when the storage is already that, else
+// converted into buf (zero-padded). Returns the rows and their leading dimension.
 template <typename T, typename A>
-EF_ATTN_INLINE void stage_transposed(const T* src, int64_t ld, int64_t n, int64_t npad, int64_t D, A* dst) {
-  for (int64_t j = 0; j < n; ++j) {
-    const T* row = src + j * ld;
-    for (int64_t d = 0; d < D; ++d) dst[d * BK + j] = Storage<T>::load(row[d]);
-  }
-  for (int64_t d = 0; d < D; ++d)
-    for (int64_t j = n; j < npad; ++j) dst[d * BK + j] = A(0);
-}
-
-// Rows [0, n) of a (T, D) matrix as an (n x Dp) accumulator-type matrix: in place when possible, else staged.
-template <typename T, typename A>
-EF_ATTN_INLINE const A* rows_as_acc(const T* src, int64_t ld, int64_t n, int64_t D, int64_t Dp, A* buf,
-                                    int64_t* out_ld) {
+EF_INLINE const A* rows_as_acc(const T* src, int64_t ld, int64_t n, int64_t D, int64_t Dp, A* buf, int64_t* out_ld) {
   if constexpr (std::is_same_v<T, A>) {
     if (D == Dp) {
       *out_ld = ld;
@@ -134,18 +95,60 @@ EF_ATTN_INLINE const A* rows_as_acc(const T* src, int64_t ld, int64_t n, int64_t
   return buf;
 }
 
+// Rows [0, n) of a (T, D) matrix transposed into dst (D x ld), zero columns [n, npad).
+template <typename T, typename A>
+EF_INLINE void transpose_rows(const T* src, int64_t ld_src, int64_t n, int64_t npad, int64_t D, A* dst, int64_t ld) {
+  constexpr int64_t J = 16;  // a block of rows: its D columns are written as short contiguous runs
+  for (int64_t j0 = 0; j0 < n; j0 += J) {
+    const int64_t jn = std::min(J, n - j0);
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t j = 0; j < jn; ++j) dst[d * ld + j0 + j] = Storage<T>::load(src[(j0 + j) * ld_src + d]);
+  }
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t j = n; j < npad; ++j) dst[d * ld + j] = A(0);
+}
+
 // Scaled query tile (bq x Dp, zero-padded).
 template <typename T, typename A>
-EF_ATTN_INLINE void stage_queries(const T* src, int64_t ld, int64_t bq, int64_t D, int64_t Dp, A scale, A* dst) {
+EF_INLINE void stage_rows(const T* src, int64_t ld, int64_t bq, int64_t D, int64_t Dp, A scale, A* dst) {
   for (int64_t i = 0; i < bq; ++i) {
     for (int64_t d = 0; d < D; ++d) dst[i * Dp + d] = Storage<T>::load(src[i * ld + d]) * scale;
     for (int64_t d = D; d < Dp; ++d) dst[i * Dp + d] = A(0);
   }
 }
 
+// s[j] = exp(s[j] - m) for j < n (a multiple of the level's width).
+template <typename A, Isa L>
+EF_INLINE void exp_sub_row(A* s, A m, int64_t n) {
+  if constexpr (std::is_same_v<A, float>) {
+    using V = typename cpu::Vec<float, L>::type;
+    constexpr int W = cpu::Vec<float, L>::W;
+    const V mv = cpu::vset<V>(m);
+    for (int64_t j = 0; j < n; j += W) cpu::vstore(s + j, cpu::vexp(cpu::vload<V>(s + j) - mv));
+  } else {
+    for (int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - m);
+  }
+}
+
+template <typename A>
+EF_INLINE A row_max(const A* s, int64_t lo, int64_t hi) {
+  A m = -std::numeric_limits<A>::infinity();
+  for (int64_t j = lo; j < hi; ++j) m = s[j] > m ? s[j] : m;
+  return m;
+}
+
+template <typename A, Isa L>
+EF_INLINE A row_sum(const A* s, int64_t n) {
+  using V = typename cpu::Vec<A, L>::type;
+  constexpr int W = cpu::Vec<A, L>::W;
+  V acc{};
+  for (int64_t j = 0; j < n; j += W) acc += cpu::vload<V>(s + j);
+  return cpu::hsum<A>(acc);
+}
+
 // srow[jj] += R[clamp(j0 + jj - pos)] for jj < n; rrow is R's row indexed by offset - clo.
 template <typename A>
-EF_ATTN_INLINE void add_rel_row(A* srow, const A* rrow, int64_t pos, int64_t j0, int64_t n, int64_t P, int64_t clo) {
+EF_INLINE void add_rel_row(A* srow, const A* rrow, int64_t pos, int64_t j0, int64_t n, int64_t P, int64_t clo) {
   int64_t lo, hi;
   clamp_segments(pos, j0, n, P, &lo, &hi);
   if (lo > 0) {
@@ -162,8 +165,7 @@ EF_ATTN_INLINE void add_rel_row(A* srow, const A* rrow, int64_t pos, int64_t j0,
 
 // The transpose of add_rel_row: grow[clamp(j0 + jj - pos) - clo] += dsrow[jj].
 template <typename A>
-EF_ATTN_INLINE void scatter_rel_row(const A* dsrow, A* grow, int64_t pos, int64_t j0, int64_t n, int64_t P,
-                                    int64_t clo) {
+EF_INLINE void scatter_rel_row(const A* dsrow, A* grow, int64_t pos, int64_t j0, int64_t n, int64_t P, int64_t clo) {
   int64_t lo, hi;
   clamp_segments(pos, j0, n, P, &lo, &hi);
   if (lo > 0) {
@@ -180,35 +182,19 @@ EF_ATTN_INLINE void scatter_rel_row(const A* dsrow, A* grow, int64_t pos, int64_
   }
 }
 
-// R[i, c] = qs_i . rel[c] for c < n, one dot product per entry over rows of rel read in place (Dp wide): the
-// relative term of few queries (decode), where transposing rel_emb for the GEMM would cost more than the dots.
-template <typename A>
-EF_ATTN_INLINE void rel_dots(int64_t bq, int64_t n, int64_t Dp, const A* qs, const A* rel, A* r, int64_t rld) {
-  constexpr int W = VecT<A>::W;
-  using V = typename VecT<A>::type;
-  for (int64_t i = 0; i < bq; ++i) {
-    for (int64_t c = 0; c < n; ++c) {
-      V acc{};
-      for (int64_t d = 0; d < Dp; d += W) {
-        V a, b;
-        vload(a, qs + i * Dp + d);
-        vload(b, rel + c * Dp + d);
-        acc += a * b;
-      }
-      A t = 0;
-      for (int l = 0; l < W; ++l) t += acc[l];
-      r[i * rld + c] = t;
-    }
+// Keys [j0, j0+bk) of a query tile whose first row sits at pos0: S (bq x bkp) with the relative term, computing
+// R's missing offsets on the way (rdone: the last offset R holds). kt: the keys of (b, h) transposed (ld
+// p.kt_ld), or null to take dot products with the key rows at kbase.
+template <Isa L, typename T, typename A = acc_of<T>>
+EF_INLINE void tile_scores(const Problem<T>& p, Work<A>& w, const A* kt, const T* kbase, int64_t h, int64_t bq,
+                           int64_t pos0, int64_t j0, int64_t bk, int64_t bkp, int64_t clo, int64_t* rdone) {
+  if (kt) {
+    gemm<A, L>(bq, bkp, p.D, w.qs.data(), p.Dp, 1, kt + j0, p.kt_ld, w.s.data(), BK, false);
+  } else {
+    int64_t kld;
+    const A* krows = rows_as_acc(kbase + j0 * p.kst, p.kst, bk, p.D, p.Dp, w.rows.data(), &kld);
+    row_dots<A, L>(bq, bk, p.Dp, w.qs.data(), p.Dp, krows, kld, w.s.data(), BK);
   }
-}
-
-// Keys [j_first, ke) of a query tile whose first row sits at pos0: S (bq x bkp) for the key tile at j0, with the
-// relative term, computing R's missing offsets on the way (rdone: the last offset R holds).
-template <typename T, typename A = acc_of<T>>
-EF_ATTN_INLINE void tile_scores(const Problem<T>& p, Work<A>& w, const T* kbase, int64_t h, int64_t bq,
-                                int64_t pos0, int64_t j0, int64_t bk, int64_t bkp, int64_t clo, int64_t* rdone) {
-  stage_transposed(kbase + j0 * p.kst, p.kst, bk, bkp, p.D, w.kt.data());
-  gemm<A>(bq, bkp, p.D, w.qs.data(), p.Dp, w.kt.data(), BK, w.s.data(), BK, false);
   if (!p.P) return;
   const int64_t P = p.P;
   const int64_t need = clamp_offset(j0 + bk - 1 - pos0, P);
@@ -216,11 +202,11 @@ EF_ATTN_INLINE void tile_scores(const Problem<T>& p, Work<A>& w, const T* kbase,
     const int64_t first = *rdone + 1;
     if (p.relT) {
       const A* relT_cols = p.relT + h * p.D * p.relT_ld + (first + P - 1);
-      gemm<A>(bq, round_up(need - *rdone, VecT<A>::W), p.D, w.qs.data(), p.Dp, relT_cols, p.relT_ld,
-              w.r.data() + (first - clo), p.rld, false);
+      gemm<A, L>(bq, round_up(need - *rdone, cpu::Vec<A, L>::W), p.D, w.qs.data(), p.Dp, 1, relT_cols, p.relT_ld,
+                 w.r.data() + (first - clo), p.rld, false);
     } else {
-      rel_dots(bq, need - *rdone, p.Dp, w.qs.data(), p.relP + (h * (2 * P - 1) + first + P - 1) * p.Dp,
-               w.r.data() + (first - clo), p.rld);
+      row_dots<A, L>(bq, need - *rdone, p.Dp, w.qs.data(), p.Dp, p.relP + (h * (2 * P - 1) + first + P - 1) * p.Dp,
+                     p.Dp, w.r.data() + (first - clo), p.rld);
     }
     *rdone = need;
   }
@@ -228,8 +214,8 @@ EF_ATTN_INLINE void tile_scores(const Problem<T>& p, Work<A>& w, const T* kbase,
 }
 
 // Valid key counts [lo, hi) of row i in the key tile at j0: keys in [kb, ke), and j <= pos when causal.
-EF_ATTN_INLINE void row_window(bool causal, int64_t pos, int64_t kb, int64_t ke, int64_t j0, int64_t bk, int64_t* lo,
-                               int64_t* hi) {
+EF_INLINE void row_window(bool causal, int64_t pos, int64_t kb, int64_t ke, int64_t j0, int64_t bk, int64_t* lo,
+                          int64_t* hi) {
   int64_t l = kb - j0, h = ke - j0;
   if (causal) h = std::min(h, pos + 1 - j0);
   *lo = std::max<int64_t>(l, 0);
@@ -237,14 +223,15 @@ EF_ATTN_INLINE void row_window(bool causal, int64_t pos, int64_t kb, int64_t ke,
 }
 
 // Forward of queries [i0, i0+bq) of (b, h) over keys [kb, ke): unnormalised O (bq x Dp), running max m and sum l.
-template <typename T, typename A = acc_of<T>>
-EF_ATTN_INLINE void fwd_block(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, int64_t i0, int64_t bq,
-                              int64_t kb, int64_t ke, A* O, A* m, A* l) {
-  constexpr int W = VecT<A>::W;
+template <Isa L, typename T, typename A = acc_of<T>>
+EF_INLINE void fwd_block(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, int64_t i0, int64_t bq, int64_t kb,
+                         int64_t ke, A* O, A* m, A* l) {
+  constexpr int W = cpu::Vec<A, L>::W;
   const int64_t Dp = p.Dp, P = p.P;
   const A inf = std::numeric_limits<A>::infinity();
   const int64_t pos0 = p.qpos0[b] + i0;
-  stage_queries(p.q + b * p.qsb + h * p.qsh + i0 * p.qst, p.qst, bq, p.D, Dp, p.scale, w.qs.data());
+  const int64_t bh = b * p.H + h;
+  stage_rows(p.q + b * p.qsb + h * p.qsh + i0 * p.qst, p.qst, bq, p.D, Dp, p.scale, w.qs.data());
   for (int64_t i = 0; i < bq; ++i) {
     m[i] = -inf;
     l[i] = 0;
@@ -253,12 +240,13 @@ EF_ATTN_INLINE void fwd_block(const Problem<T>& p, Work<A>& w, int64_t b, int64_
   if (ke <= kb) return;
   const T* kbase = p.k + b * p.ksb + h * p.ksh;
   const T* vbase = p.v + b * p.vsb + h * p.vsh;
+  const A* kt = p.kt ? p.kt + bh * p.D * p.kt_ld : nullptr;
   const int64_t j_first = kb - kb % W;
   const int64_t clo = P ? clamp_offset(j_first - (pos0 + bq - 1), P) : 0;
   int64_t rdone = clo - 1;
   for (int64_t j0 = j_first; j0 < ke; j0 += BK) {
     const int64_t bk = std::min(BK, ke - j0), bkp = round_up(bk, W);
-    tile_scores(p, w, kbase, h, bq, pos0, j0, bk, bkp, clo, &rdone);
+    tile_scores<L>(p, w, kt, kbase, h, bq, pos0, j0, bk, bkp, clo, &rdone);
     for (int64_t i = 0; i < bq; ++i) {
       A* srow = w.s.data() + i * BK;
       int64_t lo, hi;
@@ -271,41 +259,49 @@ EF_ATTN_INLINE void fwd_block(const Problem<T>& p, Work<A>& w, int64_t b, int64_
       for (int64_t jj = hi; jj < bkp; ++jj) srow[jj] = -inf;
       const A m_new = std::max(m[i], row_max(srow, lo, hi));
       const A alpha = m[i] == -inf ? A(0) : std::exp(m[i] - m_new);
-      exp_sub_row(srow, m_new, bkp);
-      l[i] = l[i] * alpha + row_sum(srow, bkp);
+      exp_sub_row<A, L>(srow, m_new, bkp);
+      l[i] = l[i] * alpha + row_sum<A, L>(srow, bkp);
       m[i] = m_new;
       if (alpha != A(1))
         for (int64_t d = 0; d < Dp; ++d) O[i * Dp + d] *= alpha;
     }
     int64_t vld;
-    const A* vt = rows_as_acc(vbase + j0 * p.vst, p.vst, bk, p.D, Dp, w.vs.data(), &vld);
-    gemm<A>(bq, Dp, bk, w.s.data(), BK, vt, vld, O, Dp, true);
+    const A* vrows;
+    if (p.vf) {
+      vrows = p.vf + (bh * p.Tk + j0) * Dp;
+      vld = Dp;
+    } else {
+      vrows = rows_as_acc(vbase + j0 * p.vst, p.vst, bk, p.D, Dp, w.rows.data(), &vld);
+    }
+    gemm<A, L>(bq, Dp, bk, w.s.data(), BK, 1, vrows, vld, O, Dp, true);
   }
 }
 
 // Backward of (b, h): dq rows written, dk/dv accumulated into dk_acc/dv_acc (Tk x Dp), d(rel_emb) into drel
 // (rows indexed by r - rlo, ld Dp). dout/out: (Tq, D) with row strides; lse: (Tq,).
-template <typename T, typename A = acc_of<T>>
-EF_ATTN_INLINE void bwd_head(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, const T* dout, int64_t dost,
-                             const T* out, int64_t ost, const A* lse, T* dq, A* dk_acc, A* dv_acc, A* drel,
-                             int64_t rlo) {
-  constexpr int W = VecT<A>::W;
+template <Isa L, typename T, typename A = acc_of<T>>
+EF_INLINE void bwd_head(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, const T* dout, int64_t dost,
+                        const T* out, int64_t ost, const A* lse, T* dq, A* dk_acc, A* dv_acc, A* drel, int64_t rlo) {
+  constexpr int W = cpu::Vec<A, L>::W;
   const int64_t D = p.D, Dp = p.Dp, P = p.P;
   const A inf = std::numeric_limits<A>::infinity();
   const T* kbase = p.k + b * p.ksb + h * p.ksh;
   const T* vbase = p.v + b * p.vsb + h * p.vsh;
   const int64_t nk = p.nkeys[b], kb = std::clamp<int64_t>(p.kstart[b], 0, nk);
+  // This head's keys and values transposed (for S and dP), and its key rows as accumulator rows (for dQ).
+  transpose_rows(kbase, p.kst, nk, round_up(nk, kMaxW), D, w.kt.data(), p.kt_ld);
+  transpose_rows(vbase, p.vst, nk, round_up(nk, kMaxW), D, w.vt.data(), p.kt_ld);
+  const A* kt = w.kt.data();
   A di[BQ];
   for (int64_t i0 = 0; i0 < p.Tq; i0 += BQ) {
     const int64_t bq = std::min(BQ, p.Tq - i0);
     const int64_t pos0 = p.qpos0[b] + i0;
     const int64_t ke = p.causal ? std::min(nk, pos0 + bq) : nk;
-    stage_queries(p.q + b * p.qsb + h * p.qsh + i0 * p.qst, p.qst, bq, D, Dp, p.scale, w.qs.data());
-    stage_queries(dout + i0 * dost, dost, bq, D, Dp, A(1), w.dos.data());
+    stage_rows(p.q + b * p.qsb + h * p.qsh + i0 * p.qst, p.qst, bq, D, Dp, p.scale, w.qs.data());
+    stage_rows(dout + i0 * dost, dost, bq, D, Dp, A(1), w.dos.data());
     for (int64_t i = 0; i < bq; ++i) {
       A t = 0;
-      for (int64_t d = 0; d < D; ++d)
-        t += w.dos[i * Dp + d] * Storage<T>::load(out[(i0 + i) * ost + d]);
+      for (int64_t d = 0; d < D; ++d) t += w.dos[i * Dp + d] * Storage<T>::load(out[(i0 + i) * ost + d]);
       di[i] = t;
     }
     std::fill(w.dq.begin(), w.dq.end(), A(0));
@@ -316,9 +312,8 @@ EF_ATTN_INLINE void bwd_head(const Problem<T>& p, Work<A>& w, int64_t b, int64_t
     for (int64_t i = 0; i < bq; ++i) std::fill(w.g.data() + i * p.rld, w.g.data() + i * p.rld + ncols, A(0));
     for (int64_t j0 = j_first; j0 < ke && ke > kb; j0 += BK) {
       const int64_t bk = std::min(BK, ke - j0), bkp = round_up(bk, W);
-      tile_scores(p, w, kbase, h, bq, pos0, j0, bk, bkp, clo, &rdone);
-      stage_transposed(vbase + j0 * p.vst, p.vst, bk, bkp, D, w.vt.data());
-      gemm<A>(bq, bkp, D, w.dos.data(), Dp, w.vt.data(), BK, w.dp.data(), BK, false);  // dP = dO V^T
+      tile_scores<L>(p, w, kt, kbase, h, bq, pos0, j0, bk, bkp, clo, &rdone);
+      gemm<A, L>(bq, bkp, D, w.dos.data(), Dp, 1, w.vt.data() + j0, p.kt_ld, w.dp.data(), BK, false);  // dP = dO V^T
       for (int64_t i = 0; i < bq; ++i) {
         A* srow = w.s.data() + i * BK;
         A* dsrow = w.dp.data() + i * BK;
@@ -326,26 +321,23 @@ EF_ATTN_INLINE void bwd_head(const Problem<T>& p, Work<A>& w, int64_t b, int64_t
         row_window(p.causal, pos0 + i, kb, ke, j0, bk, &lo, &hi);
         for (int64_t jj = 0; jj < std::max<int64_t>(lo, 0); ++jj) srow[jj] = -inf;
         for (int64_t jj = std::max(hi, lo); jj < bkp; ++jj) srow[jj] = -inf;
-        exp_sub_row(srow, lse[i0 + i], bkp);  // P; masked keys and all-masked rows (lse = +inf) give 0
-        for (int64_t jj = 0; jj < bkp; ++jj) dsrow[jj] = srow[jj] * (dsrow[jj] - di[i]);  // dS
-        for (int64_t jj = 0; jj < bk; ++jj) {
-          w.pt[jj * BQ + i] = srow[jj];
-          w.dst[jj * BQ + i] = dsrow[jj];
-        }
+        exp_sub_row<A, L>(srow, lse[i0 + i], bkp);  // P; masked keys and all-masked rows (lse = +inf) give 0
+        const A dii = di[i];
+        for (int64_t jj = 0; jj < bkp; ++jj) dsrow[jj] = srow[jj] * (dsrow[jj] - dii);  // dS
         if (P) scatter_rel_row(dsrow, w.g.data() + i * p.rld, pos0 + i, j0, bk, P, clo);
       }
-      gemm<A>(bk, Dp, bq, w.pt.data(), BQ, w.dos.data(), Dp, dv_acc + j0 * Dp, Dp, true);  // dV += P^T dO
-      gemm<A>(bk, Dp, bq, w.dst.data(), BQ, w.qs.data(), Dp, dk_acc + j0 * Dp, Dp, true);  // dK += dS^T (s q)
+      // dV += P^T dO and dK += dS^T (s q): P and dS read transposed in place.
+      gemm<A, L>(bk, Dp, bq, w.s.data(), 1, BK, w.dos.data(), Dp, dv_acc + j0 * Dp, Dp, true);
+      gemm<A, L>(bk, Dp, bq, w.dp.data(), 1, BK, w.qs.data(), Dp, dk_acc + j0 * Dp, Dp, true);
       int64_t kld;
-      const A* kt = rows_as_acc(kbase + j0 * p.kst, p.kst, bk, D, Dp, w.vs.data(), &kld);
-      gemm<A>(bq, Dp, bk, w.dp.data(), BK, kt, kld, w.dq.data(), Dp, true);  // dQ += dS K
+      const A* krows = rows_as_acc(kbase + j0 * p.kst, p.kst, bk, D, Dp, w.rows.data(), &kld);
+      gemm<A, L>(bq, Dp, bk, w.dp.data(), BK, 1, krows, kld, w.dq.data(), Dp, true);  // dQ += dS K
     }
     if (ncols > 0) {
       const A* relP_h = p.relP + (h * (2 * P - 1) + clo + P - 1) * Dp;
-      gemm<A>(bq, Dp, ncols, w.g.data(), p.rld, relP_h, Dp, w.dq.data(), Dp, true);  // dQ += G rel_emb
-      for (int64_t i = 0; i < bq; ++i)
-        for (int64_t c = 0; c < ncols; ++c) w.gt[c * BQ + i] = w.g[i * p.rld + c];
-      gemm<A>(ncols, Dp, bq, w.gt.data(), BQ, w.qs.data(), Dp, drel + (clo + P - 1 - rlo) * Dp, Dp, true);
+      gemm<A, L>(bq, Dp, ncols, w.g.data(), p.rld, 1, relP_h, Dp, w.dq.data(), Dp, true);  // dQ += G rel_emb
+      gemm<A, L>(ncols, Dp, bq, w.g.data(), 1, p.rld, w.qs.data(), Dp, drel + (clo + P - 1 - rlo) * Dp, Dp,
+                 true);  // d(rel_emb) += G^T (s q)
     }
     for (int64_t i = 0; i < bq; ++i)
       for (int64_t d = 0; d < D; ++d) dq[(i0 + i) * D + d] = Storage<T>::store(w.dq[i * Dp + d] * p.scale);
