@@ -41,7 +41,7 @@ def _grad_tol(dtype: torch.dtype) -> float:
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("weight", [True, False], ids=["w", "no_w"])
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "add"])
-def test_forward_backward_matches_float64_reference(device, shape, weight, residual):
+def test_forward_backward_matches_float64_reference(cpu_level, device, shape, weight, residual):
     for dtype in _dtypes(device):
         x, w, r = _inputs(shape, dtype, device, weight, residual)
         leaves = [t for t in (x, r, w) if t is not None]
@@ -91,7 +91,7 @@ def test_forward_backward_matches_float64_reference(device, shape, weight, resid
 
 @needs_ext
 @pytest.mark.parametrize("device", devices())
-def test_gradcheck_float64(device):
+def test_gradcheck_float64(cpu_level, device):
     x = torch.randn(3, 2, 17, dtype=torch.float64, device=device, requires_grad=True)
     r = torch.randn(3, 2, 17, dtype=torch.float64, device=device, requires_grad=True)
     w = torch.randn(17, dtype=torch.float64, device=device, requires_grad=True)
@@ -136,7 +136,7 @@ def test_torch_compile_fullgraph_matches_eager():
 
 
 @needs_ext
-def test_strided_rows_read_in_place():
+def test_strided_rows_read_in_place(cpu_level):
     # q/k/v-style slice of a wider projection: rows 3*N apart, last dimension contiguous.
     big = torch.randn(6, 3 * 96)
     x = big[:, 96:192]
@@ -147,7 +147,7 @@ def test_strided_rows_read_in_place():
 
 
 @needs_ext
-def test_dweight_deterministic_across_thread_counts():
+def test_dweight_deterministic_across_thread_counts(cpu_level):
     x = torch.randn(777, 300, requires_grad=True)
     w = torch.rand(300, requires_grad=True)
     dy = torch.randn(777, 300)

@@ -4,14 +4,18 @@
 //   backward: g = dy * w,  dx = r * (g - h * r^2 * mean(g * h)) (+ dh),  dw = sum_rows dy * h * r
 //
 // Statistics accumulate in float (double for double storage). Loops keep LANES independent partial sums so
-// the compiler vectorises them without reassociating floating point (no -ffast-math needed); the caller
-// compiles them once per ISA (see rms_norm_cpu.cpp) and picks the best at run time.
+// the compiler vectorises them without reassociating floating point (no -ffast-math needed): 16 floats are four
+// SSE2/NEON registers, two AVX2 or one AVX-512 register. The caller instantiates the row kernels once per
+// instruction-set level L (common/cpu_isa.h; rms_norm_cpu.cpp) and they are always_inline, so each level's copy
+// is vectorised for that level. Sums are taken in the same order at every level; with FMA contraction (avx2,
+// avx512) the last bits can differ from the default level's.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
 #include "common/bf16.h"
+#include "common/cpu_isa.h"
 
 #if defined(__GNUC__)
 #define EF_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -37,7 +41,7 @@ EF_ALWAYS_INLINE acc_t sum_lanes(const acc_t* acc) {
 // One row of the forward. `residual` and `h_out` are both null (plain RMSNorm) or both set (add_rms_norm:
 // h = x + residual is rounded to T, written to h_out, and normalised). `w` may be null (no affine weight).
 // Returns r = 1 / sqrt(mean(h^2) + eps).
-template <typename T>
+template <cpu::Isa L, typename T>
 EF_ALWAYS_INLINE typename Storage<T>::acc_t fwd_row(const T* __restrict__ x, const T* __restrict__ residual,
                                                    const T* __restrict__ w, T* __restrict__ y,
                                                    T* __restrict__ h_out, int64_t n,
@@ -85,7 +89,7 @@ EF_ALWAYS_INLINE typename Storage<T>::acc_t fwd_row(const T* __restrict__ x, con
 // One row of the backward. `h` is the normalised input (x, or x + residual for add_rms_norm), `r` its saved
 // reciprocal RMS. `dh` (may be null) is an extra gradient flowing into h from elsewhere (the residual stream
 // output of add_rms_norm); it is added to dx. `dw_acc` (may be null when w is null) accumulates dy * h * r.
-template <typename T>
+template <cpu::Isa L, typename T>
 EF_ALWAYS_INLINE void bwd_row(const T* __restrict__ dy, const T* __restrict__ h, const T* __restrict__ w,
                               const T* __restrict__ dh, typename Storage<T>::acc_t r, T* __restrict__ dx,
                               typename Storage<T>::acc_t* __restrict__ dw_acc, int64_t n) {

@@ -1,6 +1,7 @@
 // RMSNorm on the CPU: rows split across threads with at::parallel_for; each row runs the torch-free kernels of
-// rms_norm_core.h, compiled once per x86 ISA level (function multi-versioning) so AVX-512/AVX2 machines get wide
-// vectors from a portable build. The dweight reduction is deterministic: a fixed number of row blocks, each
+// rms_norm_core.h, compiled once per instruction-set level (common/cpu_isa.h): each call runs the level
+// cpu::active_isa() names, so AVX-512/AVX2 machines get wide vectors from a portable build and any level can be
+// forced (ENIGMA_FAST_CPU_CAPABILITY). The dweight reduction is deterministic: a fixed number of row blocks, each
 // summed in row order into its own float buffer, then the blocks summed in order.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/cpu_isa.h"
 #include "common/cpu_storage.h"
 #include "rms_norm/rms_norm.h"
 #include "rms_norm/rms_norm_core.h"
@@ -16,41 +18,36 @@ namespace enigma_fast {
 namespace rms_norm {
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(ENIGMA_FAST_NO_CLONES)
-#define EF_ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define EF_ISA_CLONES
-#endif
-
 template <typename T>
 using acc_of = typename Storage<T>::acc_t;
 
-template <typename T>
+using cpu::Isa;
+
+template <Isa L, typename T>
 EF_ALWAYS_INLINE void fwd_rows(const T* x, int64_t xs, const T* res, int64_t rs, const T* w, T* y, T* h,
                                acc_of<T>* rstd, int64_t begin, int64_t end, int64_t n, acc_of<T> eps) {
   for (int64_t r = begin; r < end; ++r)
-    rstd[r] = fwd_row<T>(x + r * xs, res ? res + r * rs : nullptr, w, y + r * n, h ? h + r * n : nullptr, n, eps);
+    rstd[r] = fwd_row<L, T>(x + r * xs, res ? res + r * rs : nullptr, w, y + r * n, h ? h + r * n : nullptr, n, eps);
 }
 
-template <typename T>
+template <Isa L, typename T>
 EF_ALWAYS_INLINE void bwd_rows(const T* dy, int64_t dys, const T* h, int64_t hs, const T* w, const T* dh, int64_t dhs,
                                const acc_of<T>* rstd, T* dx, acc_of<T>* dw_acc, int64_t begin, int64_t end,
                                int64_t n) {
   for (int64_t r = begin; r < end; ++r)
-    bwd_row<T>(dy + r * dys, h + r * hs, w, dh ? dh + r * dhs : nullptr, rstd[r], dx + r * n, dw_acc, n);
+    bwd_row<L, T>(dy + r * dys, h + r * hs, w, dh ? dh + r * dhs : nullptr, rstd[r], dx + r * n, dw_acc, n);
 }
 
-// One multi-versioned entry point per storage type.
-#define EF_DEFINE_ROWS(T, SUFFIX)                                                                                   \
-  EF_ISA_CLONES void fwd_rows_##SUFFIX(const T* x, int64_t xs, const T* res, int64_t rs, const T* w, T* y, T* h,    \
-                                       acc_of<T>* rstd, int64_t b, int64_t e, int64_t n, acc_of<T> eps) {          \
-    fwd_rows<T>(x, xs, res, rs, w, y, h, rstd, b, e, n, eps);                                                      \
-  }                                                                                                                 \
-  EF_ISA_CLONES void bwd_rows_##SUFFIX(const T* dy, int64_t dys, const T* h, int64_t hs, const T* w, const T* dh,  \
-                                       int64_t dhs, const acc_of<T>* rstd, T* dx, acc_of<T>* dw, int64_t b,        \
-                                       int64_t e, int64_t n) {                                                     \
-    bwd_rows<T>(dy, dys, h, hs, w, dh, dhs, rstd, dx, dw, b, e, n);                                                \
-  }
+// One entry point per storage type, dispatching on the active level.
+#define EF_DEFINE_ROWS(T, SUFFIX)                                                                                \
+  EF_DEFINE_ISA_ENTRIES(void, fwd_rows_##SUFFIX,                                                                 \
+                        (const T* x, int64_t xs, const T* res, int64_t rs, const T* w, T* y, T* h,               \
+                         acc_of<T>* rstd, int64_t b, int64_t e, int64_t n, acc_of<T> eps),                       \
+                        (x, xs, res, rs, w, y, h, rstd, b, e, n, eps), fwd_rows)                                 \
+  EF_DEFINE_ISA_ENTRIES(void, bwd_rows_##SUFFIX,                                                                 \
+                        (const T* dy, int64_t dys, const T* h, int64_t hs, const T* w, const T* dh, int64_t dhs, \
+                         const acc_of<T>* rstd, T* dx, acc_of<T>* dw, int64_t b, int64_t e, int64_t n),          \
+                        (dy, dys, h, hs, w, dh, dhs, rstd, dx, dw, b, e, n), bwd_rows)
 EF_DEFINE_ROWS(float, f32)
 EF_DEFINE_ROWS(double, f64)
 EF_DEFINE_ROWS(bf16_t, bf16)

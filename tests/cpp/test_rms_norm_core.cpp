@@ -1,6 +1,8 @@
-// Unit tests of the torch-free RMSNorm row kernels against a straightforward double-precision evaluation.
+// Unit tests of the torch-free RMSNorm row kernels, at every instruction-set level this CPU runs, against a
+// straightforward double-precision evaluation.
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <random>
 #include <vector>
 
@@ -8,8 +10,31 @@
 #include "rms_norm/rms_norm_core.h"
 
 using namespace enigma_fast;
+using cpu::Isa;
 
 namespace {
+
+// Entry points per level (the row kernels are always_inline: they compile for the level of their caller).
+template <Isa L, typename T>
+EF_INLINE float fwd_at(const T* x, const T* res, const T* w, T* y, T* h, int64_t n, float eps) {
+  return rms_norm::fwd_row<L, T>(x, res, w, y, h, n, eps);
+}
+template <Isa L>
+EF_INLINE void bwd_at(const float* dy, const float* h, const float* w, const float* dh, float r, float* dx, float* dw,
+                      int64_t n) {
+  rms_norm::bwd_row<L, float>(dy, h, w, dh, r, dx, dw, n);
+}
+EF_DEFINE_ISA_ENTRIES(float, fwd_f32,
+                      (const float* x, const float* res, const float* w, float* y, float* h, int64_t n, float eps),
+                      (x, res, w, y, h, n, eps), fwd_at)
+EF_DEFINE_ISA_ENTRIES(float, fwd_bf16,
+                      (const bf16_t* x, const bf16_t* res, const bf16_t* w, bf16_t* y, bf16_t* h, int64_t n,
+                       float eps),
+                      (x, res, w, y, h, n, eps), fwd_at)
+EF_DEFINE_ISA_ENTRIES(void, bwd_f32,
+                      (const float* dy, const float* h, const float* w, const float* dh, float r, float* dx,
+                       float* dw, int64_t n),
+                      (dy, h, w, dh, r, dx, dw, n), bwd_at)
 
 std::vector<double> random_vec(std::mt19937& rng, int64_t n, double lo = -2.0, double hi = 2.0) {
   std::uniform_real_distribution<double> d(lo, hi);
@@ -50,13 +75,12 @@ void test_forward_backward(int64_t n, bool with_weight, bool with_residual) {
   std::vector<float> xf(x.begin(), x.end()), rf(res.begin(), res.end()), wf(w.begin(), w.end());
   std::vector<float> dyf(dy.begin(), dy.end()), dhf(dh.begin(), dh.end());
   std::vector<float> y(n), hout(n), dx(n), dw(n, 0.0f);
-  const float rk = rms_norm::fwd_row<float>(xf.data(), with_residual ? rf.data() : nullptr,
-                                            with_weight ? wf.data() : nullptr, y.data(),
-                                            with_residual ? hout.data() : nullptr, n, static_cast<float>(eps));
+  const float rk = fwd_f32(xf.data(), with_residual ? rf.data() : nullptr, with_weight ? wf.data() : nullptr, y.data(),
+                           with_residual ? hout.data() : nullptr, n, static_cast<float>(eps));
   EF_EXPECT_NEAR(rk, r, 1e-5 * r);
   const float* hk = with_residual ? hout.data() : xf.data();
-  rms_norm::bwd_row<float>(dyf.data(), hk, with_weight ? wf.data() : nullptr, with_residual ? dhf.data() : nullptr,
-                           rk, dx.data(), dw.data(), n);
+  bwd_f32(dyf.data(), hk, with_weight ? wf.data() : nullptr, with_residual ? dhf.data() : nullptr, rk, dx.data(),
+          dw.data(), n);
   for (int64_t i = 0; i < n; ++i) {
     const double wi = with_weight ? w[i] : 1.0;
     EF_EXPECT_NEAR(y[i], h[i] * r * wi, 1e-5);
@@ -72,7 +96,7 @@ void test_forward_backward(int64_t n, bool with_weight, bool with_residual) {
     xb[i] = float_to_bf16(static_cast<float>(x[i]));
     wb[i] = float_to_bf16(static_cast<float>(w[i]));
   }
-  rms_norm::fwd_row<bf16_t>(xb.data(), nullptr, wb.data(), yb.data(), nullptr, n, static_cast<float>(eps));
+  fwd_bf16(xb.data(), nullptr, wb.data(), yb.data(), nullptr, n, static_cast<float>(eps));
   double ssb = 0;
   for (int64_t i = 0; i < n; ++i) ssb += double(bf16_to_float(xb[i])) * bf16_to_float(xb[i]);
   const double rb = 1.0 / std::sqrt(ssb / n + eps);
@@ -86,7 +110,10 @@ void test_forward_backward(int64_t n, bool with_weight, bool with_residual) {
 
 EF_TEST_MAIN({
   test_bf16_conversion();
-  for (int64_t n : {1, 7, 15, 16, 17, 129, 1024, 4099})
-    for (bool w : {false, true})
-      for (bool res : {false, true}) test_forward_backward(n, w, res);
+  for (int level = 0; level <= static_cast<int>(cpu::best_isa()); ++level) {
+    std::printf("level %s\n", cpu::isa_name(cpu::set_isa_cap(static_cast<Isa>(level))));
+    for (int64_t n : {1, 7, 15, 16, 17, 129, 1024, 4099})
+      for (bool w : {false, true})
+        for (bool res : {false, true}) test_forward_backward(n, w, res);
+  }
 })
