@@ -10,6 +10,10 @@ projections are not timed.
 * ``python -m benchmarks.bench_attention``: the full grid (B=4, H=12, D=32, T in 256..2048, causal, float32 and
   bfloat16) as markdown tables of interleaved medians, then the peak extra memory of forward+backward at
   B=1, H=12, T=8192, D=32 measured in a fresh subprocess (see ``peak_memory``).
+* ``python -m benchmarks.bench_attention --bars --cpu-capability all``: the CPU bars at every instruction-set
+  level the CPU has (B=4, H=12, T=1024, D=32, causal, float32 and bfloat16, max_rel_pos P=64 and P=1024; forward
+  <= 2.5x SDPA's time, forward+backward <= 3x SDPA's, both >= 4x faster than the reference), torch's SDPA run at
+  the same level (ATEN_CPU_CAPABILITY).
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.harness import Case, bench, compare, device_name, format_table
+from benchmarks.harness import (
+    Case,
+    add_cpu_capability_argument,
+    bench,
+    compare,
+    device_name,
+    format_table,
+    run_at_cpu_levels,
+)
 from enigma_fast import ops, reference
 
 PROVIDERS = ["reference", "seed", "sdpa", "enigma_fast"]
@@ -58,11 +70,13 @@ class SeedLayer(nn.Module):
         return torch.stack([h(q[:, i], k[:, i], v[:, i], causal) for i, h in enumerate(self.heads)], dim=1)
 
 
-def make_case(B, H, T, D, dtype, causal=True, seed_ok=True):
-    """Inputs and forward callables per provider: name -> (fn(q, k, v, rel) -> out, leaves)."""
+def make_case(B, H, T, D, dtype, causal=True, seed_ok=True, P=None):
+    """Inputs and forward callables per provider: name -> (fn(q, k, v, rel) -> out, leaves). P: max_rel_pos
+    (rel_emb holds 2P-1 offsets), default T."""
     g = torch.Generator().manual_seed(0)
+    P = T if P is None else P
     q, k, v = (torch.randn(B, H, T, D, generator=g).to(dtype).requires_grad_() for _ in range(3))
-    rel = (torch.randn(H, 2 * T - 1, D, generator=g) * 0.1).to(dtype).requires_grad_()
+    rel = (torch.randn(H, 2 * P - 1, D, generator=g) * 0.1).to(dtype).requires_grad_()
     fwd: dict[str, tuple[Callable[[], torch.Tensor], list[torch.Tensor]]] = {
         "reference": (lambda: reference.rel_attention(q, k, v, rel, causal=causal), [q, k, v, rel]),
         "sdpa": (lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal), [q, k, v]),
@@ -176,42 +190,86 @@ def peak_memory() -> dict[str, int]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def bars(rounds: int, dtypes: list[str], Ps: list[int]) -> list[str]:
+    """The CPU bars at B=4, H=12, T=1024, D=32, causal: tables per case and one PASS/FAIL line per bar."""
+    B, H, T, D = 4, 12, 1024, 32
+    verdicts = []
+    for dt_name in dtypes:
+        dtype = getattr(torch, dt_name)
+        for P in Ps:
+            cases = []
+            for mode in ("forward", "forward+backward"):
+                fwds = make_case(B, H, T, D, dtype, seed_ok=False, P=P)
+                providers = {n: mode_fn(mode, f, leaves) for n, (f, leaves) in fwds.items()}
+                cases.append(compare(Case(mode, providers), rounds=rounds, warmup=1))
+            print()
+            print(format_table(cases, peer="reference", title=f"{dt_name}, causal, B={B}, H={H}, T={T}, D={D}, P={P}"))
+            fwd, fb = (c.medians_s for c in cases)
+            tag = f"{dt_name} P={P}"
+            verdicts += [
+                _verdict(f"forward {tag}: time / SDPA's time", fwd["enigma_fast"] / fwd["sdpa"], 2.5, upper=True),
+                _verdict(f"fwd+bwd {tag}: time / SDPA's fwd+bwd time", fb["enigma_fast"] / fb["sdpa"], 3.0, upper=True),
+                _verdict(f"forward {tag}: speed-up vs reference", fwd["reference"] / fwd["enigma_fast"], 4.0),
+                _verdict(f"fwd+bwd {tag}: speed-up vs reference", fb["reference"] / fb["enigma_fast"], 4.0),
+            ]
+    return verdicts
+
+
+def _verdict(what: str, value: float, bar: float, upper: bool = False) -> str:
+    ok = value <= bar if upper else value >= bar
+    return f"{'PASS' if ok else 'FAIL'}  {what}: {value:.2f} (need {'<=' if upper else '>='} {bar})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--T", type=int, nargs="+", default=[256, 512, 1024, 2048])
     ap.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    ap.add_argument("--max-rel-pos", type=int, nargs="+", default=None, help="P values (default: P = T)")
     ap.add_argument("--seed-max-t", type=int, default=1024, help="largest T for the seed layer (its tables: H*T*T*D)")
     ap.add_argument("--no-memory", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--bars", action="store_true", help="only the CPU bar cases (T=1024, P=64 and 1024)")
+    add_cpu_capability_argument(ap)
+    args = ap.parse_args(argv)
+    status = run_at_cpu_levels(args, "benchmarks.bench_attention", argv)
+    if status is not None:
+        return status
+    torch.set_num_threads(args.threads)
     B, H, D = 4, 12, 32
     print(f"device: {device_name('cpu')}; torch {torch.__version__}")
-    print(f"command: python -m benchmarks.bench_attention {' '.join(sys.argv[1:])}".rstrip())
+    print(f"command: python -m benchmarks.bench_attention {' '.join(argv)}".rstrip())
+    if args.bars:
+        verdicts = bars(args.rounds, args.dtype, args.max_rel_pos or [64, 1024])
+        print("\nBars:\n" + "\n".join(verdicts))
+        return 0 if all(v.startswith("PASS") for v in verdicts) else 1
     for dt_name in args.dtype:
         dtype = getattr(torch, dt_name)
-        for mode in args.modes:
-            cases = []
-            for T in args.T:
-                if mode == "decode":
-                    providers = decode_case(B, H, T, D, dtype)
-                else:
-                    fwds = make_case(B, H, T, D, dtype, seed_ok=T <= args.seed_max_t)
-                    providers = {n: mode_fn(mode, f, leaves) for n, (f, leaves) in fwds.items()}
-                # Attention is compute-bound: GB/s says little here, so the table shows times and ratios only.
-                case = Case(f"T={T}", providers)
-                cases.append(compare(case, rounds=args.rounds, warmup=1))
-            title = f"{mode}, {dt_name}, causal, B={B}, H={H}, D={D}"
-            print()
-            print(format_table(cases, peer="reference", title=title))
-            print()
-            print("| case | enigma_fast vs reference | vs seed | time / sdpa time |")
-            print("|---|---:|---:|---:|")
-            for c in cases:
-                m = c.medians_s
-                ef = m["enigma_fast"]
-                seed = f"{m['seed'] / ef:.2f}x faster" if "seed" in m else "-"
-                print(f"| {c.name} | {m['reference'] / ef:.2f}x faster | {seed} | {ef / m['sdpa']:.2f} |")
+        for P in args.max_rel_pos or [None]:
+            for mode in args.modes:
+                cases = []
+                for T in args.T:
+                    if mode == "decode":
+                        providers = decode_case(B, H, T, D, dtype)
+                    else:
+                        fwds = make_case(B, H, T, D, dtype, seed_ok=T <= args.seed_max_t, P=P)
+                        providers = {n: mode_fn(mode, f, leaves) for n, (f, leaves) in fwds.items()}
+                    # Attention is compute-bound: GB/s says little here, so the table shows times and ratios only.
+                    case = Case(f"T={T}", providers)
+                    cases.append(compare(case, rounds=args.rounds, warmup=1))
+                title = f"{mode}, {dt_name}, causal, B={B}, H={H}, D={D}, P={'T' if P is None else P}"
+                print()
+                print(format_table(cases, peer="reference", title=title))
+                print()
+                print("| case | enigma_fast vs reference | vs seed | time / sdpa time |")
+                print("|---|---:|---:|---:|")
+                for c in cases:
+                    m = c.medians_s
+                    ef = m["enigma_fast"]
+                    seed = f"{m['seed'] / ef:.2f}x faster" if "seed" in m else "-"
+                    print(f"| {c.name} | {m['reference'] / ef:.2f}x faster | {seed} | {ef / m['sdpa']:.2f} |")
     if not args.no_memory:
         r = peak_memory()
         extra = r["peak"] - r["base"] - r["outputs_and_grads"]
@@ -224,8 +282,9 @@ def main() -> None:
             f"{r['outputs_and_grads'] / 2**20:.1f} MiB); the reference's (T x T) float32 scores alone would take "
             f"{12 * 8192 * 8192 * 4 / 2**30:.1f} GiB per materialised tensor"
         )
+    return 0
 
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    main()
+    raise SystemExit(main())

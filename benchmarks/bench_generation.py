@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 
 import pytest
 import torch

@@ -6,6 +6,7 @@ device-to-device copy of the same bytes: the bandwidth ceiling a forward can rea
 
     pytest benchmarks/bench_rms_norm.py                      # pytest-benchmark, one provider per test
     python -m benchmarks.bench_rms_norm --device cpu --threads 2   # interleaved medians + the bars, markdown
+    python -m benchmarks.bench_rms_norm --cpu-capability all       # the same at every CPU instruction-set level
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import Case, bench, compare, device_name, format_table
+from benchmarks.harness import (
+    Case,
+    add_cpu_capability_argument,
+    bench,
+    compare,
+    device_name,
+    format_table,
+    run_at_cpu_levels,
+)
 from enigma_fast import ops
 
 CPU_SHAPES = [(4096, 1024), (16384, 384)]
@@ -125,13 +134,16 @@ def run_cases(device: str, rounds: int) -> tuple[list[Case], list[str]]:
                 cases.append(case)
                 m = case.medians_s
                 ours = m["enigma_fast"]
-                if device == "cpu" and mode == "forward":
+                if device == "cpu":
                     best = min(m["eager"], m["F.rms_norm"])
-                    verdicts.append(_bar(f"CPU forward {dname} {shape}: vs faster of eager/F.rms_norm", best / ours, 1.5))
-                elif device == "cpu":
-                    verdicts.append(_bar(f"CPU fwd+bwd {dname} {shape}: vs eager", m["eager"] / ours, 1.5))
+                    what = "forward" if mode == "forward" else "fwd+bwd"
+                    verdicts.append(
+                        _bar(f"CPU {what} {dname} {shape}: vs faster of eager/F.rms_norm", best / ours, 1.5)
+                    )
                 elif mode == "forward" and dname == "bfloat16" and shape == (16384, 4096):
-                    verdicts.append(_bar(f"CUDA forward bf16 {shape}: fraction of copy bandwidth", m["copy"] / ours, 0.8))
+                    verdicts.append(
+                        _bar(f"CUDA forward bf16 {shape}: fraction of copy bandwidth", m["copy"] / ours, 0.8)
+                    )
                     verdicts.append(_bar(f"CUDA forward bf16 {shape}: vs F.rms_norm", m["F.rms_norm"] / ours, 1.0))
     return cases, verdicts
 
@@ -141,14 +153,19 @@ def _bar(what: str, value: float, need: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--rounds", type=int, default=30)
+    add_cpu_capability_argument(p)
     args = p.parse_args(argv)
+    status = run_at_cpu_levels(args, "benchmarks.bench_rms_norm", argv)
+    if status is not None:
+        return status
     torch.set_num_threads(args.threads)
     cases, verdicts = run_cases(args.device, args.rounds)
-    cmd = "python -m benchmarks.bench_rms_norm " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m benchmarks.bench_rms_norm " + " ".join(argv)
     print(f"Device: {device_name(args.device)}; torch {torch.__version__}; medians of {args.rounds} interleaved rounds")
     print(f"Command: `{cmd.strip()}`\n")
     print(format_table(cases, peer="eager", title=f"RMSNorm on {args.device}"))

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.harness import Case, bench, compare, device_name, format_table
+from benchmarks.harness import (
+    Case,
+    add_cpu_capability_argument,
+    bench,
+    compare,
+    device_name,
+    format_table,
+    run_at_cpu_levels,
+)
 from enigma_fast import _extension
 from enigma_fast.data import shipped_genome
 from enigma_fast.data.windows import WindowSampler
@@ -79,6 +87,7 @@ def test_train_throughput(benchmark, preset, ops):
 
 # ---- command line ----------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--device", default="cpu")
@@ -86,20 +95,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--window", type=int, default=256)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--bar", type=float, default=None, help="exit 1 unless fused ops are at least this much faster")
+    add_cpu_capability_argument(p)
     args = p.parse_args(argv)
+    status = run_at_cpu_levels(args, "benchmarks.bench_train", argv)
+    if status is not None:
+        return status
     torch.set_num_threads(args.threads)
-    cmd = "python -m benchmarks.bench_train " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m benchmarks.bench_train " + " ".join(argv)
     print(f"Device: {device_name(args.device)}; torch {torch.__version__}; medians of {args.rounds} interleaved rounds")
     print(f"Command: `{cmd.strip()}`\n")
     over = {"block_size": max(args.window, 1024)}
     ref, bases = make_step(args.preset, args.batch, args.window, True, args.device, **over)
     fused, _ = make_step(args.preset, args.batch, args.window, False, args.device, **over)
-    case = compare(Case(f"train step {args.preset} b{args.batch} w{args.window}",
-                        {"reference ops": ref, "fused ops": fused}, device=args.device), rounds=args.rounds, warmup=1)
+    case = compare(
+        Case(
+            f"train step {args.preset} b{args.batch} w{args.window}",
+            {"reference ops": ref, "fused ops": fused},
+            device=args.device,
+        ),
+        rounds=args.rounds,
+        warmup=1,
+    )
     print(format_table([case], peer="reference ops"))
     print()
     for name, t in case.medians_s.items():
         print(f"{name}: {bases / t:,.0f} bases/s")
+    speedup = case.medians_s["reference ops"] / case.medians_s["fused ops"]
+    if args.bar is not None:
+        ok = speedup >= args.bar
+        print(
+            f"\n{'PASS' if ok else 'FAIL'}  train step {args.preset} b{args.batch} w{args.window}: fused ops "
+            f"{speedup:.2f}x the reference ops (need >= {args.bar})"
+        )
+        return 0 if ok else 1
     return 0
 
 

@@ -8,19 +8,39 @@ the same run. Used two ways:
   under ``--benchmark-disable`` it runs the function once (a smoke test, so no benchmark rots);
 * from the command line (``python -m benchmarks.<suite>``), ``compare`` prints markdown tables for
   docs/benchmarks.md.
+
+CPU figures depend on the instruction-set level the kernels run at: ``--cpu-capability LEVEL|all`` (see
+``add_cpu_capability_argument``) re-runs a suite in one fresh process per level, with enigma_fast capped by
+``ENIGMA_FAST_CPU_CAPABILITY`` and torch's peers by ``ATEN_CPU_CAPABILITY`` at the same level.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Case", "bench", "compare", "device_name", "format_table", "sync"]
+__all__ = [
+    "Case",
+    "add_cpu_capability_argument",
+    "bench",
+    "compare",
+    "cpu_model",
+    "device_name",
+    "format_table",
+    "run_at_cpu_levels",
+    "sync",
+]
+
+CPU_LEVELS = ("default", "avx2", "avx512")
 
 
 def sync(device: torch.device | str) -> None:
@@ -29,21 +49,82 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
-def device_name(device: torch.device | str) -> str:
-    """Human-readable device: the GPU name, or the CPU model with the thread count torch uses."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    return cpu
+
+
+def device_name(device: torch.device | str) -> str:
+    """Human-readable device: the GPU name, or the CPU model with the thread count torch uses and the instruction-set
+    levels enigma_fast's kernels and torch's run at."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import enigma_fast
+
+    ours = enigma_fast.get_cpu_capability() or "no compiled kernels"
+    best = enigma_fast.supported_cpu_capabilities()[-1]
+    theirs = torch.backends.cpu.get_cpu_capability()
+    return f"{cpu_model()}, {torch.get_num_threads()} threads, level {ours} (CPU best {best}; torch {theirs})"
+
+
+def add_cpu_capability_argument(parser: argparse.ArgumentParser) -> None:
+    """``--cpu-capability LEVEL|all``: run the suite at that instruction-set level (or at each the CPU has)."""
+    parser.add_argument(
+        "--cpu-capability",
+        default=None,
+        metavar="LEVEL",
+        help="CPU instruction-set level: default, avx2, avx512, or all (every level this CPU runs, lowest first); "
+        "each level runs in a fresh process with ENIGMA_FAST_CPU_CAPABILITY and ATEN_CPU_CAPABILITY set to it",
+    )
+
+
+def run_at_cpu_levels(args: argparse.Namespace, module: str, argv: Sequence[str]) -> int | None:
+    """Re-run ``python -m module argv`` once per level asked by ``--cpu-capability`` in a fresh process whose
+    environment caps enigma_fast and torch at that level; returns the worst exit status, or None when this process
+    is already the one to measure (no option, or the environment already holds the level)."""
+    want = args.cpu_capability
+    if want is None:
+        return None
+    import enigma_fast
+
+    have = enigma_fast.supported_cpu_capabilities()
+    levels = have if want == "all" else [want]
+    for level in levels:
+        if level not in CPU_LEVELS:
+            raise SystemExit(f"--cpu-capability must be one of {', '.join(CPU_LEVELS)} or all, got {level!r}")
+        if level not in have:
+            raise SystemExit(f"--cpu-capability {level}: this CPU runs {', '.join(have)} only")
+    env_level = os.environ.get("ENIGMA_FAST_CPU_CAPABILITY")
+    if len(levels) == 1 and env_level == levels[0] and os.environ.get("ATEN_CPU_CAPABILITY") == levels[0]:
+        return None
+    rest: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--cpu-capability":
+            skip = True
+            continue
+        if a.startswith("--cpu-capability="):
+            continue
+        rest.append(a)
+    status = 0
+    for level in levels:
+        env = {**os.environ, "ENIGMA_FAST_CPU_CAPABILITY": level, "ATEN_CPU_CAPABILITY": level}
+        print(f"\n## CPU level {level} ({cpu_model()})\n", flush=True)
+        res = subprocess.run([sys.executable, "-m", module, *rest, "--cpu-capability", level], env=env)
+        status = max(status, res.returncode)
+    return status
 
 
 @dataclass
