@@ -22,6 +22,7 @@
 
 #include "attention/attention_tile.h"
 #include "common/bf16.h"
+#include "common/core/scratch.h"
 
 namespace enigma_fast {
 namespace attention {
@@ -61,19 +62,33 @@ struct Problem {
   A scale;
 };
 
+// A thread's work buffers, carved out of its scratch arena (common/core/scratch.h): no allocation per chunk.
+// extra: that many more elements at `more` (the caller's accumulators). Not initialised.
 template <typename A>
 struct Work {
-  std::vector<A> qs, s, r, rows;             // forward
-  std::vector<A> dos, dp, g, dq, kt, vt;     // backward
-  Work(int64_t Dp, int64_t D, int64_t rld, int64_t kt_ld, bool backward)
-      : qs(BQ * Dp), s(BQ * BK), r(BQ * rld), rows(BK * Dp) {
+  A *qs, *s, *r, *rows;                // forward
+  A *dos, *dp, *g, *dq, *kt, *vt;      // backward
+  A* more;
+  Scratch<A> mem;
+  static size_t pad(size_t n) { return (n + 15) / 16 * 16; }  // keep every buffer 64-byte aligned
+  static size_t size(int64_t Dp, int64_t D, int64_t rld, int64_t kt_ld, bool backward, size_t extra) {
+    size_t n = pad(BQ * Dp) + pad(BQ * BK) + pad(BQ * rld) + pad(BK * Dp) + pad(extra);
+    if (backward) n += pad(BQ * Dp) + pad(BQ * BK) + pad(BQ * rld) + pad(BQ * Dp) + 2 * pad(D * kt_ld);
+    return n;
+  }
+  Work(int64_t Dp, int64_t D, int64_t rld, int64_t kt_ld, bool backward, size_t extra = 0)
+      : mem(size(Dp, D, rld, kt_ld, backward, extra)) {
+    A* p = mem.data();
+    auto take = [&p](size_t n) {
+      A* q = p;
+      p += pad(n);
+      return q;
+    };
+    qs = take(BQ * Dp), s = take(BQ * BK), r = take(BQ * rld), rows = take(BK * Dp), more = take(extra);
+    dos = dp = g = dq = kt = vt = nullptr;
     if (!backward) return;
-    dos.resize(BQ * Dp);
-    dp.resize(BQ * BK);
-    g.resize(BQ * rld);
-    dq.resize(BQ * Dp);
-    kt.resize(D * kt_ld);
-    vt.resize(D * kt_ld);
+    dos = take(BQ * Dp), dp = take(BQ * BK), g = take(BQ * rld), dq = take(BQ * Dp);
+    kt = take(D * kt_ld), vt = take(D * kt_ld);
   }
 };
 
@@ -189,11 +204,11 @@ template <Isa L, typename T, typename A = acc_of<T>>
 EF_INLINE void tile_scores(const Problem<T>& p, Work<A>& w, const A* kt, const T* kbase, int64_t h, int64_t bq,
                            int64_t pos0, int64_t j0, int64_t bk, int64_t bkp, int64_t clo, int64_t* rdone) {
   if (kt) {
-    gemm<A, L>(bq, bkp, p.D, w.qs.data(), p.Dp, 1, kt + j0, p.kt_ld, w.s.data(), BK, false);
+    gemm<A, L>(bq, bkp, p.D, w.qs, p.Dp, 1, kt + j0, p.kt_ld, w.s, BK, false);
   } else {
     int64_t kld;
-    const A* krows = rows_as_acc(kbase + j0 * p.kst, p.kst, bk, p.D, p.Dp, w.rows.data(), &kld);
-    row_dots<A, L>(bq, bk, p.Dp, w.qs.data(), p.Dp, krows, kld, w.s.data(), BK);
+    const A* krows = rows_as_acc(kbase + j0 * p.kst, p.kst, bk, p.D, p.Dp, w.rows, &kld);
+    row_dots<A, L>(bq, bk, p.Dp, w.qs, p.Dp, krows, kld, w.s, BK);
   }
   if (!p.P) return;
   const int64_t P = p.P;
@@ -202,15 +217,15 @@ EF_INLINE void tile_scores(const Problem<T>& p, Work<A>& w, const A* kt, const T
     const int64_t first = *rdone + 1;
     if (p.relT) {
       const A* relT_cols = p.relT + h * p.D * p.relT_ld + (first + P - 1);
-      gemm<A, L>(bq, round_up(need - *rdone, cpu::Vec<A, L>::W), p.D, w.qs.data(), p.Dp, 1, relT_cols, p.relT_ld,
-                 w.r.data() + (first - clo), p.rld, false);
+      gemm<A, L>(bq, round_up(need - *rdone, cpu::Vec<A, L>::W), p.D, w.qs, p.Dp, 1, relT_cols, p.relT_ld,
+                 w.r + (first - clo), p.rld, false);
     } else {
-      row_dots<A, L>(bq, need - *rdone, p.Dp, w.qs.data(), p.Dp, p.relP + (h * (2 * P - 1) + first + P - 1) * p.Dp,
-                     p.Dp, w.r.data() + (first - clo), p.rld);
+      row_dots<A, L>(bq, need - *rdone, p.Dp, w.qs, p.Dp, p.relP + (h * (2 * P - 1) + first + P - 1) * p.Dp,
+                     p.Dp, w.r + (first - clo), p.rld);
     }
     *rdone = need;
   }
-  for (int64_t i = 0; i < bq; ++i) add_rel_row(w.s.data() + i * BK, w.r.data() + i * p.rld, pos0 + i, j0, bk, P, clo);
+  for (int64_t i = 0; i < bq; ++i) add_rel_row(w.s + i * BK, w.r + i * p.rld, pos0 + i, j0, bk, P, clo);
 }
 
 // Valid key counts [lo, hi) of row i in the key tile at j0: keys in [kb, ke), and j <= pos when causal.
@@ -231,7 +246,7 @@ EF_INLINE void fwd_block(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, 
   const A inf = std::numeric_limits<A>::infinity();
   const int64_t pos0 = p.qpos0[b] + i0;
   const int64_t bh = b * p.H + h;
-  stage_rows(p.q + b * p.qsb + h * p.qsh + i0 * p.qst, p.qst, bq, p.D, Dp, p.scale, w.qs.data());
+  stage_rows(p.q + b * p.qsb + h * p.qsh + i0 * p.qst, p.qst, bq, p.D, Dp, p.scale, w.qs);
   for (int64_t i = 0; i < bq; ++i) {
     m[i] = -inf;
     l[i] = 0;
@@ -248,7 +263,7 @@ EF_INLINE void fwd_block(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, 
     const int64_t bk = std::min(BK, ke - j0), bkp = round_up(bk, W);
     tile_scores<L>(p, w, kt, kbase, h, bq, pos0, j0, bk, bkp, clo, &rdone);
     for (int64_t i = 0; i < bq; ++i) {
-      A* srow = w.s.data() + i * BK;
+      A* srow = w.s + i * BK;
       int64_t lo, hi;
       row_window(p.causal, pos0 + i, kb, ke, j0, bk, &lo, &hi);
       if (hi <= lo) {
@@ -271,9 +286,9 @@ EF_INLINE void fwd_block(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, 
       vrows = p.vf + (bh * p.Tk + j0) * Dp;
       vld = Dp;
     } else {
-      vrows = rows_as_acc(vbase + j0 * p.vst, p.vst, bk, p.D, Dp, w.rows.data(), &vld);
+      vrows = rows_as_acc(vbase + j0 * p.vst, p.vst, bk, p.D, Dp, w.rows, &vld);
     }
-    gemm<A, L>(bq, Dp, bk, w.s.data(), BK, 1, vrows, vld, O, Dp, true);
+    gemm<A, L>(bq, Dp, bk, w.s, BK, 1, vrows, vld, O, Dp, true);
   }
 }
 
@@ -289,34 +304,34 @@ EF_INLINE void bwd_head(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, c
   const T* vbase = p.v + b * p.vsb + h * p.vsh;
   const int64_t nk = p.nkeys[b], kb = std::clamp<int64_t>(p.kstart[b], 0, nk);
   // This head's keys and values transposed (for S and dP), and its key rows as accumulator rows (for dQ).
-  transpose_rows(kbase, p.kst, nk, round_up(nk, kMaxW), D, w.kt.data(), p.kt_ld);
-  transpose_rows(vbase, p.vst, nk, round_up(nk, kMaxW), D, w.vt.data(), p.kt_ld);
-  const A* kt = w.kt.data();
+  transpose_rows(kbase, p.kst, nk, round_up(nk, kMaxW), D, w.kt, p.kt_ld);
+  transpose_rows(vbase, p.vst, nk, round_up(nk, kMaxW), D, w.vt, p.kt_ld);
+  const A* kt = w.kt;
   A di[BQ];
   for (int64_t i0 = 0; i0 < p.Tq; i0 += BQ) {
     const int64_t bq = std::min(BQ, p.Tq - i0);
     const int64_t pos0 = p.qpos0[b] + i0;
     const int64_t ke = p.causal ? std::min(nk, pos0 + bq) : nk;
-    stage_rows(p.q + b * p.qsb + h * p.qsh + i0 * p.qst, p.qst, bq, D, Dp, p.scale, w.qs.data());
-    stage_rows(dout + i0 * dost, dost, bq, D, Dp, A(1), w.dos.data());
+    stage_rows(p.q + b * p.qsb + h * p.qsh + i0 * p.qst, p.qst, bq, D, Dp, p.scale, w.qs);
+    stage_rows(dout + i0 * dost, dost, bq, D, Dp, A(1), w.dos);
     for (int64_t i = 0; i < bq; ++i) {
       A t = 0;
       for (int64_t d = 0; d < D; ++d) t += w.dos[i * Dp + d] * Storage<T>::load(out[(i0 + i) * ost + d]);
       di[i] = t;
     }
-    std::fill(w.dq.begin(), w.dq.end(), A(0));
+    std::fill(w.dq, w.dq + BQ * Dp, A(0));
     const int64_t j_first = kb - kb % W;
     const int64_t clo = P ? clamp_offset(j_first - (pos0 + bq - 1), P) : 0;
     const int64_t ncols = P && ke > kb ? clamp_offset(ke - 1 - pos0, P) - clo + 1 : 0;
     int64_t rdone = clo - 1;
-    for (int64_t i = 0; i < bq; ++i) std::fill(w.g.data() + i * p.rld, w.g.data() + i * p.rld + ncols, A(0));
+    for (int64_t i = 0; i < bq; ++i) std::fill(w.g + i * p.rld, w.g + i * p.rld + ncols, A(0));
     for (int64_t j0 = j_first; j0 < ke && ke > kb; j0 += BK) {
       const int64_t bk = std::min(BK, ke - j0), bkp = round_up(bk, W);
       tile_scores<L>(p, w, kt, kbase, h, bq, pos0, j0, bk, bkp, clo, &rdone);
-      gemm<A, L>(bq, bkp, D, w.dos.data(), Dp, 1, w.vt.data() + j0, p.kt_ld, w.dp.data(), BK, false);  // dP = dO V^T
+      gemm<A, L>(bq, bkp, D, w.dos, Dp, 1, w.vt + j0, p.kt_ld, w.dp, BK, false);  // dP = dO V^T
       for (int64_t i = 0; i < bq; ++i) {
-        A* srow = w.s.data() + i * BK;
-        A* dsrow = w.dp.data() + i * BK;
+        A* srow = w.s + i * BK;
+        A* dsrow = w.dp + i * BK;
         int64_t lo, hi;
         row_window(p.causal, pos0 + i, kb, ke, j0, bk, &lo, &hi);
         for (int64_t jj = 0; jj < std::max<int64_t>(lo, 0); ++jj) srow[jj] = -inf;
@@ -324,19 +339,19 @@ EF_INLINE void bwd_head(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, c
         exp_sub_row<A, L>(srow, lse[i0 + i], bkp);  // P; masked keys and all-masked rows (lse = +inf) give 0
         const A dii = di[i];
         for (int64_t jj = 0; jj < bkp; ++jj) dsrow[jj] = srow[jj] * (dsrow[jj] - dii);  // dS
-        if (P) scatter_rel_row(dsrow, w.g.data() + i * p.rld, pos0 + i, j0, bk, P, clo);
+        if (P) scatter_rel_row(dsrow, w.g + i * p.rld, pos0 + i, j0, bk, P, clo);
       }
       // dV += P^T dO and dK += dS^T (s q): P and dS read transposed in place.
-      gemm<A, L>(bk, Dp, bq, w.s.data(), 1, BK, w.dos.data(), Dp, dv_acc + j0 * Dp, Dp, true);
-      gemm<A, L>(bk, Dp, bq, w.dp.data(), 1, BK, w.qs.data(), Dp, dk_acc + j0 * Dp, Dp, true);
+      gemm<A, L>(bk, Dp, bq, w.s, 1, BK, w.dos, Dp, dv_acc + j0 * Dp, Dp, true);
+      gemm<A, L>(bk, Dp, bq, w.dp, 1, BK, w.qs, Dp, dk_acc + j0 * Dp, Dp, true);
       int64_t kld;
-      const A* krows = rows_as_acc(kbase + j0 * p.kst, p.kst, bk, D, Dp, w.rows.data(), &kld);
-      gemm<A, L>(bq, Dp, bk, w.dp.data(), BK, 1, krows, kld, w.dq.data(), Dp, true);  // dQ += dS K
+      const A* krows = rows_as_acc(kbase + j0 * p.kst, p.kst, bk, D, Dp, w.rows, &kld);
+      gemm<A, L>(bq, Dp, bk, w.dp, BK, 1, krows, kld, w.dq, Dp, true);  // dQ += dS K
     }
     if (ncols > 0) {
       const A* relP_h = p.relP + (h * (2 * P - 1) + clo + P - 1) * Dp;
-      gemm<A, L>(bq, Dp, ncols, w.g.data(), p.rld, 1, relP_h, Dp, w.dq.data(), Dp, true);  // dQ += G rel_emb
-      gemm<A, L>(ncols, Dp, bq, w.g.data(), 1, p.rld, w.qs.data(), Dp, drel + (clo + P - 1 - rlo) * Dp, Dp,
+      gemm<A, L>(bq, Dp, ncols, w.g, p.rld, 1, relP_h, Dp, w.dq, Dp, true);  // dQ += G rel_emb
+      gemm<A, L>(ncols, Dp, bq, w.g, 1, p.rld, w.qs, Dp, drel + (clo + P - 1 - rlo) * Dp, Dp,
                  true);  // d(rel_emb) += G^T (s q)
     }
     for (int64_t i = 0; i < bq; ++i)
