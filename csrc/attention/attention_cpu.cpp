@@ -1,8 +1,9 @@
 // Relative-position attention on the CPU: ATen glue around the tile kernels of attention_cpu_kernels.h.
 //
-// Forward: at::parallel_for over (batch, head, query tile), or over (batch, head, query tile, key split) when
-// there are too few query tiles to keep the threads busy (decode: a split over keys, merged by log-sum-exp).
-// Backward: at::parallel_for over (batch, head); each task owns its dk/dv rows and its own d(rel_emb) partial, and
+// Forward: cpu_parallel_for (common/core/parallel.h) over (batch, head, query tile), or over (batch, head, query
+// tile, key split) when there are too few query tiles to keep the threads busy (decode: a split over keys, merged
+// by log-sum-exp).
+// Backward: cpu_parallel_for over (batch, head); each task owns its dk/dv rows and its own d(rel_emb) partial, and
 // the partials are summed over the batch in a fixed order afterwards, so results do not depend on the threads.
 // The kernels are compiled once per instruction-set level (common/cpu_isa.h) and each call runs the level
 // cpu::active_isa() names: the best the CPU has, or lower when capped (ENIGMA_FAST_CPU_CAPABILITY).

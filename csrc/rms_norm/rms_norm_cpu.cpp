@@ -1,8 +1,8 @@
-// RMSNorm on the CPU: rows split across threads with at::parallel_for; each row runs the torch-free kernels of
-// rms_norm_core.h, compiled once per instruction-set level (common/cpu_isa.h): each call runs the level
-// cpu::active_isa() names, so AVX-512/AVX2 machines get wide vectors from a portable build and any level can be
-// forced (ENIGMA_FAST_CPU_CAPABILITY). The dweight reduction is deterministic: a fixed number of row blocks, each
-// summed in row order into its own float buffer, then the blocks summed in order.
+// RMSNorm on the CPU: rows split across threads with cpu_parallel_for (common/core/parallel.h); each row runs the
+// torch-free kernels of rms_norm_core.h, compiled once per instruction-set level (common/cpu_isa.h): each call runs
+// the level cpu::active_isa() names, so AVX-512/AVX2 machines get wide vectors from a portable build and any level
+// can be forced (ENIGMA_FAST_CPU_CAPABILITY). The dweight reduction is deterministic: a fixed number of row blocks,
+// each summed in row order into its own float buffer, then the blocks summed in order.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
