@@ -274,6 +274,9 @@ void test_pair_lut() {
       else
         EF_EXPECT(t[x] == ((a << 2) | b));
     }
+    // The single-byte entries after the pairs: the code, or kPairBad for a byte that is not a base.
+    for (unsigned x = 0; x < 256; ++x)
+      EF_EXPECT(t[65536 + x] == ((l.code[x] & kBad) ? kPairBad : l.code[x]));
   }
   // Folded lower case reads like upper case through the pair path too.
   Lookup v;

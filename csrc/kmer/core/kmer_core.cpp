@@ -19,27 +19,24 @@ BaseLut make_base_lut(bool fold_case) {
   return l;
 }
 
+namespace {
+
+std::vector<uint8_t> make_pair_lut(bool fold_case) {
+  const BaseLut l = make_base_lut(fold_case);
+  std::vector<uint8_t> t(kPairLutSize);
+  for (unsigned x = 0; x < 65536; ++x) {
+    const unsigned a = l.code[x & 255u], b = l.code[x >> 8];
+    t[x] = static_cast<uint8_t>(((a | b) & kBad) ? kPairBad : ((a << 2) | b));
+  }
+  for (unsigned x = 0; x < 256; ++x) t[65536 + x] = (l.code[x] & kBad) ? kPairBad : l.code[x];
+  return t;
+}
+
+}  // namespace
+
 const uint8_t* pair_lut(bool fold_case) {
   // Function-local statics: built on first use, thread-safe.
-  static const std::vector<uint8_t> tables[2] = {
-      [] {
-        const BaseLut l = make_base_lut(false);
-        std::vector<uint8_t> t(65536);
-        for (unsigned x = 0; x < 65536; ++x) {
-          const unsigned a = l.code[x & 255u], b = l.code[x >> 8];
-          t[x] = static_cast<uint8_t>(((a | b) & kBad) ? kPairBad : ((a << 2) | b));
-        }
-        return t;
-      }(),
-      [] {
-        const BaseLut l = make_base_lut(true);
-        std::vector<uint8_t> t(65536);
-        for (unsigned x = 0; x < 65536; ++x) {
-          const unsigned a = l.code[x & 255u], b = l.code[x >> 8];
-          t[x] = static_cast<uint8_t>(((a | b) & kBad) ? kPairBad : ((a << 2) | b));
-        }
-        return t;
-      }()};
+  static const std::vector<uint8_t> tables[2] = {make_pair_lut(false), make_pair_lut(true)};
   return tables[fold_case ? 1 : 0].data();
 }
 
@@ -83,40 +80,43 @@ int64_t windows_jump(const uint8_t* __restrict__ s, int64_t n_bytes, const Looku
     // run past the sequence end (the last few) take the byte loop below.
     const uint8_t* __restrict__ plut = v.pair_lut;
     if (Dense && plut != nullptr && n_bytes >= 8) {
-      // The odd byte's table with the pair table's bad flag, so one OR collects both.
-      uint8_t single[256];
-      for (int i = 0; i < 256; ++i) single[i] = (lut[i] & kBad) ? kPairBad : lut[i];
       const int64_t w_fast = std::min<int64_t>(w1, (n_bytes - 8) / stride + 1);
-      const int64_t w_start = w;
-      int64_t any = 0;  // sign bit set when some window had no id
-      for (; w < w_fast; ++w, p += stride) {
-        uint64_t word;
-        std::memcpy(&word, p, 8);
-        uint64_t code = 0;
-        unsigned bad = 0;
-        for (int j = 0; j + 1 < K; j += 2) {
-          const unsigned e = plut[(word >> (8 * j)) & 0xFFFFu];
-          code = (code << 4) | (e & 15u);
-          bad |= e;
+      if (w < w_fast) {
+        // Pointer-bounded loop: few live values, so that nothing of the loop is kept on the stack.
+        Out* o = out + (w - w0);
+        Out* const o_end = out + (w_fast - w0);
+        int64_t any = 0;  // sign bit set when some window had no id
+        do {
+          uint64_t word;
+          std::memcpy(&word, p, 8);
+          uint64_t code = 0;
+          unsigned bad = 0;
+          for (int j = 0; j + 1 < K; j += 2) {
+            const unsigned e = plut[(word >> (8 * j)) & 0xFFFFu];
+            code = (code << 4) | (e & 15u);
+            bad |= e;
+          }
+          if constexpr (K % 2 == 1) {
+            const unsigned c = plut[65536 + ((word >> (8 * (K - 1))) & 0xFFu)];
+            code = (code << 2) | (c & 3u);
+            bad |= c;
+          }
+          // code < 4^K whatever the bytes, so the load is always in range; bad windows then read as -1.
+          const int64_t id = (bad & kPairBad) ? -1 : dense[code];
+          any |= id;
+          *o = static_cast<Out>(id);
+          p += stride;
+        } while (++o != o_end);
+        if (any < 0) {  // rare: count the misses of this stretch, or give them the missing id
+          for (Out* q = out + (w - w0); q != o_end; ++q) {
+            if (*q >= 0) continue;
+            if (missing_id >= 0)
+              *q = static_cast<Out>(missing_id);
+            else
+              ++missing;
+          }
         }
-        if constexpr (K % 2 == 1) {
-          const unsigned c = single[(word >> (8 * (K - 1))) & 0xFFu];
-          code = (code << 2) | (c & 3u);
-          bad |= c;
-        }
-        // code < 4^K whatever the bytes, so the load is always in range; bad windows then read as -1.
-        const int64_t id = (bad & kPairBad) ? -1 : dense[code];
-        any |= id;
-        out[w - w0] = static_cast<Out>(id);
-      }
-      if (any < 0) {  // rare: count the misses of this stretch, or give them the missing id
-        for (int64_t i = w_start - w0; i < w - w0; ++i) {
-          if (out[i] >= 0) continue;
-          if (missing_id >= 0)
-            out[i] = static_cast<Out>(missing_id);
-          else
-            ++missing;
-        }
+        w = w_fast;
       }
     }
   }

@@ -54,9 +54,11 @@ inline int64_t tail_table_size(int k) { return k <= kMaxDenseK ? tail_offset(k) 
 inline int64_t dense_table_size(int k) { return k <= kMaxDenseK ? (int64_t(1) << (2 * k)) : 0; }
 
 // Byte pair -> both codes at once: the pair of bytes (b0, b1), read as the little-endian uint16 b0 | b1 << 8,
-// maps to code(b0) << 2 | code(b1) in bits 0..3 and kPairBad when either is not a base. Built once per
-// fold_case and shared (64 KiB each; the entries of base pairs sit in a few cache lines).
+// maps to code(b0) << 2 | code(b1) in bits 0..3 and kPairBad when either is not a base. 256 single-byte entries
+// follow the 65536 pair entries: code(b), or kPairBad when b is not a base. Built once per fold_case and shared
+// (64 KiB each; the entries of base pairs sit in a few cache lines).
 constexpr uint8_t kPairBad = 16;
+constexpr int64_t kPairLutSize = 65536 + 256;
 const uint8_t* pair_lut(bool fold_case);
 
 // 2-bit code of s[0, len) (len <= 31) or -1 when a byte is not a base (under `lut`).
@@ -69,7 +71,7 @@ struct Lookup {
   int k = 1;
   int stride = 1;
   const uint8_t* lut = nullptr;         // 256 entries, see BaseLut
-  const uint8_t* pair_lut = nullptr;    // optional 65536 entries from pair_lut(): two bytes per lookup (CPU)
+  const uint8_t* pair_lut = nullptr;    // optional kPairLutSize entries from pair_lut(): two bytes per lookup (CPU)
   const int32_t* dense = nullptr;       // k <= 12: 4^k ids by code, -1 = not in the vocabulary
   const int64_t* hash_slots = nullptr;  // k > 12: 2^hash_bits slots of (code, id), id -1 = empty (hash_slot,
   int hash_bits = 0;                    // linear probing); code and id share a cache line
