@@ -45,10 +45,22 @@ def tensors(pieces: dict[str, int], k: int, base: int = 10_000):
 
 CASES = [(k, s) for k in (1, 2, 3, 5, 7, 12, 13, 20, 32) for s in sorted({1, 2, k, k + 3})]
 
+# Reference ids by (k, stride, bytes, missing id, fold): the value tests run once per CPU level on the same
+# inputs, and the pure-Python reference (slow for k = 12 tables) need not run again for each level.
+_REFERENCE: dict[tuple, torch.Tensor] = {}
+
+
+def reference_encode(bases, table, tail, chars, k, stride, missing, fold) -> torch.Tensor:
+    key = (k, stride, bytes(bases.tolist()), missing, fold)
+    if key not in _REFERENCE:
+        _REFERENCE[key] = reference.kmer_encode(bases, table, tail, chars, k, stride, missing, fold)
+    return _REFERENCE[key]
+
 
 @needs_ext
 @pytest.mark.parametrize("k,stride", CASES)
-def test_encode_matches_reference(k: int, stride: int) -> None:
+def test_encode_matches_reference(k: int, stride: int, cpu_level: str) -> None:
+    """At every CPU level (the k-mer kernels are level-independent table lookups: the same code runs)."""
     rng = random.Random(k * 100 + stride)
     pieces = random_vocab(rng, k, 40 if k > 2 else 10)
     table, tail, chars = tensors(pieces, k)
@@ -57,7 +69,7 @@ def test_encode_matches_reference(k: int, stride: int) -> None:
             data = random_seq(rng, n, alphabet, list(pieces), k)
             bases = torch.frombuffer(bytearray(data), dtype=torch.uint8) if n else torch.empty(0, dtype=torch.uint8)
             for missing in (-1, 9999):
-                want = reference.kmer_encode(bases, table, tail, chars, k, stride, missing, fold)
+                want = reference_encode(bases, table, tail, chars, k, stride, missing, fold)
                 got = kops.kmer_encode(
                     bases, table, k, stride, tail_table=tail, char_ids=chars, missing_id=missing, fold_case=fold
                 )
@@ -67,12 +79,12 @@ def test_encode_matches_reference(k: int, stride: int) -> None:
                 bases, table, k, stride, tail_table=tail, char_ids=chars, fold_case=fold, dtype=torch.int32
             )
             assert got32.dtype == torch.int32
-            assert torch.equal(got32.long(), reference.kmer_encode(bases, table, tail, chars, k, stride, -1, fold))
+            assert torch.equal(got32.long(), reference_encode(bases, table, tail, chars, k, stride, -1, fold))
 
 
 @needs_ext
 @pytest.mark.parametrize("k,stride", [(5, 5), (6, 1), (4, 2), (16, 16)])
-def test_threads_agree(k: int, stride: int) -> None:
+def test_threads_agree(k: int, stride: int, cpu_level: str) -> None:
     """A long sequence (many parallel chunks) with scattered missing windows gives the same ids on 1 or all threads."""
     rng = random.Random(5)
     pieces = random_vocab(rng, k, 4**k // 2 if k <= 6 else 200)
@@ -126,8 +138,108 @@ def test_batch_matches_single(left_pad: bool) -> None:
         assert bool((pad == -7).all())
 
 
+def _on_threads(n: int, fn, *args, **kwargs):
+    """fn(*args, **kwargs) with torch set to n threads."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(old)
+
+
 @needs_ext
-def test_count_matches_reference() -> None:
+@pytest.mark.parametrize("k,stride", [(5, 5), (4, 1), (7, 7), (16, 16)])
+@pytest.mark.parametrize("left_pad", [False, True])
+def test_batch_threads_agree(k: int, stride: int, left_pad: bool, cpu_level: str) -> None:
+    """Batches whose work is split by bases, not rows: many short reads (shared by the threads), a few reads with
+    one long sequence (cut across threads), and reads with a fallback-heavy widest row (every row moves to a wider
+    output after the in-place pass). The same ids on 1 and 2 threads, each row the single-sequence encode. Some
+    reads hold N (rows with fallback tokens, re-encoded after the in-place pass). Padded outputs stay small."""
+    rng = random.Random(k * 10 + stride)
+    pieces = random_vocab(rng, k, 4**k // 2 if k <= 6 else 300)
+    table, tail, chars = tensors(pieces, k)
+    g = torch.Generator().manual_seed(k)
+    acgt = torch.tensor(list(b"ACGT"), dtype=torch.uint8)
+    long_seq = acgt[torch.randint(0, 4, (400_003,), generator=g)]
+    long_seq[torch.randint(0, long_seq.numel(), (20,), generator=g)] = ord("N")
+    reads = [
+        random_seq(rng, rng.choice([0, 1, k, 150, 151, rng.randint(0, 300)]), "ACGT", list(pieces), k)
+        for _ in range(3000)
+    ]
+    for i in rng.sample(range(3000), 30):  # a few reads with an unknown base
+        if reads[i]:
+            j = rng.randrange(len(reads[i]))
+            reads[i] = reads[i][:j] + b"N" + reads[i][j + 1 :]
+    widest = 3 * max(len(r) for r in reads)
+    for batch in (
+        reads,
+        reads[:20] + [bytes(long_seq.tolist())] + reads[20:40],
+        reads + [b"N" * widest, b"ACGT" * (widest // 4)],
+    ):
+        lens = [len(r) for r in batch]
+        offsets = torch.tensor([0, *lens]).cumsum(0)
+        flat = torch.frombuffer(bytearray(b"".join(batch)), dtype=torch.uint8)
+        for missing in (-1, 9999):
+            kw = dict(tail_table=tail, char_ids=chars, missing_id=missing, pad_id=-7, left_pad=left_pad)
+            args = (kops.kmer_encode_batch, flat, offsets, table, k, stride)
+            ids1, len1 = _on_threads(1, *args, **kw)
+            ids2, len2 = _on_threads(2, *args, **kw)
+            assert torch.equal(ids1, ids2) and torch.equal(len1, len2)
+            t = ids1.shape[1]
+            assert t == int(len1.max())
+            for b in sorted({*range(0, len(batch), 97), 20, len(batch) - 2, len(batch) - 1}):
+                seq = flat[offsets[b] : offsets[b + 1]]
+                want = kops.kmer_encode(seq, table, k, stride, tail_table=tail, char_ids=chars, missing_id=missing)
+                n = int(len1[b])
+                assert n == want.numel()
+                row = ids1[b, t - n :] if left_pad else ids1[b, :n]
+                assert torch.equal(row, want), b
+                assert bool((ids1[b, : t - n] if left_pad else ids1[b, n:]).eq(-7).all())
+
+
+@needs_ext
+def test_batch_small_stays_exact(cpu_level: str) -> None:
+    """Tiny batches (below every grain: one thread whatever the count) against the reference, both pads."""
+    rng = random.Random(8)
+    pieces = random_vocab(rng, 3, 30)
+    table, tail, chars = tensors(pieces, 3)
+    for seqs in ([b""], [b"ACG", b"AC"], [b"ACGTNAC", b"", b"NNNNNNN", b"ACGTACGTAC"]):
+        offsets = torch.tensor([0] + [len(x) for x in seqs]).cumsum(0)
+        flat = torch.frombuffer(bytearray(b"".join(seqs) or b"A"), dtype=torch.uint8)[: int(offsets[-1])]
+        for left_pad in (False, True):
+            kw = dict(tail_table=tail, char_ids=chars, pad_id=-1, left_pad=left_pad)
+            got = _on_threads(2, kops.kmer_encode_batch, flat, offsets, table, 3, **kw)
+            want = reference.kmer_encode_batch(
+                flat, offsets, table, tail, chars, 3, 3, -1, False, torch.int64, -1, left_pad
+            )
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@needs_ext
+def test_decode_threads_agree(cpu_level: str) -> None:
+    """A long decode (many blocks, split across threads) with pieces of 0 to 9 bytes: the same bytes on 1 and 2
+    threads, equal to the pieces concatenated; and the same first out-of-range id reported on both."""
+    g = torch.Generator().manual_seed(3)
+    lens = torch.randint(0, 10, (300,), generator=g)
+    lens[:4] = torch.tensor([5, 5, 1, 0])
+    piece_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lens.cumsum(0)])
+    pieces = torch.randint(65, 91, (int(piece_offsets[-1]),), dtype=torch.uint8, generator=g)
+    ids = torch.randint(0, 300, (700_001,), generator=g)
+    one = _on_threads(1, kops.kmer_decode, ids, pieces, piece_offsets)
+    two = _on_threads(2, kops.kmer_decode, ids, pieces, piece_offsets)
+    assert torch.equal(one, two)
+    by_id = [bytes(pieces[piece_offsets[i] : piece_offsets[i + 1]].tolist()) for i in range(300)]
+    assert bytes(one.tolist()) == b"".join(by_id[i] for i in ids.tolist())
+    bad = ids.clone()
+    bad[[650_000, 400_123]] = torch.tensor([300, -2])
+    for n in (1, 2):
+        with pytest.raises(RuntimeError, match=r"ids\[400123\] = -2 is out of range for a vocabulary of 300"):
+            _on_threads(n, kops.kmer_decode, bad, pieces, piece_offsets)
+
+
+@needs_ext
+def test_count_matches_reference(cpu_level: str) -> None:
     rng = random.Random(11)
     seqs = [random_seq(rng, n, "ACGTN", [], 3) for n in (10, 0, 2, 333)]
     offsets = torch.tensor([0] + [len(s) for s in seqs]).cumsum(0)

@@ -1,12 +1,18 @@
 // k-mer tokenization on the CPU: windows split across threads with at::parallel_for, each chunk writing its ids
 // straight into the output tensor through the torch-free core. When some window is missing from the vocabulary
 // (rare with a vocabulary built from the data) one extra serial pass expands it into fallback tokens.
+//
+// Threads: every parallel_for takes a grain derived from the measured cost of its work (constants below), so
+// that a parallel region only happens when each thread gets at least kMinChunkNs of work; small inputs (short
+// sequences, small batches, short decodes) stay on the calling thread whatever the thread count.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "kmer/kmer.h"
@@ -15,7 +21,40 @@ namespace enigma_fast {
 namespace kmer {
 namespace {
 
-constexpr int64_t kGrainWindows = 1 << 16;
+// ---- costs, measured (see docs/tokenizers.md "Threads"); they set the grain of every parallel_for ----
+//
+// Measured on the 2-core AMD EPYC (Zen 4) VM, one thread, medians of interleaved rounds, the shipped genome
+// (2.46 Mbp) with its own k = 5 vocabulary, int64 ids, baseline (SSE2) build:
+//   encode, dense table, stride >= k, k <= 8 (two bases per lookup): 0.28 ns per base read at k = 8 (the cheapest
+//     path per base; k = 5: 0.36, k = 3: 0.41)
+//   encode, every other path (byte per lookup: k > 8, stride < k, hashed k > 12): >= 1.0 ns per base read
+//     (k = 10 stride 10: 1.1; k = 5 stride 1: 1.37; hashed k = 16: far more)
+//   decode: 0.45 ns per token to sum the lengths, 1.0 ns per token to copy 5-byte pieces
+//   encode_batch per row, beyond its windows: about 15 ns (tail, lengths, bookkeeping) plus 0.1 ns per padding id
+//   an at::parallel_for region on 2 threads (libgomp): 1.6 us back to back, 5-15 us when the pool has slept
+//     (an empty region, and regions of 5-100 us of work, 2 ms apart).
+// A thread's chunk is then kept at >= 50 us, several times a region's cost, and at::parallel_for's grain is two
+// chunks' worth: it splits n > grain units into min(threads, ceil(n / grain)) equal chunks, each > grain / 2.
+// Underestimated costs only make chunks longer than needed (never a region that costs more than it saves).
+constexpr double kMinChunkNs = 50e3;
+constexpr double kEncodePairNsPerBase = 0.28;
+constexpr double kEncodeNsPerBase = 1.0;
+constexpr double kDecodeLengthNsPerToken = 0.45;
+constexpr double kDecodeCopyNsPerToken = 1.0;
+constexpr double kBatchRowNs = 15.0;
+constexpr double kBatchLengthNsPerRow = 5.0;
+constexpr double kPadNsPerId = 0.1;
+
+// at::parallel_for grain for units of `unit_ns` each: two chunks of kMinChunkNs.
+int64_t grain_for(double unit_ns) {
+  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(2 * kMinChunkNs / std::max(unit_ns, 1e-3))));
+}
+
+// Cost of one window of the encode loops: the bases it reads times the per-base cost of its path.
+double window_ns(const Lookup& v) {
+  const bool pair_path = v.dense != nullptr && v.pair_lut != nullptr && v.stride >= v.k && v.k <= 8;
+  return (pair_path ? kEncodePairNsPerBase : kEncodeNsPerBase) * static_cast<double>(cover(v.k, v.stride));
+}
 
 [[noreturn]] void fail_byte(const char* op, const Status& st, int64_t seq) {
   if (seq >= 0)
@@ -35,7 +74,7 @@ at::Tensor encode_impl(const uint8_t* s, int64_t n, const Lookup& v, at::ScalarT
   at::Tensor out = at::empty({nw + nt}, at::TensorOptions().dtype(dtype));
   Out* o = out.data_ptr<Out>();
   std::atomic<int64_t> missing{0};
-  at::parallel_for(0, nw, kGrainWindows, [&](int64_t w0, int64_t w1) {
+  at::parallel_for(0, nw, grain_for(window_ns(v)), [&](int64_t w0, int64_t w1) {
     const int64_t m = encode_windows<Out>(s, n, v, w0, w1, o + w0);
     if (m) missing.fetch_add(m, std::memory_order_relaxed);
   });
@@ -84,37 +123,144 @@ void check_offsets(const at::Tensor& bases, const at::Tensor& offsets, const cha
                 " > offsets[", i + 1, "] = ", off[i + 1]);
 }
 
+// Batch encode. Most rows have no window missing from the vocabulary, so their length is known before encoding
+// (windows + tail tokens): the rows are encoded straight into their place in the padded output, and only rows
+// where some window missed (when missing_id < 0) are encoded again through the core's general path and put in
+// place afterwards (re-laid out when one of them outgrows the widest row).
+//
+// Parallel work is cut by cost, not by rows: row b is u_b = (its overhead in window units) + (its windows) units,
+// laid end to end; a chunk of units covers whole rows or a stretch of a long row's windows, so many short rows
+// share a thread and one long row among short ones is split across threads.
 template <typename Out>
 std::tuple<at::Tensor, at::Tensor> batch_impl(const uint8_t* s, const int64_t* off, int64_t nb, const Lookup& v,
                                               at::ScalarType dtype, int64_t pad_id, bool left_pad) {
-  std::vector<std::vector<Out>> rows(static_cast<size_t>(nb));
-  std::vector<Status> status(static_cast<size_t>(nb));
-  at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b)
-      status[static_cast<size_t>(b)] = encode<Out>(s + off[b], off[b + 1] - off[b], v, rows[static_cast<size_t>(b)]);
+  const char* op = "kmer_encode_batch";
+  const size_t B = static_cast<size_t>(nb);
+  std::vector<int64_t> nw(B), len(B);
+  std::vector<Status> tail_status(B);
+  // Pass 1: windows and tail tokens of every row (the tail decides whether it is one piece or fallback bytes).
+  at::parallel_for(0, nb, grain_for(kBatchLengthNsPerRow), [&](int64_t b0, int64_t b1) {
+    int64_t last_n = -1, last_nw = 0;  // reads often share a length: one division per length
+    Out tail[kMaxK];
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t n = off[b + 1] - off[b];
+      if (n != last_n) {
+        last_n = n;
+        last_nw = num_windows(n, v.k, v.stride);
+      }
+      const size_t i = static_cast<size_t>(b);
+      nw[i] = last_nw;
+      int64_t nt = 0;
+      if (last_nw * v.stride < n) nt = std::max<int64_t>(0, encode_tail<Out>(s + off[b], n, v, tail, tail_status[i]));
+      len[i] = last_nw + nt;
+    }
   });
-  int64_t t = 0;
+  int64_t first_bad = -1, t = 0;
   for (int64_t b = 0; b < nb; ++b) {
-    if (!status[static_cast<size_t>(b)].ok) fail_byte("kmer_encode_batch", status[static_cast<size_t>(b)], b);
-    t = std::max<int64_t>(t, static_cast<int64_t>(rows[static_cast<size_t>(b)].size()));
+    if (first_bad < 0 && !tail_status[static_cast<size_t>(b)].ok) first_bad = b;
+    t = std::max(t, len[static_cast<size_t>(b)]);
+  }
+  if (first_bad >= 0) {
+    // Error path: the first row that fails, as a row-by-row encode finds it (windows before the tail).
+    std::vector<Out> scratch;
+    for (int64_t b = 0; b <= first_bad; ++b) {
+      const Status st = encode<Out>(s + off[b], off[b + 1] - off[b], v, scratch);
+      if (!st.ok) fail_byte(op, st, b);
+    }
+  }
+  // Units: row b spans [units[b], units[b + 1]); its last nw[b] units are its windows.
+  const double wns = window_ns(v), per_wns = 1.0 / wns;
+  std::vector<int64_t> units(B + 1, 0);
+  for (size_t i = 0; i < B; ++i) {
+    const double row_ns = kBatchRowNs + kPadNsPerId * static_cast<double>(t - len[i]);
+    units[i + 1] = units[i] + 1 + static_cast<int64_t>(row_ns * per_wns) + nw[i];
   }
   at::Tensor ids = at::empty({nb, t}, at::TensorOptions().dtype(dtype));
   at::Tensor lengths = at::empty({nb}, at::TensorOptions().dtype(at::kLong));
   Out* o = ids.data_ptr<Out>();
-  int64_t* len = lengths.data_ptr<int64_t>();
-  at::parallel_for(0, nb, 16, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const auto& r = rows[static_cast<size_t>(b)];
-      const int64_t l = static_cast<int64_t>(r.size());
+  int64_t* lens = lengths.data_ptr<int64_t>();
+  const Out pad = static_cast<Out>(pad_id);
+  std::unique_ptr<std::atomic<int64_t>[]> missing(new std::atomic<int64_t>[B]());
+  // Pass 2: every row in place, as if no window missed.
+  at::parallel_for(0, units[B], grain_for(wns), [&](int64_t u0, int64_t u1) {
+    int64_t b = std::upper_bound(units.begin(), units.end(), u0) - units.begin() - 1;
+    for (; b < nb && units[static_cast<size_t>(b)] < u1; ++b) {
+      const size_t i = static_cast<size_t>(b);
+      const int64_t n = off[b + 1] - off[b];
       Out* row = o + b * t;
-      const int64_t start = left_pad ? t - l : 0;
-      std::fill(row, row + start, static_cast<Out>(pad_id));
-      std::copy(r.begin(), r.end(), row + start);
-      std::fill(row + start + l, row + t, static_cast<Out>(pad_id));
-      len[b] = l;
+      const int64_t start = left_pad ? t - len[i] : 0;
+      if (u0 <= units[i]) {  // this chunk holds the row's head: tail, padding and length
+        Status st;
+        if (len[i] > nw[i]) encode_tail<Out>(s + off[b], n, v, row + start + nw[i], st);
+        std::fill(row, row + start, pad);
+        std::fill(row + start + len[i], row + t, pad);
+        lens[b] = len[i];
+      }
+      const int64_t first_window = units[i + 1] - nw[i];
+      const int64_t w0 = std::max(u0, first_window) - first_window;
+      const int64_t w1 = std::min(u1, units[i + 1]) - first_window;
+      if (w0 < w1) {
+        const int64_t m = encode_windows<Out>(s + off[b], n, v, w0, w1, row + start + w0);
+        if (m) missing[i].fetch_add(m, std::memory_order_relaxed);
+      }
     }
   });
-  return {ids, lengths};
+  std::vector<int64_t> redo;
+  for (int64_t b = 0; b < nb; ++b)
+    if (missing[static_cast<size_t>(b)].load(std::memory_order_relaxed) > 0) redo.push_back(b);
+  if (redo.empty()) return {ids, lengths};
+
+  // Pass 3 (rows with missing windows): the general path, then the rows in place.
+  const int64_t nr = static_cast<int64_t>(redo.size());
+  std::vector<std::vector<Out>> rows(redo.size());
+  std::vector<Status> status(redo.size());
+  int64_t redo_bases = 0;
+  for (int64_t b : redo) redo_bases += off[b + 1] - off[b];
+  const double redo_row_ns = kBatchRowNs + kEncodeNsPerBase * static_cast<double>(redo_bases) / static_cast<double>(nr);
+  at::parallel_for(0, nr, grain_for(redo_row_ns), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = redo[static_cast<size_t>(r)];
+      status[static_cast<size_t>(r)] = encode<Out>(s + off[b], off[b + 1] - off[b], v, rows[static_cast<size_t>(r)]);
+    }
+  });
+  int64_t t_new = t;
+  for (int64_t r = 0; r < nr; ++r) {
+    if (!status[static_cast<size_t>(r)].ok) fail_byte(op, status[static_cast<size_t>(r)], redo[static_cast<size_t>(r)]);
+    t_new = std::max<int64_t>(t_new, static_cast<int64_t>(rows[static_cast<size_t>(r)].size()));
+  }
+  std::vector<int64_t> redo_of(B, -1);
+  for (int64_t r = 0; r < nr; ++r) redo_of[static_cast<size_t>(redo[static_cast<size_t>(r)])] = r;
+  // Rows are rewritten in place when the width holds, else every row moves to the wider output.
+  at::Tensor out = t_new == t ? ids : at::empty({nb, t_new}, ids.options());
+  Out* f = out.data_ptr<Out>();
+  auto place = [&](int64_t b, const Out* src, int64_t l) {
+    Out* row = f + b * t_new;
+    const int64_t start = left_pad ? t_new - l : 0;
+    std::copy(src, src + l, row + start);
+    std::fill(row, row + start, pad);
+    std::fill(row + start + l, row + t_new, pad);
+    lens[b] = l;
+  };
+  if (t_new == t) {
+    for (int64_t r = 0; r < nr; ++r) {
+      const auto& row = rows[static_cast<size_t>(r)];
+      place(redo[static_cast<size_t>(r)], row.data(), static_cast<int64_t>(row.size()));
+    }
+    return {out, lengths};
+  }
+  at::parallel_for(0, nb, grain_for(kBatchRowNs + kPadNsPerId * static_cast<double>(t_new)), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r = redo_of[static_cast<size_t>(b)];
+      if (r >= 0) {
+        const auto& row = rows[static_cast<size_t>(r)];
+        place(b, row.data(), static_cast<int64_t>(row.size()));
+      } else {
+        const int64_t l = len[static_cast<size_t>(b)];
+        place(b, o + b * t + (left_pad ? t - l : 0), l);
+      }
+    }
+  });
+  return {out, lengths};
 }
 
 std::tuple<at::Tensor, at::Tensor> kmer_encode_batch_cpu(const at::Tensor& bases, const at::Tensor& offsets,
@@ -158,12 +304,15 @@ at::Tensor kmer_decode_cpu(const at::Tensor& ids, const at::Tensor& pieces, cons
     TORCH_CHECK(offs[i] <= offs[i + 1], op, ": piece_offsets must be non-decreasing, got piece_offsets[", i, "] = ",
                 offs[i], " > piece_offsets[", i + 1, "] = ", offs[i + 1]);
   const int64_t n = idc.numel();
-  // Fixed chunks: lengths per chunk, a prefix sum, then every chunk copies its pieces in parallel.
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads() * 4, n / 4096 + 1));
-  std::vector<int64_t> start(static_cast<size_t>(chunks) + 1, 0), bad(static_cast<size_t>(chunks), -1);
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+  // Fixed blocks of tokens: their decoded lengths, a prefix sum, then every block copies its pieces. The blocks
+  // only fix where outputs start; each parallel_for gives a thread many blocks (grain from the measured cost).
+  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<int64_t> start(static_cast<size_t>(blocks) + 1, 0), bad(static_cast<size_t>(blocks), -1);
+  const double block_tokens = static_cast<double>(std::min(n, kBlock));
+  at::parallel_for(0, blocks, grain_for(kDecodeLengthNsPerToken * block_tokens), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      const int64_t a = n * c / chunks, b = n * (c + 1) / chunks;
+      const int64_t a = c * kBlock, b = std::min(n, a + kBlock);
       int64_t where = -1;
       const int64_t len = decoded_length(id + a, b - a, offs, vocab, &where);
       if (len < 0)
@@ -172,19 +321,18 @@ at::Tensor kmer_decode_cpu(const at::Tensor& ids, const at::Tensor& pieces, cons
         start[static_cast<size_t>(c) + 1] = len;
     }
   });
-  for (int64_t c = 0; c < chunks; ++c) {
+  for (int64_t c = 0; c < blocks; ++c) {
     const int64_t i = bad[static_cast<size_t>(c)];
     TORCH_CHECK(i < 0, op, ": ids[", i, "] = ", id[i], " is out of range for a vocabulary of ", vocab, " ids");
     start[static_cast<size_t>(c) + 1] += start[static_cast<size_t>(c)];
   }
-  at::Tensor out = at::empty({start[static_cast<size_t>(chunks)]}, pieces.options());
+  at::Tensor out = at::empty({start[static_cast<size_t>(blocks)]}, pieces.options());
   uint8_t* o = out.data_ptr<uint8_t>();
   const uint8_t* p = pc.data_ptr<uint8_t>();
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t a = n * c / chunks, b = n * (c + 1) / chunks;
-      decode(id + a, b - a, p, pc.numel(), offs, o + start[static_cast<size_t>(c)], o + start[static_cast<size_t>(c) + 1]);
-    }
+  at::parallel_for(0, blocks, grain_for(kDecodeCopyNsPerToken * block_tokens), [&](int64_t c0, int64_t c1) {
+    // Consecutive blocks write consecutive output: one decode call over the whole stretch.
+    const int64_t a = c0 * kBlock, b = std::min(n, c1 * kBlock);
+    decode(id + a, b - a, p, pc.numel(), offs, o + start[static_cast<size_t>(c0)], o + start[static_cast<size_t>(c1)]);
   });
   return out;
 }
