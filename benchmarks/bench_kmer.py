@@ -9,14 +9,25 @@ Encode providers (all give identical ids, checked before timing):
 Decode providers: seed-style (join of dict lookups), numpy (fancy indexing of fixed-width pieces),
 enigma_fast (the decode op).
 
+Threads (the "1 thread vs 2 threads" table): the compiled ops on 1 and on --threads threads, every (case, threads)
+pair in interleaved rounds (the thread count is set outside the timed call), medians, GB/s of bases:
+  encode                      kmer_encode of the genome
+  encode_batch 150 b / 10 kb  kmer_encode_batch of the genome cut into 150-base reads / 10 kb chunks (the op on
+                              bases + offsets), and the tokenizer's encode_batch of the reads as a list of str
+  decode                      kmer_decode of the genome's ids (the op), and the tokenizer's decode (ids -> str)
+with the bars: encode on 1 thread >= 1 GB/s, and N threads not slower than 1 for every case.
+
 pytest (CI smoke with --benchmark-disable):  pytest benchmarks/bench_kmer.py --benchmark-disable
 table for docs/benchmarks.md:                python -m benchmarks.bench_kmer [--k 5] [--stride 5] [--cuda-gb 1]
+at every CPU instruction-set level:          python -m benchmarks.bench_kmer --cpu-capability all
+only the threads table:                      python -m benchmarks.bench_kmer --threads-only [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import sys
 import time
@@ -26,8 +37,17 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.harness import Case, bench, compare, device_name, sync
+from benchmarks.harness import (
+    Case,
+    add_cpu_capability_argument,
+    bench,
+    compare,
+    device_name,
+    run_at_cpu_levels,
+    sync,
+)
 from enigma_fast.data import shipped_genome
+from enigma_fast.ops import kmer as kops
 from enigma_fast.tokenizers import KMerTokenizer
 
 K = 5
@@ -175,6 +195,72 @@ def test_decode(benchmark, provider: str) -> None:
     bench(benchmark, _provider(dec, provider), bytes_moved=bases.numel(), rounds=5)
 
 
+READ, CHUNK = 150, 10_000  # encode_batch cases: the genome as 150-base reads and as 10 kb chunks
+NOT_SLOWER_TOLERANCE = 0.03  # a ratio of medians within 3% of 1.0 is run-to-run noise here, not "slower"
+
+
+def _cut(n: int, piece: int) -> torch.Tensor:
+    """Offsets (B+1,) cutting n bases into pieces of ``piece`` (the last one shorter)."""
+    return torch.tensor([*range(0, n, piece), n], dtype=torch.int64)
+
+
+@functools.cache
+def thread_cases(k: int = K, stride: int | None = None) -> dict[str, tuple[str, int, Callable[[], object]]]:
+    """Case id -> (label, bases it covers, zero-argument call) for the threads table; the batches are checked
+    against the single-sequence encode and the decode against the genome first."""
+    tok, bases, _, _ = setup(k, stride)
+    n = bases.numel()
+    s = genome()
+    table, tail, chars = tok.table, tok.tail_table, tok.char_ids
+    stride = tok.stride
+
+    def encode() -> torch.Tensor:
+        return torch.ops.enigma_fast.kmer_encode(bases, table, tail, chars, k, stride, -1, False, torch.int64)
+
+    def batch(offsets: torch.Tensor) -> Callable[[], object]:
+        def run() -> object:
+            return torch.ops.enigma_fast.kmer_encode_batch(
+                bases, offsets, table, tail, chars, k, stride, -1, False, torch.int64, tok.pad_id, False
+            )
+
+        return run
+
+    ids = encode()
+    reads = [s[i : i + READ] for i in range(0, n, READ)]
+    cases: dict[str, tuple[str, int, Callable[[], object]]] = {"encode": ("encode", n, encode)}
+    for case, piece, name in (
+        ("batch-reads", READ, f"encode_batch, {READ}-base reads"),
+        ("batch-chunks", CHUNK, "encode_batch, 10 kb chunks"),
+    ):
+        offsets = _cut(n, piece)
+        got, lengths = batch(offsets)()
+        for b in (0, offsets.numel() - 2):
+            row = got[b, : lengths[b]]
+            assert torch.equal(row, tok.encode_tensor(bases[offsets[b] : offsets[b + 1]])), f"{name}: row {b}"
+        cases[case] = (f"{name} ({offsets.numel() - 1:,} rows)", n, batch(offsets))
+    want, _ = batch(_cut(n, READ))()
+    assert torch.equal(tok.encode_batch(reads)[0], want), "tokenizer encode_batch disagrees with the op"
+    cases["tok-batch-reads"] = (
+        f"tokenizer encode_batch, {READ}-base reads (list of str)",
+        n,
+        lambda: tok.encode_batch(reads),
+    )
+    pieces, piece_offsets = tok._pieces_flat, tok._piece_offsets
+    assert bytes(kops.kmer_decode(ids, pieces, piece_offsets).numpy()) == s.encode(), "decode is not the genome"
+    cases["decode"] = ("decode", n, lambda: kops.kmer_decode(ids, pieces, piece_offsets))
+    cases["tok-decode"] = ("tokenizer decode (ids -> str)", n, lambda: tok.decode(ids))
+    return cases
+
+
+THREAD_CASES = ["encode", "batch-reads", "batch-chunks", "tok-batch-reads", "decode", "tok-decode"]
+
+
+@pytest.mark.parametrize("case", THREAD_CASES)
+def test_threads_case(benchmark, case: str) -> None:
+    _, n, fn = thread_cases()[case]
+    bench(benchmark, fn, bytes_moved=n, rounds=5)
+
+
 def test_encode_cuda(benchmark) -> None:
     if not torch.cuda.is_available():  # checked at run time, never at collection
         pytest.skip("needs a CUDA device")
@@ -241,23 +327,96 @@ def cuda_throughput(tok: KMerTokenizer, gb: float, rounds: int = 10) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def threads_table(k: int, stride: int | None, threads: int, rounds: int) -> tuple[str, list[str]]:
+    """Every thread case on 1 and on ``threads`` threads, all (case, threads) pairs in interleaved rounds with the
+    thread count set outside the timed call; a markdown table and the bar verdicts."""
+    cases = thread_cases(k, stride)
+    pairs = [(name, t) for name in cases for t in (1, threads)]
+    old = torch.get_num_threads()
+    samples: dict[tuple[str, int], list[float]] = {p: [] for p in pairs}
+    try:
+        for r in range(rounds + 2):  # two warm-up rounds
+            order = pairs[r % len(pairs) :] + pairs[: r % len(pairs)]
+            for name, t in order:
+                torch.set_num_threads(t)
+                t0 = time.perf_counter()
+                cases[name][2]()
+                dt = time.perf_counter() - t0
+                if r >= 2:
+                    samples[(name, t)].append(dt)
+    finally:
+        torch.set_num_threads(old)
+    med = {p: statistics.median(v) for p, v in samples.items()}
+    lines = [
+        f"| case | 1 thread ms | 1 thread GB/s | {threads} threads ms | {threads} threads GB/s | "
+        f"{threads} threads / 1 thread | not slower |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    verdicts = []
+    for case, (name, n, _) in cases.items():
+        t1, tn = med[(case, 1)], med[(case, threads)]
+        ok = t1 / tn >= 1 - NOT_SLOWER_TOLERANCE
+        lines.append(
+            f"| {name} | {t1 * 1e3:.3f} | {n / t1 / 1e9:.2f} | {tn * 1e3:.3f} | {n / tn / 1e9:.2f} | "
+            f"{t1 / tn:.2f}x | {'pass' if ok else 'FAIL'} |"
+        )
+        verdicts.append(
+            f"{name}: {threads} threads / 1 thread {t1 / tn:.2f}x (bar: not slower) {'pass' if ok else 'FAIL'}"
+        )
+    e1 = cases["encode"][1] / med[("encode", 1)] / 1e9
+    verdicts.insert(0, f"encode on 1 thread: {e1:.2f} GB/s of bases (bar: >= 1 GB/s) {'pass' if e1 >= 1 else 'FAIL'}")
+    return "\n".join(lines), verdicts
+
+
+def load_average() -> str:
+    try:
+        return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--k", type=int, default=K)
     ap.add_argument("--stride", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2, help="the thread count compared with 1 in the threads table")
+    ap.add_argument("--threads-only", action="store_true", help="only the 1 thread vs N threads table")
     ap.add_argument("--cuda-gb", type=float, default=1.0, help="size of the CUDA case (when a GPU is present)")
+    add_cpu_capability_argument(ap)
     args = ap.parse_args(argv)
+    status = run_at_cpu_levels(args, "benchmarks.bench_kmer", argv)
+    if status is not None:
+        return status
     tok, bases, enc, dec = setup(args.k, args.stride)
+    n = bases.numel()
+    print(
+        f"k = {args.k}, stride = {tok.stride}, {n:,} bases, vocabulary {len(tok.vocab)} pieces; "
+        f"CPU: {device_name('cpu')}; {load_average()}"
+    )
+    print(f"command: python -m benchmarks.bench_kmer {' '.join(argv)}".rstrip())
+    print()
+    verdicts: list[str] = []
+    if not args.threads_only:
+        verdicts = encode_decode_tables(tok, bases, enc, dec, args)
+        print()
+    table_md, thread_verdicts = threads_table(args.k, args.stride, args.threads, args.rounds)
+    print(f"### threads: 1 vs {args.threads} (medians of {args.rounds} interleaved rounds)")
+    print()
+    print(table_md)
+    print()
+    for v in verdicts + thread_verdicts:
+        print(v)
+    print(f"({load_average()} at the end)")
+    return 0
+
+
+def encode_decode_tables(tok, bases, enc, dec, args) -> list[str]:
+    """The providers' encode and decode tables (seed-style, hf-tokenizers, numpy, enigma_fast); their lines."""
     n = bases.numel()
     cuda = torch.cuda.is_available()
     peers = ["seed-style", "numpy"]
-    print(
-        f"k = {args.k}, stride = {tok.stride}, {n:,} bases, vocabulary {len(tok.vocab)} pieces; "
-        f"CPU: {device_name('cpu')}"
-    )
-    print(f"command: python -m benchmarks.bench_kmer {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
-    print()
     enc_timed, enc_times = recorded(enc)
     ec = compare(Case("encode", enc_timed, n, "cpu"), rounds=args.rounds)
     best = {name: min(t) for name, t in enc_times.items()}
@@ -271,19 +430,17 @@ def main(argv: list[str] | None = None) -> None:
     dc = compare(Case("decode", dec_timed, n, "cpu"), rounds=args.rounds)
     print(table("decode", dc, {name: min(t) for name, t in dec_times.items()}, n, peers))
     t1 = ec.medians_s["enigma_fast-1t"]
-    print()
-    print(
-        f"single thread (medians): {n / t1 / 1e9:.2f} GB/s of bases; {ec.medians_s['seed-style'] / t1:.0f}x "
-        f"seed-style; {ec.medians_s['numpy'] / t1:.1f}x numpy (bar: >= 1 GB/s, >= 50x, >= 5x)"
-    )
     b1 = best["enigma_fast-1t"]
-    print(
+    lines = [
+        f"single thread (medians): {n / t1 / 1e9:.2f} GB/s of bases; {ec.medians_s['seed-style'] / t1:.0f}x "
+        f"seed-style; {ec.medians_s['numpy'] / t1:.1f}x numpy (bar: >= 1 GB/s, >= 50x, >= 5x)",
         f"single thread (best of rounds): {n / b1 / 1e9:.2f} GB/s; {best['seed-style'] / b1:.0f}x seed-style; "
-        f"{best['numpy'] / b1:.1f}x numpy"
-    )
+        f"{best['numpy'] / b1:.1f}x numpy",
+    ]
     if cuda:
-        print(cuda_throughput(tok, args.cuda_gb))
+        lines.append(cuda_throughput(tok, args.cuda_gb))
+    return lines
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
