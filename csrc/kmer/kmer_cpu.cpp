@@ -21,28 +21,32 @@ namespace enigma_fast {
 namespace kmer {
 namespace {
 
-// ---- costs, measured (see docs/tokenizers.md "Threads"); they set the grain of every parallel_for ----
+// ---- costs, measured; they set the grain of every parallel_for (docs/tokenizers.md, "Threads") ----
 //
-// Measured on the 2-core AMD EPYC (Zen 4) VM, one thread, medians of interleaved rounds, the shipped genome
-// (2.46 Mbp) with its own k = 5 vocabulary, int64 ids, baseline (SSE2) build:
-//   encode, dense table, stride >= k, k <= 8 (two bases per lookup): 0.28 ns per base read at k = 8 (the cheapest
-//     path per base; k = 5: 0.36, k = 3: 0.41)
-//   encode, every other path (byte per lookup: k > 8, stride < k, hashed k > 12): >= 1.0 ns per base read
-//     (k = 10 stride 10: 1.1; k = 5 stride 1: 1.37; hashed k = 16: far more)
-//   decode: 0.45 ns per token to sum the lengths, 1.0 ns per token to copy 5-byte pieces
-//   encode_batch per row, beyond its windows: about 15 ns (tail, lengths, bookkeeping) plus 0.1 ns per padding id
-//   an at::parallel_for region on 2 threads (libgomp): 1.6 us back to back, 5-15 us when the pool has slept
-//     (an empty region, and regions of 5-100 us of work, 2 ms apart).
-// A thread's chunk is then kept at >= 50 us, several times a region's cost, and at::parallel_for's grain is two
-// chunks' worth: it splits n > grain units into min(threads, ceil(n / grain)) equal chunks, each > grain / 2.
-// Underestimated costs only make chunks longer than needed (never a region that costs more than it saves).
+// Measured on a 2-core AMD EPYC (Zen 4) VM, one thread, baseline build (the k-mer kernels are the same code at
+// every CPU level), the shipped genome (2.46 Mbp), medians of 11 interleaved rounds with the best round in
+// brackets, at a quiet moment (load average 1.3 falling, both cores idle before the run):
+//   encode, dense table, stride >= k, k <= 8 (two bases per table lookup), ns per base read:
+//     k = 8: 0.39 (0.28) with int32 ids, 0.51 (0.40) int64; k = 5: 0.43 (0.37); k = 3: 0.60 (0.44); k = 1: 0.9 (0.65)
+//   encode, every other path (a lookup per byte), ns per base read: k = 5 stride 1 (rolling) 1.6 (1.44);
+//     k = 10: 2.6 (1.7); hashed k = 16: 7 (4.5); k = 12 stride 1: 28 (22, the 64 MiB table misses the cache)
+//   decode (core), ns per token: lengths pass 0.57-0.68 (0.55); copy pass 1.2 (1.03) for 5-byte pieces,
+//     3.4 (3.0) for 1-byte pieces
+//   encode_batch, per row beyond its windows: 15 (12) ns in all for 200,000 empty rows, about a third of it in
+//     the lengths pass; padding ids 0.53 (0.42) ns each into a 16 MB output (memory-bound; less when cached)
+//   an at::parallel_for region on 2 threads (libgomp; an empty one and ones of 5-100 us of work, timed against
+//     the same work on one thread): 0.7-1.4 us back to back, 5-13 us when the pool slept 2 ms before
+// A thread's chunk is kept at >= kMinChunkNs = 50 us of work, 4x the cost of a cold region, and
+// at::parallel_for's grain is two chunks' worth: it splits n > grain units into min(threads, ceil(n / grain))
+// equal chunks, each > grain / 2. The constants are the cheapest figures (best rounds) of each path:
+// underestimated costs only make chunks longer than needed, never a region that costs more than it saves.
 constexpr double kMinChunkNs = 50e3;
 constexpr double kEncodePairNsPerBase = 0.28;
-constexpr double kEncodeNsPerBase = 1.0;
-constexpr double kDecodeLengthNsPerToken = 0.45;
+constexpr double kEncodeNsPerBase = 1.4;
+constexpr double kDecodeLengthNsPerToken = 0.55;
 constexpr double kDecodeCopyNsPerToken = 1.0;
-constexpr double kBatchRowNs = 15.0;
-constexpr double kBatchLengthNsPerRow = 5.0;
+constexpr double kBatchLengthNsPerRow = 4.0;
+constexpr double kBatchRowNs = 8.0;
 constexpr double kPadNsPerId = 0.1;
 
 // at::parallel_for grain for units of `unit_ns` each: two chunks of kMinChunkNs.
@@ -137,11 +141,12 @@ std::tuple<at::Tensor, at::Tensor> batch_impl(const uint8_t* s, const int64_t* o
   const char* op = "kmer_encode_batch";
   const size_t B = static_cast<size_t>(nb);
   std::vector<int64_t> nw(B), len(B);
-  std::vector<Status> tail_status(B);
+  std::atomic<int64_t> first_bad{nb};  // the first row whose tail has a byte without a token
   // Pass 1: windows and tail tokens of every row (the tail decides whether it is one piece or fallback bytes).
   at::parallel_for(0, nb, grain_for(kBatchLengthNsPerRow), [&](int64_t b0, int64_t b1) {
     int64_t last_n = -1, last_nw = 0;  // reads often share a length: one division per length
     Out tail[kMaxK];
+    Status st;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t n = off[b + 1] - off[b];
       if (n != last_n) {
@@ -151,22 +156,28 @@ std::tuple<at::Tensor, at::Tensor> batch_impl(const uint8_t* s, const int64_t* o
       const size_t i = static_cast<size_t>(b);
       nw[i] = last_nw;
       int64_t nt = 0;
-      if (last_nw * v.stride < n) nt = std::max<int64_t>(0, encode_tail<Out>(s + off[b], n, v, tail, tail_status[i]));
+      if (last_nw * v.stride < n) {
+        nt = encode_tail<Out>(s + off[b], n, v, tail, st);
+        if (nt < 0) {
+          nt = 0;
+          int64_t seen = first_bad.load(std::memory_order_relaxed);
+          while (b < seen && !first_bad.compare_exchange_weak(seen, b, std::memory_order_relaxed)) {
+          }
+        }
+      }
       len[i] = last_nw + nt;
     }
   });
-  int64_t first_bad = -1, t = 0;
-  for (int64_t b = 0; b < nb; ++b) {
-    if (first_bad < 0 && !tail_status[static_cast<size_t>(b)].ok) first_bad = b;
-    t = std::max(t, len[static_cast<size_t>(b)]);
-  }
-  if (first_bad >= 0) {
+  int64_t t = 0;
+  for (int64_t b = 0; b < nb; ++b) t = std::max(t, len[static_cast<size_t>(b)]);
+  if (first_bad.load() < nb) {
     // Error path: the first row that fails, as a row-by-row encode finds it (windows before the tail).
     std::vector<Out> scratch;
-    for (int64_t b = 0; b <= first_bad; ++b) {
+    for (int64_t b = 0; b <= first_bad.load(); ++b) {
       const Status st = encode<Out>(s + off[b], off[b + 1] - off[b], v, scratch);
       if (!st.ok) fail_byte(op, st, b);
     }
+    TORCH_INTERNAL_ASSERT(false, op, ": the tail of sequence ", first_bad.load(), " has no token but encodes");
   }
   // Units: row b spans [units[b], units[b + 1]); its last nw[b] units are its windows.
   const double wns = window_ns(v), per_wns = 1.0 / wns;
@@ -180,7 +191,7 @@ std::tuple<at::Tensor, at::Tensor> batch_impl(const uint8_t* s, const int64_t* o
   Out* o = ids.data_ptr<Out>();
   int64_t* lens = lengths.data_ptr<int64_t>();
   const Out pad = static_cast<Out>(pad_id);
-  std::unique_ptr<std::atomic<int64_t>[]> missing(new std::atomic<int64_t>[B]());
+  std::unique_ptr<std::atomic<uint8_t>[]> missing(new std::atomic<uint8_t>[B]());  // 1: a window missed
   // Pass 2: every row in place, as if no window missed.
   at::parallel_for(0, units[B], grain_for(wns), [&](int64_t u0, int64_t u1) {
     int64_t b = std::upper_bound(units.begin(), units.end(), u0) - units.begin() - 1;
@@ -201,13 +212,13 @@ std::tuple<at::Tensor, at::Tensor> batch_impl(const uint8_t* s, const int64_t* o
       const int64_t w1 = std::min(u1, units[i + 1]) - first_window;
       if (w0 < w1) {
         const int64_t m = encode_windows<Out>(s + off[b], n, v, w0, w1, row + start + w0);
-        if (m) missing[i].fetch_add(m, std::memory_order_relaxed);
+        if (m) missing[i].store(1, std::memory_order_relaxed);
       }
     }
   });
   std::vector<int64_t> redo;
   for (int64_t b = 0; b < nb; ++b)
-    if (missing[static_cast<size_t>(b)].load(std::memory_order_relaxed) > 0) redo.push_back(b);
+    if (missing[static_cast<size_t>(b)].load(std::memory_order_relaxed)) redo.push_back(b);
   if (redo.empty()) return {ids, lengths};
 
   // Pass 3 (rows with missing windows): the general path, then the rows in place.
