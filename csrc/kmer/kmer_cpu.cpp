@@ -1,27 +1,27 @@
-// k-mer tokenization on the CPU: windows split across threads with at::parallel_for, each chunk writing its ids
-// straight into the output tensor through the torch-free core. When some window is missing from the vocabulary
-// (rare with a vocabulary built from the data) one extra serial pass expands it into fallback tokens.
+// k-mer tokenization on the CPU: windows split across threads, each chunk writing its ids straight into the
+// output tensor through the torch-free core. When some window is missing from the vocabulary (rare with a
+// vocabulary built from the data) one extra serial pass expands it into fallback tokens.
 //
-// Threads: every parallel_for takes a grain derived from the measured cost of its work (constants below), so
-// that a parallel region only happens when each thread gets at least kMinChunkNs of work; small inputs (short
-// sequences, small batches, short decodes) stay on the calling thread whatever the thread count.
-#include <ATen/Parallel.h>
+// Threads: the shared pool (common/cpu_parallel.h: the caller never waits for a worker that has not started, so
+// extra threads never make a call slower), with every grain derived from the measured cost of its work
+// (constants below): a chunk holds at least kMinChunkNs = 50 us of work, so small inputs (short sequences, small
+// batches, short decodes) stay on the calling thread whatever the thread count.
 #include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstring>
 #include <memory>
 #include <vector>
 
+#include "common/cpu_parallel.h"
 #include "kmer/kmer.h"
 
 namespace enigma_fast {
 namespace kmer {
 namespace {
 
-// ---- costs, measured; they set the grain of every parallel_for (docs/tokenizers.md, "Threads") ----
+// ---- costs, measured; they set the grain of every parallel loop (docs/tokenizers.md, "Threads") ----
 //
 // Measured on a 2-core AMD EPYC (Zen 4) VM, one thread, baseline build (the k-mer kernels are the same code at
 // every CPU level), the shipped genome (2.46 Mbp), medians of 11 interleaved rounds with the best round in
@@ -34,13 +34,12 @@ namespace {
 //     3.4 (3.0) for 1-byte pieces
 //   encode_batch, per row beyond its windows: 15 (12) ns in all for 200,000 empty rows, about a third of it in
 //     the lengths pass; padding ids 0.53 (0.42) ns each into a 16 MB output (memory-bound; less when cached)
-//   an at::parallel_for region on 2 threads (libgomp; an empty one and ones of 5-100 us of work, timed against
-//     the same work on one thread): 0.7-1.4 us back to back, 5-13 us when the pool slept 2 ms before
-// A thread's chunk is kept at >= kMinChunkNs = 50 us of work, 4x the cost of a cold region, and
-// at::parallel_for's grain is two chunks' worth: it splits n > grain units into min(threads, ceil(n / grain))
-// equal chunks, each > grain / 2. The constants are the cheapest figures (best rounds) of each path:
-// underestimated costs only make chunks longer than needed, never a region that costs more than it saves.
-constexpr double kMinChunkNs = 50e3;
+//   a parallel region on 2 threads, an empty one and ones of 5-100 us of work timed against the same work on one
+//     thread: 0.7-1.4 us back to back, 5-13 us after 2 ms idle (at::parallel_for, libgomp); the shared pool's
+//     wake-up of a sleeping worker 10-30 us (docs/kernels.md)
+// grain_for(ns per unit) gives chunks of at least kMinChunkNs = 50 us (common/core/parallel.h), several times a
+// region's cost. The constants are the cheapest figures (best rounds) of each path: underestimated costs only make
+// chunks longer than needed, never a parallel call that costs more than it saves.
 constexpr double kEncodePairNsPerBase = 0.28;
 constexpr double kEncodeNsPerBase = 1.4;
 constexpr double kDecodeLengthNsPerToken = 0.55;
@@ -49,9 +48,10 @@ constexpr double kBatchLengthNsPerRow = 4.0;
 constexpr double kBatchRowNs = 8.0;
 constexpr double kPadNsPerId = 0.1;
 
-// at::parallel_for grain for units of `unit_ns` each: two chunks of kMinChunkNs.
-int64_t grain_for(double unit_ns) {
-  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(2 * kMinChunkNs / std::max(unit_ns, 1e-3))));
+// Calls f over [begin, end) in chunks of at least kMinChunkNs of units costing unit_ns each, on the pool.
+template <typename F>
+void par_for(int64_t begin, int64_t end, double unit_ns, const F& f) {
+  cpu_parallel_for(begin, end, grain_for(unit_ns), f);
 }
 
 // Cost of one window of the encode loops: the bases it reads times the per-base cost of its path.
@@ -78,7 +78,7 @@ at::Tensor encode_impl(const uint8_t* s, int64_t n, const Lookup& v, at::ScalarT
   at::Tensor out = at::empty({nw + nt}, at::TensorOptions().dtype(dtype));
   Out* o = out.data_ptr<Out>();
   std::atomic<int64_t> missing{0};
-  at::parallel_for(0, nw, grain_for(window_ns(v)), [&](int64_t w0, int64_t w1) {
+  par_for(0, nw, window_ns(v), [&](int64_t w0, int64_t w1) {
     const int64_t m = encode_windows<Out>(s, n, v, w0, w1, o + w0);
     if (m) missing.fetch_add(m, std::memory_order_relaxed);
   });
@@ -143,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> batch_impl(const uint8_t* s, const int64_t* o
   std::vector<int64_t> nw(B), len(B);
   std::atomic<int64_t> first_bad{nb};  // the first row whose tail has a byte without a token
   // Pass 1: windows and tail tokens of every row (the tail decides whether it is one piece or fallback bytes).
-  at::parallel_for(0, nb, grain_for(kBatchLengthNsPerRow), [&](int64_t b0, int64_t b1) {
+  par_for(0, nb, kBatchLengthNsPerRow, [&](int64_t b0, int64_t b1) {
     int64_t last_n = -1, last_nw = 0;  // reads often share a length: one division per length
     Out tail[kMaxK];
     Status st;
@@ -193,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor> batch_impl(const uint8_t* s, const int64_t* o
   const Out pad = static_cast<Out>(pad_id);
   std::unique_ptr<std::atomic<uint8_t>[]> missing(new std::atomic<uint8_t>[B]());  // 1: a window missed
   // Pass 2: every row in place, as if no window missed.
-  at::parallel_for(0, units[B], grain_for(wns), [&](int64_t u0, int64_t u1) {
+  par_for(0, units[B], wns, [&](int64_t u0, int64_t u1) {
     int64_t b = std::upper_bound(units.begin(), units.end(), u0) - units.begin() - 1;
     for (; b < nb && units[static_cast<size_t>(b)] < u1; ++b) {
       const size_t i = static_cast<size_t>(b);
@@ -228,7 +228,7 @@ std::tuple<at::Tensor, at::Tensor> batch_impl(const uint8_t* s, const int64_t* o
   int64_t redo_bases = 0;
   for (int64_t b : redo) redo_bases += off[b + 1] - off[b];
   const double redo_row_ns = kBatchRowNs + kEncodeNsPerBase * static_cast<double>(redo_bases) / static_cast<double>(nr);
-  at::parallel_for(0, nr, grain_for(redo_row_ns), [&](int64_t r0, int64_t r1) {
+  par_for(0, nr, redo_row_ns, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = redo[static_cast<size_t>(r)];
       status[static_cast<size_t>(r)] = encode<Out>(s + off[b], off[b + 1] - off[b], v, rows[static_cast<size_t>(r)]);
@@ -259,7 +259,7 @@ std::tuple<at::Tensor, at::Tensor> batch_impl(const uint8_t* s, const int64_t* o
     }
     return {out, lengths};
   }
-  at::parallel_for(0, nb, grain_for(kBatchRowNs + kPadNsPerId * static_cast<double>(t_new)), [&](int64_t b0, int64_t b1) {
+  par_for(0, nb, kBatchRowNs + kPadNsPerId * static_cast<double>(t_new), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r = redo_of[static_cast<size_t>(b)];
       if (r >= 0) {
@@ -316,12 +316,12 @@ at::Tensor kmer_decode_cpu(const at::Tensor& ids, const at::Tensor& pieces, cons
                 offs[i], " > piece_offsets[", i + 1, "] = ", offs[i + 1]);
   const int64_t n = idc.numel();
   // Fixed blocks of tokens: their decoded lengths, a prefix sum, then every block copies its pieces. The blocks
-  // only fix where outputs start; each parallel_for gives a thread many blocks (grain from the measured cost).
+  // only fix where outputs start; a chunk of the parallel loops is a run of blocks (grain from the measured cost).
   constexpr int64_t kBlock = 4096;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<int64_t> start(static_cast<size_t>(blocks) + 1, 0), bad(static_cast<size_t>(blocks), -1);
   const double block_tokens = static_cast<double>(std::min(n, kBlock));
-  at::parallel_for(0, blocks, grain_for(kDecodeLengthNsPerToken * block_tokens), [&](int64_t c0, int64_t c1) {
+  par_for(0, blocks, kDecodeLengthNsPerToken * block_tokens, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t a = c * kBlock, b = std::min(n, a + kBlock);
       int64_t where = -1;
@@ -340,7 +340,7 @@ at::Tensor kmer_decode_cpu(const at::Tensor& ids, const at::Tensor& pieces, cons
   at::Tensor out = at::empty({start[static_cast<size_t>(blocks)]}, pieces.options());
   uint8_t* o = out.data_ptr<uint8_t>();
   const uint8_t* p = pc.data_ptr<uint8_t>();
-  at::parallel_for(0, blocks, grain_for(kDecodeCopyNsPerToken * block_tokens), [&](int64_t c0, int64_t c1) {
+  par_for(0, blocks, kDecodeCopyNsPerToken * block_tokens, [&](int64_t c0, int64_t c1) {
     // Consecutive blocks write consecutive output: one decode call over the whole stretch.
     const int64_t a = c0 * kBlock, b = std::min(n, c1 * kBlock);
     decode(id + a, b - a, p, pc.numel(), offs, o + start[static_cast<size_t>(c0)], o + start[static_cast<size_t>(c1)]);
