@@ -94,6 +94,7 @@ EF_INLINE void bwd_range(const Problem<T>& p, const T* dout, const int64_t* dos,
     const int64_t b = bh / p.H, h = bh % p.H;
     std::fill(dk_acc, dk_acc + Tk * p.Dp, A(0));
     std::fill(dv_acc, dv_acc + Tk * p.Dp, A(0));
+    if (drel) std::fill(drel + bh * nrel_used * p.Dp, drel + (bh + 1) * nrel_used * p.Dp, A(0));
     bwd_head<L>(p, w, b, h, dout + b * dos[0] + h * dos[1], dos[2], out + b * os[0] + h * os[1], os[2],
              lse + bh * p.Tq, dq + bh * p.Tq * p.D, dk_acc, dv_acc,
              drel ? drel + bh * nrel_used * p.Dp : nullptr, rlo);
@@ -373,7 +374,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rel_attention_bwd_cpu
     if (P) {
       rlo = clamp_offset(-(Tk - 1), P) + P - 1;
       nrel_used = clamp_offset(Tq - 1, P) + P - 1 - rlo + 1;
-      drel_part = at::zeros({B, H, nrel_used, p.Dp}, lse_c.options());
+      drel_part = at::empty({B, H, nrel_used, p.Dp}, lse_c.options());  // each task zeroes its own
       drel_ptr = drel_part.data_ptr<A>();
     }
     const int64_t dos[3] = {dout.stride(0), dout.stride(1), dout.stride(2)};
@@ -390,8 +391,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rel_attention_bwd_cpu
       bwd_dispatch<T>(p, doutp, dos, outp, os, lsep, dqp, dkp, dvp, drel_ptr, nrel_used, rlo, Tk, t0, t1);
     });
     if (P) {
-      for (int64_t b = 1; b < B; ++b) drel_part[0].add_(drel_part[b]);  // batch order: deterministic
-      drel.narrow(1, rlo, nrel_used).copy_(drel_part[0].narrow(2, 0, D));
+      // Sum the partials over the batch in batch order (deterministic), rows of (head, offset) in parallel.
+      T* drp = mut_ptr<scalar_t>(drel);
+      const A* part = drel_ptr;
+      const int64_t nrel = 2 * P - 1, Dp = p.Dp;
+      cpu_parallel_for(0, H * nrel_used, grain_for(1.0 * B * D), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t h = r / nrel_used, c = r % nrel_used;
+          for (int64_t d = 0; d < D; ++d) {
+            A sum = part[(h * nrel_used + c) * Dp + d];
+            for (int64_t b = 1; b < B; ++b) sum += part[((b * H + h) * nrel_used + c) * Dp + d];
+            drp[(h * nrel + rlo + c) * D + d] = Storage<T>::store(sum);
+          }
+        }
+      });
     }
   });
   return {dq, dk, dv, drel};

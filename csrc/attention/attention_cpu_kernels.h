@@ -204,7 +204,9 @@ template <Isa L, typename T, typename A = acc_of<T>>
 EF_INLINE void tile_scores(const Problem<T>& p, Work<A>& w, const A* kt, const T* kbase, int64_t h, int64_t bq,
                            int64_t pos0, int64_t j0, int64_t bk, int64_t bkp, int64_t clo, int64_t* rdone) {
   if (kt) {
-    gemm<A, L>(bq, bkp, p.D, w.qs, p.Dp, 1, kt + j0, p.kt_ld, w.s, BK, false);
+    // Causal: query row i sees key column jj <= i + pos0 - j0; the rest of S is masked later, so not computed.
+    const Causal cz = p.causal ? Causal{Band::kColsLe, pos0 - j0} : Causal{};
+    gemm<A, L>(bq, bkp, p.D, w.qs, p.Dp, 1, kt + j0, p.kt_ld, w.s, BK, false, cz);
   } else {
     int64_t kld;
     const A* krows = rows_as_acc(kbase + j0 * p.kst, p.kst, bk, p.D, p.Dp, w.rows, &kld);
@@ -288,7 +290,8 @@ EF_INLINE void fwd_block(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, 
     } else {
       vrows = rows_as_acc(vbase + j0 * p.vst, p.vst, bk, p.D, Dp, w.rows, &vld);
     }
-    gemm<A, L>(bq, Dp, bk, w.s, BK, 1, vrows, vld, O, Dp, true);
+    gemm<A, L>(bq, Dp, bk, w.s, BK, 1, vrows, vld, O, Dp, true,
+               p.causal ? Causal{Band::kKLe, pos0 - j0} : Causal{});  // P is zero past the diagonal
   }
 }
 
@@ -328,7 +331,9 @@ EF_INLINE void bwd_head(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, c
     for (int64_t j0 = j_first; j0 < ke && ke > kb; j0 += BK) {
       const int64_t bk = std::min(BK, ke - j0), bkp = round_up(bk, W);
       tile_scores<L>(p, w, kt, kbase, h, bq, pos0, j0, bk, bkp, clo, &rdone);
-      gemm<A, L>(bq, bkp, D, w.dos, Dp, 1, w.vt + j0, p.kt_ld, w.dp, BK, false);  // dP = dO V^T
+      const int64_t diag = pos0 - j0;  // query row i sees key column jj <= i + diag
+      const Causal cols = p.causal ? Causal{Band::kColsLe, diag} : Causal{};
+      gemm<A, L>(bq, bkp, D, w.dos, Dp, 1, w.vt + j0, p.kt_ld, w.dp, BK, false, cols);  // dP = dO V^T
       for (int64_t i = 0; i < bq; ++i) {
         A* srow = w.s + i * BK;
         A* dsrow = w.dp + i * BK;
@@ -338,15 +343,21 @@ EF_INLINE void bwd_head(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, c
         for (int64_t jj = std::max(hi, lo); jj < bkp; ++jj) srow[jj] = -inf;
         exp_sub_row<A, L>(srow, lse[i0 + i], bkp);  // P; masked keys and all-masked rows (lse = +inf) give 0
         const A dii = di[i];
-        for (int64_t jj = 0; jj < bkp; ++jj) dsrow[jj] = srow[jj] * (dsrow[jj] - dii);  // dS
+        // dS inside the row's window; zero outside (dP there may be unwritten: see the causal band).
+        const int64_t a = std::max<int64_t>(lo, 0), e = std::max(hi, a);
+        for (int64_t jj = 0; jj < a; ++jj) dsrow[jj] = A(0);
+        for (int64_t jj = a; jj < e; ++jj) dsrow[jj] = srow[jj] * (dsrow[jj] - dii);
+        for (int64_t jj = e; jj < bkp; ++jj) dsrow[jj] = A(0);
         if (P) scatter_rel_row(dsrow, w.g + i * p.rld, pos0 + i, j0, bk, P, clo);
       }
       // dV += P^T dO and dK += dS^T (s q): P and dS read transposed in place.
-      gemm<A, L>(bk, Dp, bq, w.s, 1, BK, w.dos, Dp, dv_acc + j0 * Dp, Dp, true);
-      gemm<A, L>(bk, Dp, bq, w.dp, 1, BK, w.qs, Dp, dk_acc + j0 * Dp, Dp, true);
+      const Causal from = p.causal ? Causal{Band::kKGe, diag} : Causal{};  // key jj meets queries i >= jj - diag
+      gemm<A, L>(bk, Dp, bq, w.s, 1, BK, w.dos, Dp, dv_acc + j0 * Dp, Dp, true, from);
+      gemm<A, L>(bk, Dp, bq, w.dp, 1, BK, w.qs, Dp, dk_acc + j0 * Dp, Dp, true, from);
       int64_t kld;
       const A* krows = rows_as_acc(kbase + j0 * p.kst, p.kst, bk, D, Dp, w.rows, &kld);
-      gemm<A, L>(bq, Dp, bk, w.dp, BK, 1, krows, kld, w.dq, Dp, true);  // dQ += dS K
+      gemm<A, L>(bq, Dp, bk, w.dp, BK, 1, krows, kld, w.dq, Dp, true,
+                 p.causal ? Causal{Band::kKLe, diag} : Causal{});  // dQ += dS K
     }
     if (ncols > 0) {
       const A* relP_h = p.relP + (h * (2 * P - 1) + clo + P - 1) * Dp;

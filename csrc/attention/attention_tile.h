@@ -9,6 +9,7 @@
 // temporary without FMA) must fit, or the compiler spills and the kernel runs at a fraction of its speed.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -63,37 +64,64 @@ EF_INLINE void gemm_block(int64_t K, const A* a, int64_t rs, int64_t cs, const A
     for (int n = 0; n < NV; ++n) cpu::vstore(c + r * ldc + n * W, acc[r][n]);
 }
 
+// Which part of a product a causal mask leaves, per row i of C, with diag = the row's offset: the product of a
+// diagonal attention tile is zero (or masked) beyond it, so blocks of rows skip that part exactly.
+//   kNone:    everything
+//   kColsLe:  columns n <= i + diag of C (S = q K^T, dP = dO V^T: later columns are masked anyway; not written)
+//   kKLe:     reduction indices k <= i + diag (O += P V, dQ += dS K: P and dS are zero beyond)
+//   kKGe:     reduction indices k >= i - diag (dV += P^T dO, dK += dS^T q: zero before)
+enum class Band { kNone, kColsLe, kKLe, kKGe };
+struct Causal {
+  Band band = Band::kNone;
+  int64_t diag = 0;
+};
+
+// Rows [i, i + mr) of one panel (first column n0): the block product restricted by the band.
+template <typename A, Isa L, int MR, int NV>
+EF_INLINE void gemm_rows(int64_t i, int64_t K, const A* a, int64_t rs, int64_t cs, const A* b, int64_t ldb, A* c,
+                         int64_t ldc, bool accumulate, int64_t n0, Causal cz) {
+  int64_t k0 = 0, k1 = K;
+  if (cz.band == Band::kColsLe && n0 > i + MR - 1 + cz.diag) return;
+  if (cz.band == Band::kKLe) k1 = std::min<int64_t>(K, i + MR + cz.diag);
+  if (cz.band == Band::kKGe) k0 = std::max<int64_t>(0, i - cz.diag);
+  if (k1 <= k0 && accumulate) return;
+  if (k1 < k0) k1 = k0;
+  gemm_block<A, L, MR, NV>(k1 - k0, a + i * rs + k0 * cs, rs, cs, b + k0 * ldb, ldb, c + i * ldc, ldc, accumulate);
+}
+
 // All M rows of one panel of NV vectors: blocks of MR rows, the rest in blocks of 4, 3, 2, 1.
 template <typename A, Isa L, int MR, int NV>
 EF_INLINE void gemm_panel(int64_t M, int64_t K, const A* a, int64_t rs, int64_t cs, const A* b, int64_t ldb, A* c,
-                          int64_t ldc, bool accumulate) {
+                          int64_t ldc, bool accumulate, int64_t n0, Causal cz) {
   int64_t i = 0;
-  for (; i + MR <= M; i += MR) gemm_block<A, L, MR, NV>(K, a + i * rs, rs, cs, b, ldb, c + i * ldc, ldc, accumulate);
+  for (; i + MR <= M; i += MR) gemm_rows<A, L, MR, NV>(i, K, a, rs, cs, b, ldb, c, ldc, accumulate, n0, cz);
   if constexpr (MR > 4) {
-    for (; i + 4 <= M; i += 4) gemm_block<A, L, 4, NV>(K, a + i * rs, rs, cs, b, ldb, c + i * ldc, ldc, accumulate);
+    for (; i + 4 <= M; i += 4) gemm_rows<A, L, 4, NV>(i, K, a, rs, cs, b, ldb, c, ldc, accumulate, n0, cz);
   }
   switch (M - i) {
-    case 3: gemm_block<A, L, 3, NV>(K, a + i * rs, rs, cs, b, ldb, c + i * ldc, ldc, accumulate); break;
-    case 2: gemm_block<A, L, 2, NV>(K, a + i * rs, rs, cs, b, ldb, c + i * ldc, ldc, accumulate); break;
-    case 1: gemm_block<A, L, 1, NV>(K, a + i * rs, rs, cs, b, ldb, c + i * ldc, ldc, accumulate); break;
+    case 3: gemm_rows<A, L, 3, NV>(i, K, a, rs, cs, b, ldb, c, ldc, accumulate, n0, cz); break;
+    case 2: gemm_rows<A, L, 2, NV>(i, K, a, rs, cs, b, ldb, c, ldc, accumulate, n0, cz); break;
+    case 1: gemm_rows<A, L, 1, NV>(i, K, a, rs, cs, b, ldb, c, ldc, accumulate, n0, cz); break;
     default: break;
   }
 }
 
 // C (M x N) = A B, or C += A B when accumulate; A(i, k) = a[i * rs + k * cs]. N must be a multiple of
-// Vec<A, L>::W; B and C are read and written over N columns (callers pad their buffers).
+// Vec<A, L>::W; B and C are read and written over N columns (callers pad their buffers). With a causal band
+// (see Band) only the part the mask leaves is computed; with kColsLe the skipped part of C is not written.
 template <typename A, Isa L>
 EF_INLINE void gemm(int64_t M, int64_t N, int64_t K, const A* a, int64_t rs, int64_t cs, const A* b, int64_t ldb, A* c,
-                    int64_t ldc, bool accumulate) {
+                    int64_t ldc, bool accumulate, Causal cz = Causal{}) {
   using Bk = Blocking<L>;
   constexpr int W = cpu::Vec<A, L>::W;
   int64_t n = 0;
   if constexpr (Bk::kWide) {
     for (; n + 4 * W <= N; n += 4 * W)
-      gemm_panel<A, L, Bk::MR4, 4>(M, K, a, rs, cs, b + n, ldb, c + n, ldc, accumulate);
+      gemm_panel<A, L, Bk::MR4, 4>(M, K, a, rs, cs, b + n, ldb, c + n, ldc, accumulate, n, cz);
   }
-  for (; n + 2 * W <= N; n += 2 * W) gemm_panel<A, L, Bk::MR2, 2>(M, K, a, rs, cs, b + n, ldb, c + n, ldc, accumulate);
-  for (; n < N; n += W) gemm_panel<A, L, Bk::MR1, 1>(M, K, a, rs, cs, b + n, ldb, c + n, ldc, accumulate);
+  for (; n + 2 * W <= N; n += 2 * W)
+    gemm_panel<A, L, Bk::MR2, 2>(M, K, a, rs, cs, b + n, ldb, c + n, ldc, accumulate, n, cz);
+  for (; n < N; n += W) gemm_panel<A, L, Bk::MR1, 1>(M, K, a, rs, cs, b + n, ldb, c + n, ldc, accumulate, n, cz);
 }
 
 // out[i * ldo + j] = x_i . y_j for i < m, j < n: rows of x (ld ldx) against rows of y (ld ldy), Dp wide (a

@@ -78,10 +78,12 @@ EF_INLINE void vstore(A* p, V v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-// All lanes x.
+// All lanes x: one broadcast (V{} + x would add +0.0, which is not an identity for -0.0, so it costs an add).
 template <typename V, typename A>
 EF_INLINE V vset(A x) {
-  return V{} + x;
+  V v;
+  for (int i = 0; i < static_cast<int>(sizeof(V) / sizeof(A)); ++i) v[i] = x;
+  return v;
 }
 
 template <typename V>

@@ -23,6 +23,11 @@ EF_INLINE void gemm_at(int64_t M, int64_t N, int64_t K, const A* a, int64_t rs, 
   gemm<A, L>(M, N, K, a, rs, cs, b, ldb, c, ldc, acc);
 }
 template <Isa L>
+EF_INLINE void band_at(int64_t M, int64_t N, int64_t K, const float* a, int64_t rs, int64_t cs, const float* b,
+                       int64_t ldb, float* c, int64_t ldc, bool acc, int band, int64_t diag) {
+  gemm<float, L>(M, N, K, a, rs, cs, b, ldb, c, ldc, acc, Causal{static_cast<Band>(band), diag});
+}
+template <Isa L>
 EF_INLINE void dots_at(int64_t m, int64_t n, int64_t Dp, const float* x, int64_t ldx, const float* y, int64_t ldy,
                        float* out, int64_t ldo) {
   row_dots<float, L>(m, n, Dp, x, ldx, y, ldy, out, ldo);
@@ -41,6 +46,10 @@ EF_DEFINE_ISA_ENTRIES(void, gemm_f64,
                       (int64_t M, int64_t N, int64_t K, const double* a, int64_t rs, int64_t cs, const double* b,
                        int64_t ldb, double* c, int64_t ldc, bool acc),
                       (M, N, K, a, rs, cs, b, ldb, c, ldc, acc), gemm_at)
+EF_DEFINE_ISA_ENTRIES(void, band_f32,
+                      (int64_t M, int64_t N, int64_t K, const float* a, int64_t rs, int64_t cs, const float* b,
+                       int64_t ldb, float* c, int64_t ldc, bool acc, int band, int64_t diag),
+                      (M, N, K, a, rs, cs, b, ldb, c, ldc, acc, band, diag), band_at)
 EF_DEFINE_ISA_ENTRIES(void, dots_f32,
                       (int64_t m, int64_t n, int64_t Dp, const float* x, int64_t ldx, const float* y, int64_t ldy,
                        float* out, int64_t ldo),
@@ -78,6 +87,29 @@ void test_gemm(int64_t M, int64_t N, int64_t K, bool accumulate, bool transposed
     }
     for (int64_t j = N; j < ldc; ++j) EF_EXPECT(c[i * ldc + j] == c0[i * ldc + j]);  // padding untouched
   }
+}
+
+// The causal bands: with A zero where the mask leaves nothing (kKLe: k > i + diag; kKGe: k < i - diag), the banded
+// product equals the full one; with kColsLe the columns n <= i + diag equal the full product's.
+void test_band(int band, int64_t M, int64_t N, int64_t K, int64_t diag, bool accumulate) {
+  std::mt19937 rng(static_cast<unsigned>(band * 7919 + M * 101 + N * 13 + K + diag * 3 + 50));
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  const int64_t lda = K + 1, ldb = N + 3, ldc = N + 5;
+  std::vector<float> a(M * lda), b(K * ldb), c(M * ldc), full(M * ldc);
+  for (auto& e : b) e = d(rng);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t k = 0; k < K; ++k) {
+      const bool zero = (band == 2 && k > i + diag) || (band == 3 && k < i - diag);
+      a[i * lda + k] = zero ? 0.0f : d(rng);
+    }
+  for (int64_t i = 0; i < M * ldc; ++i) c[i] = full[i] = d(rng);
+  gemm_f32(M, N, K, a.data(), lda, 1, b.data(), ldb, full.data(), ldc, accumulate);
+  band_f32(M, N, K, a.data(), lda, 1, b.data(), ldb, c.data(), ldc, accumulate, band, diag);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t n = 0; n < N; ++n) {
+      if (band == 1 && n > i + diag) continue;  // not computed
+      EF_EXPECT_NEAR(c[i * ldc + n], full[i * ldc + n], 1e-4 * (1 + std::fabs(full[i * ldc + n])));
+    }
 }
 
 void test_row_dots(int64_t m, int64_t n, int64_t Dp) {
@@ -154,6 +186,13 @@ EF_TEST_MAIN({
     for (int64_t m : {1, 3})
       for (int64_t n : {1, 4, 7, 130}) test_row_dots(m, n, 32), test_row_dots(m, n, 80);
     test_vexp();
+    for (int band = 1; band <= 3; ++band)
+      for (int64_t diag : {-70, -5, 0, 3, 64, 200})
+        for (bool acc : {false, true}) {
+          test_band(band, 64, 128, 32, diag, acc);
+          test_band(band, 13, 48, 64, diag, acc);
+          test_band(band, 128, 32, 64, diag, acc);
+        }
   }
   test_clamp_segments();
 })
