@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enigma_fast import _extension
 from enigma_fast.models import EnBERT, EnBERTConfig, Enigma, EnigmaConfig, load_model
@@ -210,3 +213,100 @@ def test_bfloat16_autocast_forward_backward():
     assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     torch.testing.assert_close(logits.float(), ref_logits, atol=0.1, rtol=0.1)
+
+
+# ---- issue 11: configs are type-checked (every construction path) ------------------------------------------
+_FIELD_KINDS = {f.name: str(f.type) for cls in (EnBERTConfig, EnigmaConfig) for f in dataclasses.fields(cls)}
+
+
+def _wrong_values(kind: str, good):
+    """Values of the wrong type for a field of type ``kind`` whose valid value is ``good``."""
+    out = [str(good).lower(), None, [good]]  # "false" / "4" / "0.1": the string of a good value
+    if kind == "int":
+        out += [float(good), True]
+    elif kind == "float":
+        out += [True]
+    else:
+        out += [0, 1, "true"]
+    return out
+
+
+@pytest.mark.parametrize("cls", [EnBERTConfig, EnigmaConfig])
+def test_config_fields_reject_wrong_types_by_name(cls):
+    base = cls.from_preset("tiny", vocab_size=V).to_dict()
+    for f in dataclasses.fields(cls):
+        for bad in _wrong_values(str(f.type), base[f.name]):
+            for make in (lambda kw: cls.from_dict({**base, **kw}),
+                         lambda kw: cls.from_preset("tiny", **{"vocab_size": V, **kw}),
+                         lambda kw: cls(**kw)):
+                with pytest.raises(TypeError, match=rf"^{cls.__name__}\.{f.name} must be a") as err:
+                    make({f.name: bad})
+                assert "\n" not in str(err.value) and "got " + type(bad).__name__ in str(err.value)
+
+
+@pytest.mark.parametrize("cls", [EnBERTConfig, EnigmaConfig])
+@pytest.mark.parametrize("field, value, match", [
+    ("vocab_size", 0, r"vocab_size must be an int in \[1, 2147483647\], got 0"),
+    ("d_model", -64, r"d_model must be an int in \[1, .*got -64"),
+    ("n_head", 0, r"n_head must be an int in \[1, .*got 0"),
+    ("block_size", 2**40, r"block_size must be an int in \[1, 2147483647\], got 1099511627776"),
+    ("n_head", 3, r"d_model must be divisible by n_head=3, got 128"),
+    ("dropout", 1.0, r"dropout must be in \[0, 1\), got 1.0"),
+    ("dropout", float("nan"), r"dropout must be a finite number, got nan"),
+    ("norm_eps", -1e-6, r"norm_eps must be >= 0, got -1e-06"),
+    ("norm_eps", float("inf"), r"norm_eps must be a finite number, got inf"),
+])
+def test_config_fields_reject_bad_values_by_name(cls, field, value, match):
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{match}$"):
+        cls.from_preset("tiny", **{"vocab_size": V, field: value})
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{match}$"):
+        cls.from_dict({**cls.from_preset("tiny", vocab_size=V).to_dict(), field: value})
+
+
+def test_config_from_dict_needs_a_complete_object_of_its_type():
+    from enigma_fast.models.config import config_from_dict
+
+    full = EnBERTConfig.from_preset("tiny", vocab_size=V).to_dict()
+    assert config_from_dict(full) == EnBERTConfig.from_preset("tiny", vocab_size=V)
+    assert type(config_from_dict(EnigmaConfig().to_dict())) is EnigmaConfig
+    with pytest.raises(TypeError, match=r"must be a JSON object \(dict\), got list"):
+        EnBERTConfig.from_dict([full])
+    with pytest.raises(TypeError, match=r"must be a JSON object \(dict\), got str"):
+        config_from_dict("enbert")
+    with pytest.raises(ValueError, match=r"^EnBERTConfig config is missing fields: norm_eps, tie_embeddings$"):
+        EnBERTConfig.from_dict({k: v for k, v in full.items() if k not in ("tie_embeddings", "norm_eps")})
+    with pytest.raises(ValueError, match=r"model_type must be one of \['enbert', 'enigma'\], got NoneType None"):
+        config_from_dict({k: v for k, v in full.items() if k != "model_type"})
+    with pytest.raises(ValueError, match=r"model_type 'enbert', not 'enigma'"):
+        EnigmaConfig.from_dict(full)
+    with pytest.raises(TypeError, match="preset name must be a str, got int 3"):
+        EnBERTConfig.from_preset(3)
+    # numpy ints are ints, ints are accepted for floats; both stored as plain Python values
+    import numpy as np
+
+    cfg = EnBERTConfig.from_preset("tiny", vocab_size=np.int64(V), dropout=0)
+    assert type(cfg.vocab_size) is int and type(cfg.dropout) is float and cfg.to_json()
+    # bos_id is an id: 0 is fine (it used to be rejected as "must be > 0")
+    assert EnigmaConfig(vocab_size=4, bos_id=0).bos_id == 0
+    with pytest.raises(ValueError, match=r"^EnigmaConfig\.bos_id must be in \[0, vocab_size=4\), got -1$"):
+        EnigmaConfig(vocab_size=4, bos_id=-1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(_FIELD_KINDS)),
+                       st.one_of(st.integers(-5, 600), st.floats(allow_nan=True), st.booleans(), st.text(max_size=4),
+                                 st.none()), max_size=4))
+def test_config_fuzz_valid_or_one_line_error(overrides):
+    """Any mix of overrides: a config whose every field has its declared type, or a one-line TypeError/ValueError
+    naming one of the fields."""
+    for cls in (EnBERTConfig, EnigmaConfig):
+        kw = {k: v for k, v in overrides.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        try:
+            cfg = cls.from_preset("tiny", **kw)
+        except (TypeError, ValueError) as err:
+            msg = str(err)
+            assert "\n" not in msg and msg.startswith(cls.__name__ + "."), msg
+            continue
+        for f in dataclasses.fields(cls):
+            assert type(getattr(cfg, f.name)).__name__ == str(f.type), (f.name, getattr(cfg, f.name))
+        assert cls.from_dict(json.loads(cfg.to_json())) == cfg
