@@ -310,3 +310,109 @@ def test_config_fuzz_valid_or_one_line_error(overrides):
         for f in dataclasses.fields(cls):
             assert type(getattr(cfg, f.name)).__name__ == str(f.type), (f.name, getattr(cfg, f.name))
         assert cls.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+# ---- issue 11: token ids, targets and paddings are checked before the embedding ---------------------------
+def _forward(model, ids, targets=None, start=None):
+    if isinstance(model, Enigma):
+        return model(ids[:, :5], ids[:, 5:], targets, src_start=start)
+    return model(ids, targets, key_start=start)
+
+
+@pytest.mark.parametrize("make", [small_enbert, small_enigma])
+@pytest.mark.parametrize("bad", [V, V + 1000, -1, -100, 2**40])
+def test_out_of_range_ids_raise_one_line_value_error(make, bad):
+    model = make()
+    ids = torch.randint(0, V, (2, 9))
+    ids[1, 6] = bad
+    name, where = ("tgt_in", "[1, 1]") if isinstance(model, Enigma) else ("idx", "[1, 6]")
+    with pytest.raises(ValueError, match=rf"^{name} must hold token ids in \[0, vocab_size={V}\), got {bad} at "
+                                         rf"{name}\{where[:-1]}\]$"):
+        _forward(model, ids)
+    ids[1, 6] = 0
+    ids[0, 2] = bad  # in the source of Enigma
+    name = "src" if isinstance(model, Enigma) else "idx"
+    with pytest.raises(ValueError, match=rf"^{name} must hold token ids in \[0, vocab_size={V}\), got {bad} at "
+                                         rf"{name}\[0, 2\]$"):
+        _forward(model, ids)
+
+
+@pytest.mark.parametrize("make", [small_enbert, small_enigma])
+def test_targets_and_left_padding_are_range_checked(make):
+    model = make()
+    ids = torch.randint(0, V, (2, 9))
+    T = 4 if isinstance(model, Enigma) else 9
+    targets = torch.randint(0, V, (2, T))
+    targets[0, 0] = -100  # ignored positions stay allowed ...
+    ref = _forward(model, ids, targets)[1]
+    assert torch.isfinite(ref)
+    targets[1, 2] = -5  # ... but any other negative id is an error, even next to -100
+    snapshot = targets.clone()
+    with pytest.raises(ValueError, match=rf"^targets must hold token ids in \[0, vocab_size={V}\) or -100, got -5 "
+                                         r"at targets\[1, 2\]$"):
+        _forward(model, ids, targets)
+    assert torch.equal(targets, snapshot)  # the caller's tensor is untouched
+    targets[1, 2] = V
+    with pytest.raises(ValueError, match=rf"got {V} at targets\[1, 2\]$"):
+        _forward(model, ids, targets)
+    with pytest.raises(ValueError, match=rf"^targets must be \(B, T\) = \(2, {T}\), got \(2, {T + 1}\)$"):
+        _forward(model, ids, torch.zeros(2, T + 1, dtype=torch.long))
+    # int32 targets work like int64 (cross_entropy alone wants int64)
+    torch.testing.assert_close(_forward(model, ids, targets.clamp(0, V - 1).int())[1],
+                               _forward(model, ids, targets.clamp(0, V - 1))[1])
+    name, S = ("src_start", 5) if isinstance(model, Enigma) else ("key_start", 9)
+    for bad in (S, -1):
+        with pytest.raises(ValueError, match=rf"^{name} must hold left-padding starts in \[0, {S}\) .* got {bad} at "
+                                             rf"{name}\[1\]$"):
+            _forward(model, ids, start=torch.tensor([0, bad], dtype=torch.int32))
+    with pytest.raises(ValueError, match=rf"^{name} must be \(B,\) = \(2,\), got \(3,\)$"):
+        _forward(model, ids, start=torch.zeros(3, dtype=torch.int32))
+    with pytest.raises(ValueError, match=rf"^{name} must be a \(B,\) int32/int64 tensor, got torch.float32 \(2,\)$"):
+        _forward(model, ids, start=torch.zeros(2))
+
+
+@pytest.mark.parametrize("make", [small_enbert, small_enigma])
+def test_wrong_id_dtypes_shapes_and_devices(make):
+    model = make()
+    name = "src" if isinstance(model, Enigma) else "idx"
+    for bad in (torch.zeros(2, 9), torch.zeros(2, 9, dtype=torch.int16), torch.zeros(2, 9, dtype=torch.bool),
+                torch.zeros(9, dtype=torch.long), torch.zeros(1, 2, 9, dtype=torch.long)):
+        with pytest.raises(ValueError, match=rf"^{name} must be a \(B, T\) int32/int64 tensor, got {bad.dtype} "):
+            model(bad, bad) if isinstance(model, Enigma) else model(bad)
+    with pytest.raises(TypeError, match=rf"^{name} must be a \(B, T\) int32/int64 tensor, got list$"):
+        model([[1, 2, 3]], [[1]]) if isinstance(model, Enigma) else model([[1, 2, 3]])
+    with pytest.raises(ValueError, match=rf"^{name} is on meta but the model is on cpu$"):
+        _forward(model, torch.zeros(2, 9, dtype=torch.long, device="meta"))
+    if isinstance(model, Enigma):
+        with pytest.raises(ValueError, match=r"^tgt_in must be \(B, T\) = \(2, \*\), got \(3, 4\)$"):
+            model(torch.zeros(2, 5, dtype=torch.long), torch.zeros(3, 4, dtype=torch.long))
+        with pytest.raises(ValueError, match=rf"^src must hold token ids in \[0, vocab_size={V}\), got {V} at "):
+            model.encode(torch.full((1, 3), V))
+        with pytest.raises(ValueError, match="^window must be a"):
+            Enigma.split_window(torch.zeros(10), 4, 2)
+        with pytest.raises(ValueError, match=r"^src_len must be an int in \(0, 10\), got 4.0$"):
+            Enigma.split_window(torch.zeros(1, 10, dtype=torch.long), 4.0, 2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(["enbert", "enigma"]), st.integers(1, 3), st.integers(6, 12),
+       st.lists(st.integers(-3, V + 3), min_size=1, max_size=3))
+def test_fuzz_ids_give_logits_or_a_value_error(kind, B, T, values):
+    """Random ids, some out of range: the model's logits equal those of the same valid ids, or a ValueError that
+    names the tensor; never an IndexError, and the caller's tensor is never changed."""
+    model = _FUZZ_MODELS[kind]
+    g = torch.Generator().manual_seed(B * 100 + T)
+    ids = torch.randint(0, V, (B, T), generator=g)
+    ids.view(-1)[: len(values)] = torch.tensor(values)
+    snapshot = ids.clone()
+    valid = bool(((ids >= 0) & (ids < V)).all())
+    try:
+        logits, _ = _forward(model, ids)
+    except ValueError as err:
+        assert not valid and "\n" not in str(err) and "must hold token ids in [0, vocab_size=12)" in str(err)
+    else:
+        assert valid and torch.isfinite(logits).all()
+    assert torch.equal(ids, snapshot)
+
+
+_FUZZ_MODELS = {"enbert": small_enbert(), "enigma": small_enigma()}
