@@ -191,7 +191,7 @@ def test_cli_rejects_bad_prompts(saved_model, tmp_path):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from enigma_fast.generation import check_sampling_args  # noqa: E402
+import enigma_fast.generation as _gen  # noqa: E402
 
 _BAD_SAMPLING = [
     (dict(temperature=float("nan")), ValueError, r"^temperature must be a finite number >= 0, got nan$"),
@@ -221,7 +221,7 @@ def test_bad_sampling_options_raise_before_any_work(kw, exc, match):
     with pytest.raises(exc, match=match):
         sample(torch.randn(2, 12), **kw)
     with pytest.raises(exc, match=match):
-        check_sampling_args(**kw)
+        _gen.check_sampling_args(**kw)
 
 
 def test_nan_temperature_no_longer_gives_all_pad_and_tiny_temperatures_are_greedy():
@@ -232,7 +232,7 @@ def test_nan_temperature_no_longer_gives_all_pad_and_tiny_temperatures_are_greed
         assert torch.equal(generate(model, prompt, 12, temperature=t, seed=1), greedy), t
     logits = torch.randn(4, 9)
     assert torch.equal(sample(logits, 1e-40), logits.argmax(-1))
-    assert check_sampling_args(1, 3, 1) == (1.0, 3, 1.0)
+    assert _gen.check_sampling_args(1, 3, 1) == (1.0, 3, 1.0)
     assert torch.equal(generate(model, prompt, 5, top_k=10**6, seed=2), generate(model, prompt, 5, seed=2))
 
 
