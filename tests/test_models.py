@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -416,3 +417,21 @@ def test_fuzz_ids_give_logits_or_a_value_error(kind, B, T, values):
 
 
 _FUZZ_MODELS = {"enbert": small_enbert(), "enigma": small_enigma()}
+
+
+@pytest.mark.parametrize("field, value, exc, match", [
+    ("tie_embeddings", "false", TypeError, r"EnBERTConfig\.tie_embeddings must be a bool \(true or false\), got str "
+                                           r"'false'"),
+    ("d_model", "64", TypeError, r"EnBERTConfig\.d_model must be an int, got str '64'"),
+    ("n_layer", 2.0, TypeError, r"EnBERTConfig\.n_layer must be an int, got float 2\.0"),
+    ("n_head", 3, ValueError, r"EnBERTConfig\.d_model must be divisible by n_head=3, got 64"),
+    ("norm_eps", None, TypeError, r"EnBERTConfig\.norm_eps must be a number, got NoneType None"),
+])
+def test_checkpoint_config_with_wrong_field_names_file_and_field(tmp_path, field, value, exc, match):
+    small_enbert().save_pretrained(tmp_path / "a")
+    f = tmp_path / "a" / "config.json"
+    f.write_text(json.dumps({**json.loads(f.read_text()), field: value}))
+    with pytest.raises(exc, match=rf"^{re.escape(str(f))}: {match}$"):
+        EnBERT.from_pretrained(tmp_path / "a")
+    with pytest.raises(exc, match=rf"^{re.escape(str(f))}: {match}$"):
+        load_model(str(tmp_path / "a"))

@@ -38,7 +38,7 @@ def check_id_tensor(
         raise TypeError(f"{name} must be a {want} int32/int64 tensor, got {type(t).__name__}")
     if t.dim() != dims or t.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"{name} must be a {want} int32/int64 tensor, got {t.dtype} {tuple(t.shape)}")
-    if shape is not None and any(w is not None and w != g for w, g in zip(shape, t.shape)):
+    if shape is not None and any(w is not None and w != g for w, g in zip(shape, t.shape, strict=True)):
         expect = "(" + ", ".join("*" if w is None else str(w) for w in shape) + (",)" if dims == 1 else ")")
         raise ValueError(f"{name} must be {want} = {expect}, got {tuple(t.shape)}")
     if device is not None and t.device != device:
@@ -133,9 +133,15 @@ class DNALanguageModel(nn.Module):
     def from_pretrained(
         cls, path: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
     ) -> DNALanguageModel:
-        """Build the model from ``path/config.json`` and load ``path/model.safetensors`` (errors list every
-        missing, unexpected or mis-shaped tensor); attaches ``path/tokenizer.json`` as ``model.tokenizer``."""
-        config = cls.config_class.from_dict(checkpoint.read_config(path))
+        """Build the model from ``path/config.json`` (validated by ``config_class.from_dict``: a wrong field type
+        or value raises TypeError/ValueError naming the file and the field) and load ``path/model.safetensors``
+        (errors list every missing, unexpected or mis-shaped tensor); attaches ``path/tokenizer.json`` as
+        ``model.tokenizer``."""
+        raw = checkpoint.read_config(path)
+        try:
+            config = cls.config_class.from_dict(raw)
+        except (TypeError, ValueError) as err:  # one line: the file, then the field, expected and got
+            raise type(err)(f"{Path(path) / checkpoint.CONFIG_NAME}: {err}") from None
         model = cls(config)
         checkpoint.load_state(model, path)
         tok_file = Path(path) / checkpoint.TOKENIZER_NAME

@@ -120,8 +120,12 @@ class Enigma(DNALanguageModel):
             raise ValueError(
                 f"source + target length {S} + {tgt_in.shape[1]} exceeds block_size {self.config.block_size}"
             )
-        check_id_ranges([self._id_range("src", src), self._id_range("tgt_in", tgt_in),
-                         self._id_range("targets", targets, targets=True), self._start_range("src_start", src_start, S)])
+        check_id_ranges([
+            self._id_range("src", src),
+            self._id_range("tgt_in", tgt_in),
+            self._id_range("targets", targets, targets=True),
+            self._start_range("src_start", src_start, S),
+        ])
         memory = self._encode(src, src_start)
         memory_kv = [blk.cross.project_memory(memory) for blk in self.decoder]
         h = self._decoder_input(tgt_in, self._src_len(src, src_start))
