@@ -182,3 +182,119 @@ def test_cli_rejects_bad_prompts(saved_model, tmp_path):
     assert r.returncode != 0 and "empty" in r.stderr
     r = _cli("--model", str(saved_model), "--prompt", "A" * 1100, "--device", "cpu")
     assert r.returncode != 0 and "exceeds the model's limit" in r.stderr
+
+
+# =============================================================================================================
+# issue 11 (library): generation arguments and prompts are checked once, up front, with one-line errors.
+# (CLI checks live in the CLI block above; keep this block last.)
+# =============================================================================================================
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import enigma_fast.generation as _gen  # noqa: E402
+
+_BAD_SAMPLING = [
+    (dict(temperature=float("nan")), ValueError, r"^temperature must be a finite number >= 0, got nan$"),
+    (dict(temperature=float("inf")), ValueError, r"^temperature must be a finite number >= 0, got inf$"),
+    (dict(temperature=-0.5), ValueError, r"^temperature must be a finite number >= 0, got -0.5$"),
+    (dict(temperature="1.0"), TypeError, r"^temperature must be a finite number >= 0, got str '1.0'$"),
+    (dict(temperature=True), TypeError, r"^temperature must be a finite number >= 0, got bool True$"),
+    (dict(top_k=0), ValueError, r"^top_k must be None or an int >= 1, got 0$"),
+    (dict(top_k=-3), ValueError, r"^top_k must be None or an int >= 1, got -3$"),
+    (dict(top_k=2.5), TypeError, r"^top_k must be None or an int >= 1, got float 2.5$"),
+    (dict(top_k="5"), TypeError, r"^top_k must be None or an int >= 1, got str '5'$"),
+    (dict(top_p=0.0), ValueError, r"^top_p must be None or a number in \(0, 1\], got 0.0$"),
+    (dict(top_p=1.5), ValueError, r"^top_p must be None or a number in \(0, 1\], got 1.5$"),
+    (dict(top_p=float("nan")), ValueError, r"^top_p must be None or a number in \(0, 1\], got nan$"),
+    (dict(top_p="0.9"), TypeError, r"^top_p must be None or a number in \(0, 1\], got str '0.9'$"),
+]
+
+
+@pytest.mark.parametrize("kw, exc, match", _BAD_SAMPLING)
+def test_bad_sampling_options_raise_before_any_work(kw, exc, match):
+    model = make_model("enbert", 12)
+    prompt = torch.randint(0, 12, (2, 4))
+    with pytest.raises(exc, match=match):
+        generate(model, prompt, 5, **kw)
+    with pytest.raises(exc, match=match):
+        stream(model, prompt, 5, **kw)  # at the call, not at the first next()
+    with pytest.raises(exc, match=match):
+        sample(torch.randn(2, 12), **kw)
+    with pytest.raises(exc, match=match):
+        _gen.check_sampling_args(**kw)
+
+
+def test_nan_temperature_no_longer_gives_all_pad_and_tiny_temperatures_are_greedy():
+    model = make_model("enbert", 12)
+    prompt = torch.randint(0, 12, (3, 6))
+    greedy = generate(model, prompt, 12, temperature=0.0)
+    for t in (1e-30, 1e-39, 1e-46, 5e-324):  # 1 / t overflows float32: used to sample token 0 on every row
+        assert torch.equal(generate(model, prompt, 12, temperature=t, seed=1), greedy), t
+    logits = torch.randn(4, 9)
+    assert torch.equal(sample(logits, 1e-40), logits.argmax(-1))
+    assert _gen.check_sampling_args(1, 3, 1) == (1.0, 3, 1.0)
+    assert torch.equal(generate(model, prompt, 5, top_k=10**6, seed=2), generate(model, prompt, 5, seed=2))
+
+
+@pytest.mark.parametrize("kind", ["enbert", "enigma"])
+def test_prompt_ids_are_checked_once_up_front(kind):
+    model = make_model(kind, 12)
+    prompt = torch.randint(0, 12, (2, 6))
+    prompt[1, 4] = 12
+    with pytest.raises(ValueError, match=r"^idx must hold token ids in \[0, vocab_size=12\), got 12 at idx\[1, 4\]$"):
+        generate(model, prompt, 5)
+    prompt[1, 4] = -1
+    with pytest.raises(ValueError, match=r"^idx must hold token ids in \[0, vocab_size=12\), got -1 at idx\[1, 4\]$"):
+        stream(model, prompt, 5)
+    # padding is part of the prompt tensor: a pad id outside the vocabulary is an error too
+    padded = torch.tensor([[-1, -1, 3, 4], [1, 2, 3, 4]])
+    with pytest.raises(ValueError, match=r"got -1 at idx\[0, 0\]$"):
+        generate(model, padded, 3, prompt_lengths=torch.tensor([2, 4]))
+
+
+def test_generate_argument_types_and_ranges():
+    model = make_model("enbert", 12)
+    prompt = torch.randint(0, 12, (2, 4))
+    cases = [
+        (dict(max_new_tokens=-1), ValueError, r"^max_new_tokens must be an int >= 1, got -1$"),
+        (dict(max_new_tokens=3.0), TypeError, r"^max_new_tokens must be an int >= 1, got float 3.0$"),
+        (dict(max_new_tokens=True), TypeError, r"^max_new_tokens must be an int >= 1, got bool True$"),
+        (dict(eos_id=12), ValueError, r"^eos_id must be None or an int in \[0, 12\), got 12$"),
+        (dict(pad_id=-1), ValueError, r"^pad_id must be an int in \[0, 12\), got -1$"),
+        (dict(pad_id=40, eos_id=3), ValueError, r"^pad_id must be an int in \[0, 12\), got 40$"),
+        (dict(seed="7"), TypeError, r"^seed must be None or an int in .*, got str '7'$"),
+        (dict(compile="no"), TypeError, r"^compile must be a bool, got str 'no'$"),
+        (dict(prompt_lengths=torch.tensor([1.0, 2.0])), ValueError,
+         r"^prompt_lengths must be a \(2,\) int32/int64 tensor, got torch.float32 \(2,\)$"),
+        (dict(prompt_lengths=torch.tensor([1, 2, 3])), ValueError, r"^prompt_lengths must be a \(2,\) int32/int64"),
+        (dict(prompt_lengths=[4, 4]), TypeError, r"^prompt_lengths must be None or a \(2,\) int tensor, got list$"),
+        (dict(prompt_lengths=torch.tensor([4, 0])), ValueError,
+         r"^prompt_lengths must hold prompt lengths in \[1, 4\], got 0 at prompt_lengths\[1\]$"),
+        (dict(prompt_lengths=torch.tensor([5, 4])), ValueError, r"got 5 at prompt_lengths\[0\]$"),
+    ]
+    for kw, exc, match in cases:
+        kw = {"max_new_tokens": 5, **kw}
+        with pytest.raises(exc, match=match):
+            generate(model, prompt, **kw)
+    with pytest.raises(ValueError, match=r"^idx must be a \(B, T\) int32/int64 tensor, got torch.float32 \(2, 4\)$"):
+        generate(model, prompt.float(), 5)
+    with pytest.raises(TypeError, match=r"^idx must be a \(B, T\) int32/int64 tensor, got list$"):
+        generate(model, [[1, 2]], 5)
+    with pytest.raises(ValueError, match=r"^idx is on meta but the model is on cpu$"):
+        generate(model, prompt.to("meta"), 5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(temperature=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2, 3), st.none(),
+                             st.text(max_size=3)),
+       top_k=st.one_of(st.none(), st.integers(-3, 40), st.floats(0, 5)),
+       top_p=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)))
+def test_fuzz_sampling_options_give_valid_ids_or_a_one_line_error(temperature, top_k, top_p):
+    logits = torch.randn(3, 12)
+    try:
+        out = sample(logits, temperature, top_k, top_p, torch.Generator().manual_seed(0))
+    except (TypeError, ValueError) as err:
+        msg = str(err)
+        assert "\n" not in msg and msg.split(" ")[0] in ("temperature", "top_k", "top_p"), msg
+    else:
+        assert out.shape == (3,) and bool(((out >= 0) & (out < 12)).all())

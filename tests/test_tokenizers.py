@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -13,7 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from enigma_fast.data import SequenceFileError, read_sequences, shipped_genome, shipped_genome_path
-from enigma_fast.tokenizers import CharTokenizer, DNATokenizer, KMerTokenizer, from_file, reverse_complement
+from enigma_fast.tokenizers import (
+    FALLBACK_ALPHABET,
+    CharTokenizer,
+    DNATokenizer,
+    KMerTokenizer,
+    from_file,
+    reverse_complement,
+)
 
 
 class SeedStyleTokenizer:
@@ -282,3 +290,178 @@ def test_fasta_reading(tmp_path) -> None:
         read_sequences(tmp_path / "missing.fa")
     (tmp_path / "empty.fa").write_text("")
     assert read_sequences(tmp_path / "empty.fa") == []
+
+
+# =============================================================================================================
+# issue 11: malformed tokenizer files, absurd ids and non-DNA training text give one-line ValueErrors
+# =============================================================================================================
+def _good_dict() -> dict:
+    tok = KMerTokenizer(3)
+    tok.build_vocab(["ACGTACGTAAGGTTCA"])
+    return json.loads(json.dumps(tok.to_dict()))
+
+
+def _without(key: str) -> dict:
+    d = _good_dict()
+    del d[key]
+    return d
+
+
+def _with(**kw) -> dict:
+    return {**_good_dict(), **kw}
+
+
+def _fallback_plus(extra: dict) -> dict:
+    d = _good_dict()
+    return _with(fallback={**d["fallback"], **extra})
+
+
+_MALFORMED = [
+    ([1, 2], r"must hold a JSON object, got list"),
+    (_without("k"), r"missing key 'k'"),
+    (_without("pieces"), r"missing key 'pieces'"),
+    (_without("special_tokens"), r"missing key 'special_tokens'"),
+    (_without("fallback"), r"missing key 'fallback'"),
+    (_without("invalid"), r"missing key 'invalid'"),
+    (_with(extra=1), r"unknown key 'extra'"),
+    (_with(version=True), r"not an enigma_fast.tokenizer v1 file"),
+    (_with(type="bpe"), r"'type' must be one of \['char', 'kmer'\], got str 'bpe'"),
+    (_with(k="3"), r"'k' must be an int in 1..32, got str '3'"),
+    (_with(k=3.5), r"'k' must be an int in 1..32, got float 3.5"),
+    (_with(k=3.0), r"'k' must be an int in 1..32, got float 3.0"),
+    (_with(k=True), r"'k' must be an int in 1..32, got bool True"),
+    (_with(k=40), r"'k' must be an int in 1..32, got int 40"),
+    (_with(stride=0), r"'stride' must be an int in 1..2\^30, got int 0"),
+    (_with(stride=2**31), r"'stride' must be an int in 1..2\^30, got int 2147483648"),
+    (_with(case=None), r"'case' must be a string, got NoneType None"),
+    (_with(unknown="drop"), r"unknown must be one of \('fallback', 'unk'\), got 'drop'"),
+    (_with(pieces=["ACG"]), r"'pieces' must be an object of token -> id, got list"),
+    (_with(pieces={"ACG": "0"}), r"'pieces' ids must be ints in \[0, 2\^31 - 1\), got 'ACG': str '0'"),
+    (_with(pieces={"ACG": 1.0}), r"'pieces' ids must be ints .* got 'ACG': float 1.0"),
+    (_with(pieces={"ACG": -1}), r"'pieces' ids must be ints .* got 'ACG': int -1"),
+    (_with(pieces={"ACG": 0, "GTA": 0}), r"id 0 is given to both 'ACG' and 'GTA'"),
+    (_with(pieces={"ACGT": 0}), r"'pieces' must be 1..k=3 letters of FALLBACK_ALPHABET, got str 'ACGT'; a 4-mer"),
+    (_with(pieces={"": 0}), r"'pieces' must be 1..k=3 letters"),
+    (_with(pieces={"AÃ": 0}), r"'pieces' must be 1..k=3 letters of FALLBACK_ALPHABET, got str 'AÃ'"),
+    (_with(special_tokens={"<pad>": 50}), r"'special_tokens' must have exactly the keys \['<pad>', '<unk>'"),
+    (_fallback_plus({"AC": 99}), r"'fallback' keys must be single letters of FALLBACK_ALPHABET, got str 'AC'"),
+    (_fallback_plus({"é": 99}), r"'fallback' keys must be single letters .* got str 'é'"),
+    (_fallback_plus({"一": 99}), r"'fallback' keys must be single letters .* got str '一'"),
+    (_fallback_plus({"X": 0}), r"'fallback' keys must be single letters"),
+    (_fallback_plus({"A": 0}), r"id 0 is given to both '\w+' and 'A'"),
+    (_with(pieces={"ACG": 10_000_000}), r"ids must be dense: the largest id is 10000000 for \d+ distinct ids"),
+    ({**CharTokenizer().to_dict(), "k": 2, "stride": 2}, r"a 'char' tokenizer needs k = stride = 1, got k=2"),
+]
+
+
+@pytest.mark.parametrize("d, match", _MALFORMED, ids=range(len(_MALFORMED)))
+def test_malformed_tokenizer_files_name_the_key(tmp_path, d, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        DNATokenizer.from_dict(d)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(d))
+    for load in (from_file, DNATokenizer.from_file, lambda p: KMerTokenizer(3).load_model(p)):
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: .*{match}") as err:
+            load(path)
+        assert "\n" not in str(err.value)
+
+
+def test_tokenizer_files_that_are_not_json(tmp_path) -> None:
+    for name, raw in (("empty", b""), ("binary", bytes(range(256))), ("cut", b'{"format": "enigma_fast.tok'),
+                      ("deep", b"[" * 100_000)):
+        (tmp_path / name).write_bytes(raw)
+        for load in (from_file, lambda p: KMerTokenizer(3).load_model(p)):
+            with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / name))}: not a JSON file \(") as err:
+                load(tmp_path / name)
+            assert "\n" not in str(err.value)
+
+
+def test_seed_vocabulary_with_absurd_ids_is_refused_before_allocating(tmp_path) -> None:
+    import time
+
+    tok = KMerTokenizer(5)
+    tok.build_vocab(["ACGTAGGTCA"])
+    before = tok.to_dict()
+    (tmp_path / "seed.json").write_text(json.dumps({"ACGTA": 0, "TTTTT": 10_000_000}))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"seed\.json: tokenizer ids must be dense: the largest id is 10000035 for 37 "
+                                         r"distinct ids \(at most 2 \* 37 \+ 1024 - 1 = 1097 allowed\); renumber"):
+        tok.load_model(tmp_path / "seed.json")
+    assert time.perf_counter() - t0 < 0.5  # it used to build tables of 10 million entries (1.35 GB)
+    assert tok.to_dict() == before  # a failed load changes nothing
+    # gaps are fine while the ids stay dense enough (the seed's vocabularies are 0..n-1)
+    (tmp_path / "gap.json").write_text(json.dumps({"ACGTA": 0, "TTTTT": 700}))
+    tok.load_model(tmp_path / "gap.json")
+    assert tok.pad_id == 701
+    (tmp_path / "long.json").write_text(json.dumps({"ACGTAC": 0}))
+    with pytest.raises(ValueError, match=r"long\.json: .*got str 'ACGTAC'; a 6-mer vocabulary needs k=6$"):
+        tok.load_model(tmp_path / "long.json")
+
+
+def test_build_vocab_follows_the_invalid_policy() -> None:
+    # default invalid="error": text that is not DNA is refused (it used to become pieces like 'GÃ' and '©')
+    for bad, text, pos in (("ACGé", "é", 3), ("ACGTTT\nAC", "\n", 6), ("AC GT", " ", 2), (b"AC\xffGT", "0xff", 2)):
+        tok = KMerTokenizer(2)
+        with pytest.raises(ValueError, match=rf"^sequences\[1\] holds {re.escape(repr(text))} at position {pos}, not a "
+                                             r"letter of FALLBACK_ALPHABET \(DNA/IUPAC\); use invalid='unk'"):
+            tok.build_vocab(["ACGT", bad])
+        assert tok.vocab == {}  # nothing was built
+    # invalid="unk": windows holding such bytes stay out of the vocabulary, encode maps the bytes to <unk>
+    tok = KMerTokenizer(2, invalid="unk")
+    tok.build_vocab(["ACGé", "GGTA"])
+    assert set(tok.vocab) == {"AC", "GG", "TA"}
+    assert all(p.isascii() for p in tok.vocab)
+    assert tok.decode(tok.encode("ACGTA")) == "ACGTA"
+    assert tok.encode("ACé")[1:] == [tok.unk_id, tok.unk_id]
+    assert tok.decode(tok.encode("ACGé")) == "ACG"  # lossy by request, and never 'ACGÃ©'
+    # lowercase, N and IUPAC letters are DNA text: still counted as pieces
+    tok = KMerTokenizer(2)
+    tok.build_vocab(["acNNRY"])
+    assert set(tok.vocab) == {"ac", "NN", "RY"}
+    with pytest.raises(TypeError, match="^sequences must be an iterable of DNA strings, got a single str; wrap it"):
+        KMerTokenizer(2).build_vocab("ACGT")
+
+
+_JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 2**33), st.floats(),
+              st.text(alphabet="ACGTNé<> x", max_size=5)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text("ACGTNx", max_size=4), inner,
+                                                                          max_size=3)),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(["k", "stride", "case", "pieces", "special_tokens", "fallback", "type", "version"]),
+       inner=st.booleans(), value=_JSON_VALUES)
+def test_fuzz_tokenizer_dicts_load_or_raise_one_line_value_error(key, inner, value) -> None:
+    """A valid tokenizer.json with one value (or one entry of a table) replaced by random JSON: it loads and
+    round-trips, or raises a one-line ValueError; never a KeyError/TypeError/IndexError from deep inside."""
+    d = _good_dict()
+    if inner and isinstance(d[key], dict):
+        d[key] = {**d[key], ("ACG" if key == "pieces" else next(iter(d[key]))): value}
+    else:
+        d[key] = value
+    try:
+        tok = DNATokenizer.from_dict(d)
+    except ValueError as err:
+        assert "\n" not in str(err)
+        return
+    assert DNATokenizer.from_dict(json.loads(json.dumps(tok.to_dict()))) == tok
+    s = "ACGTACGTTAGCAN"
+    try:
+        ids = tok.encode(s)
+    except ValueError as err:  # a file may leave out fallback letters: encode names the byte it cannot map
+        assert "has no token" in str(err) and set(tok.fallback_ids) != set(FALLBACK_ALPHABET)
+        return
+    assert all(0 <= i < tok.vocab_size for i in ids)
+    if tok.stride <= tok.k and tok.unknown == "fallback" and tok.case == "keep":
+        assert tok.decode(ids) == s
+
+
+def test_constructor_rejects_bool_k_and_strides_the_ops_cannot_run() -> None:
+    too_big = r"^stride must be an int in 1..2\^30 \(the k-mer ops' limit\), got 1073741825$"
+    with pytest.raises(ValueError, match=r"^k and stride must be ints, got k=True, stride=True$"):
+        KMerTokenizer(True)
+    with pytest.raises(ValueError, match=too_big):
+        KMerTokenizer(3, stride=2**30 + 1)  # used to construct, then fail on every encode

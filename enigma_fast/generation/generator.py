@@ -9,34 +9,68 @@ all-rows-finished check every ``sync_every`` steps when ``eos_id`` is set.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from enigma_fast.generation.sampling import sample
+from enigma_fast.generation.sampling import _sample, check_sampling_args
+from enigma_fast.models.base import IdRange, check_id_ranges, check_id_tensor
 
 __all__ = ["generate", "stream"]
 
 
-def _check(model: Any, idx: torch.Tensor, max_new_tokens: int, prompt_lengths: torch.Tensor | None) -> None:
-    if idx.dim() != 2 or idx.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"idx must be (B, T) token ids, got {idx.dtype} {tuple(idx.shape)}")
-    if idx.shape[1] == 0:
-        raise ValueError("prompts must hold at least one token")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    limit = model.max_new_tokens_for(idx.shape[1])
+def _int_arg(name: str, value: Any, lo: int, hi: int | None = None, allow_none: bool = False) -> int | None:
+    """``value`` as an int in ``[lo, hi)`` (``hi`` None: no upper bound); TypeError/ValueError naming ``name``."""
+    if value is None and allow_none:
+        return None
+    rng = f"in [{lo}, {hi})" if hi is not None else f">= {lo}"
+    want = f"{'None or ' if allow_none else ''}an int {rng}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {want}, got {type(value).__name__} {value!r}"[:200])
+    value = int(value)
+    if value < lo or (hi is not None and value >= hi):
+        raise ValueError(f"{name} must be {want}, got {value}")
+    return value
+
+
+def _check(
+    model: Any,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    prompt_lengths: torch.Tensor | None,
+    eos_id: int | None,
+    pad_id: int,
+) -> None:
+    """Everything about the prompts, once, before the prefill: shapes and dtypes, then the prompt ids (in
+    ``[0, vocab_size)``, padding included) and ``prompt_lengths`` (in ``[1, T]``) with a single host read. The
+    decode loop feeds back only ids it sampled from ``vocab_size`` logits (or ``pad_id``), so it needs no check."""
+    dev = next(model.parameters()).device
+    check_id_tensor("idx", idx, dev)
+    B, T = idx.shape
+    if T == 0:
+        raise ValueError("prompts must hold at least one token, got idx of shape " + str(tuple(idx.shape)))
+    max_new_tokens = _int_arg("max_new_tokens", max_new_tokens, 1)
+    limit = model.max_new_tokens_for(T)
     if max_new_tokens > limit:
         raise ValueError(
-            f"a {idx.shape[1]}-token prompt leaves room for {max(limit, 0)} new tokens within the model's block_size "
+            f"a {T}-token prompt leaves room for {max(limit, 0)} new tokens within the model's block_size "
             f"{model.config.block_size}, asked for {max_new_tokens}"
         )
-    if prompt_lengths is not None and (
-        prompt_lengths.shape != (idx.shape[0],) or bool((prompt_lengths < 1).any()) or bool(
-            (prompt_lengths > idx.shape[1]).any())
-    ):
-        raise ValueError(f"prompt_lengths must be ({idx.shape[0]},) with values in [1, {idx.shape[1]}]")
+    V = model.config.vocab_size
+    _int_arg("eos_id", eos_id, 0, V, allow_none=True)
+    _int_arg("pad_id", pad_id, 0, V)
+    if prompt_lengths is not None:
+        if not isinstance(prompt_lengths, torch.Tensor):
+            raise TypeError(f"prompt_lengths must be None or a ({B},) int tensor, got {type(prompt_lengths).__name__}")
+        if prompt_lengths.shape != (B,) or prompt_lengths.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"prompt_lengths must be a ({B},) int32/int64 tensor, got {prompt_lengths.dtype} "
+                             f"{tuple(prompt_lengths.shape)}")
+    check_id_ranges([
+        IdRange("idx", idx, 0, V, f"token ids in [0, vocab_size={V})"),
+        IdRange("prompt_lengths", prompt_lengths, 1, T + 1, f"prompt lengths in [1, {T}]"),
+    ])
 
 
 def stream(
@@ -57,9 +91,33 @@ def stream(
     """Yield the sampled tokens ``(B,)`` one step at a time (see :func:`generate` for the arguments).
 
     Rows that produced ``eos_id`` yield ``pad_id`` afterwards; the iterator ends early once all rows are done
-    (checked every step on CPU, every ``sync_every`` steps on CUDA).
+    (checked every step on CPU, every ``sync_every`` steps on CUDA). Every argument is checked here, when
+    ``stream`` is called, not at the first ``next``.
     """
-    _check(model, idx, max_new_tokens, prompt_lengths)
+    temperature, top_k, top_p = check_sampling_args(temperature, top_k, top_p)
+    _check(model, idx, max_new_tokens, prompt_lengths, eos_id, pad_id)
+    _int_arg("seed", seed, -(2**63), 2**64, allow_none=True)
+    _int_arg("sync_every", sync_every, 1)
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be a bool, got {type(compile).__name__} {compile!r}")
+    return _stream(model, idx, int(max_new_tokens), temperature, top_k, top_p, prompt_lengths, eos_id, pad_id,
+                   seed, compile, sync_every)
+
+
+def _stream(
+    model: Any,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    prompt_lengths: torch.Tensor | None,
+    eos_id: int | None,
+    pad_id: int,
+    seed: int | None,
+    compile: bool,
+    sync_every: int,
+) -> Iterator[torch.Tensor]:
     B, T = idx.shape
     device = idx.device
     key_start = None
@@ -82,7 +140,7 @@ def stream(
         logits = model.prefill(idx, key_start, cache)
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
-            tok = sample(logits, temperature, top_k, top_p, gen)
+            tok = _sample(logits, temperature, top_k, top_p, gen)
             if eos_id is not None:
                 tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
                 finished |= tok == eos_id
@@ -114,14 +172,20 @@ def generate(
         model: an ``EnBERT`` or ``Enigma`` (anything with ``allocate_cache``/``prefill``/``decode_step``).
         idx: ``(B, T)`` prompt token ids; with ``prompt_lengths`` the prompts are left-padded to T.
         max_new_tokens: tokens to sample per row.
-        temperature: 0 = greedy; top_k / top_p: truncation of the distribution (see ``sampling.sample``).
-        prompt_lengths: ``(B,)`` real lengths of left-padded prompts, or None (all T).
-        eos_id: stop a row at this token (later positions get ``pad_id``); None = never stop early.
+        temperature: finite, >= 0; 0 = greedy. top_k (int >= 1) / top_p (in (0, 1]): truncation of the
+            distribution (see ``sampling.sample``).
+        prompt_lengths: ``(B,)`` real lengths of left-padded prompts, in ``[1, T]``, or None (all T).
+        eos_id: stop a row at this token (later positions get ``pad_id``); None = never stop early. Both ids in
+            ``[0, vocab_size)``.
         seed: seeds a ``torch.Generator`` on idx's device: same seed, same tokens.
         compile: run the decode step through ``torch.compile`` (CUDA graphs on GPU).
 
     Returns:
         ``(B, T + n)`` int64: the prompts followed by the ``n <= max_new_tokens`` sampled tokens.
+
+    Raises:
+        TypeError / ValueError (one line naming the argument) before any model work: a prompt id outside
+        ``[0, vocab_size)``, wrong shapes/dtypes/devices, options out of range (see ``check_sampling_args``).
     """
     toks = list(
         stream(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,

@@ -2,13 +2,57 @@
 
 Sampling uses the exponential-race form of categorical sampling (argmax of p / E with E ~ Exp(1)), which needs
 no cumulative sum over the vocabulary on the host and no ``.item()``; a ``torch.Generator`` makes it seedable.
+``check_sampling_args`` validates the options once (the generator calls it before the prompts run, a CLI can
+call it before loading anything); ``sample`` checks them on every call.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any
+
 import torch
 
-__all__ = ["sample"]
+__all__ = ["check_sampling_args", "sample"]
+
+# 1 / temperature is capped here: beyond it float32 logits / temperature overflow to inf and the softmax to NaN
+# (a temperature of 1e-39 used to give token 0 on every row). Differences of float32 logits times this cap are
+# far beyond exp's range, so every temperature below 1e-30 samples exactly as greedy.
+_MAX_INV_TEMPERATURE = 1e30
+
+
+def _got(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def check_sampling_args(
+    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> tuple[float, int | None, float | None]:
+    """Validate sampling options; returns them as plain ``(float, int | None, float | None)``.
+
+    ``temperature``: a finite real number >= 0 (0 = greedy). ``top_k``: None or an int >= 1 (values >= the
+    vocabulary size keep every token). ``top_p``: None or a real number in (0, 1]. A bool is never accepted as a
+    number. TypeError for a wrong type, ValueError for a wrong value, one line naming the option.
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a finite number >= 0, got {_got(temperature)}")
+    temperature = float(temperature)
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+            raise TypeError(f"top_k must be None or an int >= 1, got {_got(top_k)}")
+        top_k = int(top_k)
+        if top_k < 1:
+            raise ValueError(f"top_k must be None or an int >= 1, got {top_k}")
+    if top_p is not None:
+        if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real):
+            raise TypeError(f"top_p must be None or a number in (0, 1], got {_got(top_p)}")
+        top_p = float(top_p)
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p}")
+    return temperature, top_k, top_p
 
 
 def sample(
@@ -21,24 +65,32 @@ def sample(
     """Draw one token per row.
 
     Args:
-        logits: ``(B, V)`` unnormalised scores.
-        temperature: 0 means greedy (argmax); otherwise logits are divided by it.
+        logits: ``(B, V)`` unnormalised scores (floating point).
+        temperature: 0 means greedy (argmax); otherwise draw from ``softmax(logits / temperature)``.
         top_k: keep the k largest logits per row (None or >= V: all).
         top_p: keep the smallest set of tokens whose probability mass reaches top_p (nucleus), always >= 1 token.
         generator: random source (on logits' device) for reproducible draws.
 
     Returns:
-        ``(B,)`` int64 token ids, on logits' device.
+        ``(B,)`` int64 token ids, on logits' device. Options are checked by ``check_sampling_args``.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a (B, V) floating-point tensor, got {type(logits).__name__}")
+    if logits.dim() != 2 or not logits.dtype.is_floating_point or logits.shape[1] == 0:
+        raise ValueError(f"logits must be a (B, V) floating-point tensor with V >= 1, got {logits.dtype} "
+                         f"{tuple(logits.shape)}")
+    return _sample(logits, *check_sampling_args(temperature, top_k, top_p), generator)
+
+
+def _sample(
+    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``sample`` on checked options (the decode loop's per-step call)."""
     if temperature == 0.0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    # Shifting by the row maximum changes no probability and keeps the scaled logits finite for any temperature.
+    logits = logits.float()
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) * min(1.0 / temperature, _MAX_INV_TEMPERATURE)
     vocab = logits.shape[-1]
     if top_k is not None and top_k < vocab:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]

@@ -1,10 +1,19 @@
-"""What EnBERT and Enigma share: weight init, loss, checkpoint folders and the ``generate`` entry point."""
+"""What EnBERT and Enigma share: weight init, loss, input checks, checkpoint folders and the ``generate`` entry
+point.
+
+Input checks: token id tensors must be ``(B, T)`` int32/int64 on the model's device (ValueError otherwise, no
+host sync), and their values in ``[0, vocab_size)``: one min/max reduction per tensor and a single host read for
+all of them per call (``check_id_ranges``), skipped while ``torch.compile`` traces (compiled code keeps
+inductor's own index asserts). A bad id raises a one-line ValueError naming the tensor, the range, the value and
+its position, instead of ``IndexError: index out of range in self`` (or a device-side assert on CUDA).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +23,59 @@ from enigma_fast import tokenizers
 from enigma_fast.models import checkpoint
 from enigma_fast.nn import KVCache
 
-__all__ = ["DNALanguageModel"]
+__all__ = ["IGNORE_INDEX", "DNALanguageModel", "IdRange", "check_id_ranges", "check_id_tensor"]
+
+IGNORE_INDEX = -100  # targets with this value are left out of the loss
+
+
+def check_id_tensor(
+    name: str, t: Any, device: torch.device | None = None, *, dims: int = 2, shape: Sequence[int | None] | None = None
+) -> None:
+    """Check (without reading values) that ``t`` is an int32/int64 tensor of ``dims`` dimensions on ``device``
+    whose sizes match ``shape`` (None = any size there). TypeError for a non-tensor, ValueError otherwise."""
+    want = "(B, T)" if dims == 2 else "(B,)"
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a {want} int32/int64 tensor, got {type(t).__name__}")
+    if t.dim() != dims or t.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"{name} must be a {want} int32/int64 tensor, got {t.dtype} {tuple(t.shape)}")
+    if shape is not None and any(w is not None and w != g for w, g in zip(shape, t.shape, strict=True)):
+        expect = "(" + ", ".join("*" if w is None else str(w) for w in shape) + (",)" if dims == 1 else ")")
+        raise ValueError(f"{name} must be {want} = {expect}, got {tuple(t.shape)}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} is on {t.device} but the model is on {device}")
+
+
+class IdRange(NamedTuple):
+    """One check for ``check_id_ranges``: every element of ``t`` in ``[lo, hi)`` or equal to ``ignore``;
+    ``what`` describes the range in the error message. ``t`` None or empty: nothing to check."""
+
+    name: str
+    t: torch.Tensor | None
+    lo: int
+    hi: int
+    what: str
+    ignore: int | None = None
+
+
+def check_id_ranges(checks: Sequence[IdRange]) -> None:
+    """Check the value ranges of several tensors with one ``aminmax`` each and one host read for all; nothing
+    while ``torch.compile`` traces. Raises a one-line ValueError naming the first bad value and its position."""
+    if torch.compiler.is_compiling():
+        return
+    todo = []
+    for c in checks:
+        if c.t is None or not c.t.numel():
+            continue
+        t = c.t if c.ignore is None else c.t.masked_fill(c.t == c.ignore, c.lo)
+        todo.append((c, t))
+    if not todo:
+        return
+    stats = torch.stack([m.long() for _, t in todo for m in torch.aminmax(t)]).tolist()
+    for j, (c, t) in enumerate(todo):
+        if stats[2 * j] < c.lo or stats[2 * j + 1] >= c.hi:
+            pos = tuple(((t < c.lo) | (t >= c.hi)).nonzero()[0].tolist())
+            where = ", ".join(map(str, pos))
+            raise ValueError(f"{c.name} must hold {c.what}, got {int(t[pos])} at {c.name}[{where}]")
 
 
 class DNALanguageModel(nn.Module):
@@ -34,15 +95,30 @@ class DNALanguageModel(nn.Module):
                 nn.init.zeros_(module.bias)
 
     @staticmethod
-    def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
         """Mean next-token cross-entropy (nats) over targets != ignore_index; logits ``(B, T, V)``, targets
         ``(B, T)``."""
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1).long(),
                                ignore_index=ignore_index)
 
     def num_parameters(self) -> int:
         """Number of distinct parameters (a tied head counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+    def _device(self) -> torch.device:
+        return self.tok_emb.weight.device
+
+    def _id_range(self, name: str, t: torch.Tensor | None, targets: bool = False) -> IdRange:
+        """Token ids of ``t`` in ``[0, vocab_size)`` (targets: or ``IGNORE_INDEX``)."""
+        V = self.config.vocab_size
+        if targets:
+            return IdRange(name, t, 0, V, f"token ids in [0, vocab_size={V}) or {IGNORE_INDEX}", IGNORE_INDEX)
+        return IdRange(name, t, 0, V, f"token ids in [0, vocab_size={V})")
+
+    @staticmethod
+    def _start_range(name: str, t: torch.Tensor | None, length: int) -> IdRange:
+        """Left-padding starts ``t`` ``(B,)`` in ``[0, length)``: at least one real token per row."""
+        return IdRange(name, t, 0, length, f"left-padding starts in [0, {length}) (at least one real token per row)")
 
     # -------------------------------------------------------------------------------------------------------
     # checkpoints
@@ -57,9 +133,15 @@ class DNALanguageModel(nn.Module):
     def from_pretrained(
         cls, path: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
     ) -> DNALanguageModel:
-        """Build the model from ``path/config.json`` and load ``path/model.safetensors`` (errors list every
-        missing, unexpected or mis-shaped tensor); attaches ``path/tokenizer.json`` as ``model.tokenizer``."""
-        config = cls.config_class.from_dict(checkpoint.read_config(path))
+        """Build the model from ``path/config.json`` (validated by ``config_class.from_dict``: a wrong field type
+        or value raises TypeError/ValueError naming the file and the field) and load ``path/model.safetensors``
+        (errors list every missing, unexpected or mis-shaped tensor); attaches ``path/tokenizer.json`` as
+        ``model.tokenizer``."""
+        raw = checkpoint.read_config(path)
+        try:
+            config = cls.config_class.from_dict(raw)
+        except (TypeError, ValueError) as err:  # one line: the file, then the field, expected and got
+            raise type(err)(f"{Path(path) / checkpoint.CONFIG_NAME}: {err}") from None
         model = cls(config)
         checkpoint.load_state(model, path)
         tok_file = Path(path) / checkpoint.TOKENIZER_NAME

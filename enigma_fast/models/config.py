@@ -2,18 +2,60 @@
 
     cfg = EnBERTConfig.from_preset("tiny", vocab_size=tok.vocab_size)
     cfg = EnigmaConfig.from_preset("seed", dropout=0.1)
+    cfg = config_from_dict(json.load(open("ckpt/config.json")))   # EnBERTConfig or EnigmaConfig
+
+Every way of making a config (the constructor, ``from_preset``, ``from_dict``, ``dataclasses.replace``) runs
+``validate``: each field must have its declared type (``"false"`` is not ``False``, ``"4"`` and ``4.0`` are not
+``4``; a bool is not an int) and a sensible value (sizes >= 1, ``d_model`` divisible by ``n_head``, ...). A wrong
+type raises TypeError, a wrong value ValueError, each one line naming the field, what was expected and what came.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["EnBERTConfig", "EnigmaConfig"]
+__all__ = ["EnBERTConfig", "EnigmaConfig", "config_from_dict"]
 
 C = TypeVar("C", bound="_Config")
+
+# Sizes must fit the kernels' 32-bit size arguments (and keep a typo from asking for petabytes).
+MAX_SIZE = 2**31 - 1
+
+
+def _got(value: Any) -> str:
+    """``type 'value'`` for error messages, kept to one short line."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _typed(owner: str, name: str, kind: str, value: Any) -> Any:
+    """``value`` as field type ``kind`` ("int", "float" or "bool"): TypeError unless it already is one (an int
+    is accepted for a float; a bool is never an int or a float)."""
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise TypeError(f"{owner}.{name} must be a bool (true or false), got {_got(value)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}.{name} must be {'an int' if kind == 'int' else 'a number'}, got {_got(value)}")
+    if kind == "int":
+        if not isinstance(value, numbers.Integral):
+            raise TypeError(f"{owner}.{name} must be an int, got {_got(value)}")
+        return int(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}.{name} must be a finite number, got {value}")
+    return value
 
 
 @dataclass
@@ -33,16 +75,27 @@ class _Config:
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
+    # int fields that are ids, not sizes (checked by the subclass against vocab_size, may be 0)
+    _ID_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field's type and value (see the module doc); normalises numpy ints and float fields
+        given as ints to plain ``int``/``float``. Raises TypeError (wrong type) or ValueError (wrong value)."""
+        owner = type(self).__name__
         for f in fields(self):
-            if f.type in ("int",) and getattr(self, f.name) <= 0:
-                raise ValueError(f"{type(self).__name__}.{f.name} must be > 0, got {getattr(self, f.name)}")
+            value = _typed(owner, f.name, str(f.type), getattr(self, f.name))
+            if f.type == "int" and f.name not in self._ID_FIELDS and not 1 <= value <= MAX_SIZE:
+                raise ValueError(f"{owner}.{f.name} must be an int in [1, {MAX_SIZE}], got {value}")
+            object.__setattr__(self, f.name, value)
         if self.d_model % self.n_head != 0:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+            raise ValueError(f"{owner}.d_model must be divisible by n_head={self.n_head}, got {self.d_model}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ValueError(f"{owner}.dropout must be in [0, 1), got {self.dropout}")
         if self.norm_eps < 0:
-            raise ValueError(f"norm_eps must be >= 0, got {self.norm_eps}")
+            raise ValueError(f"{owner}.norm_eps must be >= 0, got {self.norm_eps}")
 
     @property
     def head_dim(self) -> int:
@@ -50,7 +103,10 @@ class _Config:
 
     @classmethod
     def from_preset(cls: type[C], name: str, **overrides: Any) -> C:
-        """The named preset with ``overrides`` applied; an unknown name lists the known ones."""
+        """The named preset with ``overrides`` applied (each type- and value-checked as by ``validate``, so a
+        ``--model-override`` value must already be an int/float/bool); an unknown name lists the known ones."""
+        if not isinstance(name, str):
+            raise TypeError(f"{cls.__name__} preset name must be a str, got {_got(name)}")
         if name not in cls.PRESETS:
             raise ValueError(f"unknown {cls.__name__} preset {name!r}; known: {', '.join(sorted(cls.PRESETS))}")
         unknown = set(overrides) - {f.name for f in fields(cls)}
@@ -63,14 +119,26 @@ class _Config:
         return {"model_type": self.model_type, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+    def from_dict(cls: type[C], d: Mapping[str, Any]) -> C:
+        """The config of a parsed config.json (``to_dict`` output): every field present, none unknown, each of
+        its declared type and a valid value; ``model_type``, when present, must be this class's. The validating
+        constructor for files: TypeError/ValueError, one line naming the field, on anything else."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"{cls.__name__} config must be a JSON object (dict), got {type(d).__name__}")
         d = dict(d)
+        bad_keys = [k for k in d if not isinstance(k, str)]
+        if bad_keys:
+            raise TypeError(f"{cls.__name__} config keys must be str, got {_got(bad_keys[0])}")
         kind = d.pop("model_type", cls.model_type)
         if kind != cls.model_type:
             raise ValueError(f"config is for model_type {kind!r}, not {cls.model_type!r}")
-        unknown = set(d) - {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields in config: {', '.join(sorted(unknown))}")
+        missing = names - set(d)
+        if missing:
+            raise ValueError(f"{cls.__name__} config is missing fields: {', '.join(sorted(missing))}")
         return cls(**d)
 
     def to_json(self) -> str:
@@ -120,7 +188,9 @@ class EnigmaConfig(_Config):
 
     n_encoder_layer: int = 12
     n_decoder_layer: int = 12
-    bos_id: int = 2  # decoder start token (a tokenizer's bos_id); must be < vocab_size
+    bos_id: int = 2  # decoder start token (a tokenizer's bos_id); must be in [0, vocab_size)
+
+    _ID_FIELDS: ClassVar[frozenset[str]] = frozenset({"bos_id"})
 
     model_type: ClassVar[str] = "enigma"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -130,10 +200,10 @@ class EnigmaConfig(_Config):
                      block_size=512),
     }
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def validate(self) -> None:
+        super().validate()
         if not 0 <= self.bos_id < self.vocab_size:
-            raise ValueError(f"bos_id must be in [0, vocab_size={self.vocab_size}), got {self.bos_id}")
+            raise ValueError(f"EnigmaConfig.bos_id must be in [0, vocab_size={self.vocab_size}), got {self.bos_id}")
 
     def num_parameters(self) -> int:
         """Parameter count of ``Enigma(self)`` (tied head counted once)."""
@@ -142,3 +212,15 @@ class EnigmaConfig(_Config):
         enc = self.n_encoder_layer * self._block_params() + self.d_model
         dec = self.n_decoder_layer * self._block_params(cross=True) + self.d_model
         return emb + head + enc + dec
+
+
+def config_from_dict(d: Mapping[str, Any]) -> EnBERTConfig | EnigmaConfig:
+    """The validated config of a parsed config.json, its class chosen by ``d["model_type"]`` ("enbert" or
+    "enigma"); see ``from_dict`` for the checks. Raises TypeError/ValueError naming the field."""
+    if not isinstance(d, Mapping):
+        raise TypeError(f"a model config must be a JSON object (dict), got {type(d).__name__}")
+    classes = {c.model_type: c for c in (EnBERTConfig, EnigmaConfig)}
+    kind = d.get("model_type")
+    if kind not in classes:
+        raise ValueError(f"model_type must be one of {sorted(classes)}, got {_got(kind)}")
+    return classes[kind].from_dict(d)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from enigma_fast.models.base import DNALanguageModel
+from enigma_fast.models.base import DNALanguageModel, check_id_ranges, check_id_tensor
 from enigma_fast.models.config import EnBERTConfig
 from enigma_fast.models.layers import Block, run_blocks
 from enigma_fast.nn import RMSNorm
@@ -42,16 +42,27 @@ class EnBERT(DNALanguageModel):
         if c.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
 
-    def _check(self, idx: torch.Tensor) -> None:
-        if idx.dim() != 2 or idx.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"idx must be (B, T) int64 token ids, got {idx.dtype} {tuple(idx.shape)}")
+    def _check(self, idx: torch.Tensor, targets: torch.Tensor | None, key_start: torch.Tensor | None) -> None:
+        """Shapes, dtypes and devices of the forward inputs, then their values (one host read; see base)."""
+        dev = self._device()
+        check_id_tensor("idx", idx, dev)
+        B, T = idx.shape
+        if targets is not None:
+            check_id_tensor("targets", targets, dev, shape=(B, T))
+        if key_start is not None:
+            check_id_tensor("key_start", key_start, dev, dims=1, shape=(B,))
+        check_id_ranges([self._id_range("idx", idx), self._id_range("targets", targets, targets=True),
+                         self._start_range("key_start", key_start, T)])
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, key_start: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``(B, T, vocab)`` for token ids ``idx`` ``(B, T)``, and the mean cross-entropy against
-        ``targets`` ``(B, T)`` (``-100`` = ignore) when given. ``key_start`` ``(B,)``: left padding per row."""
-        self._check(idx)
+        ``targets`` ``(B, T)`` (``-100`` = ignore) when given. ``key_start`` ``(B,)``: left padding per row.
+
+        Ids must lie in ``[0, vocab_size)`` and ``key_start`` in ``[0, T)``: ValueError naming the tensor, value
+        and position otherwise (checked with one host read; skipped under ``torch.compile``)."""
+        self._check(idx, targets, key_start)
         h = self.drop(self.tok_emb(idx))
         y = run_blocks(self.blocks, self.norm_f, h, key_start=key_start)
         logits = self.lm_head(y)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from enigma_fast.models.base import DNALanguageModel
+from enigma_fast.models.base import DNALanguageModel, check_id_ranges, check_id_tensor
 from enigma_fast.models.config import EnigmaConfig
 from enigma_fast.models.layers import Block, run_blocks
 from enigma_fast.nn import RMSNorm
@@ -58,8 +58,9 @@ class Enigma(DNALanguageModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Split token windows ``(B, L)`` into ``src = window[:, :src_len]``, ``tgt_in = [bos] +
         window[:, src_len:-1]`` and ``targets = window[:, src_len:]`` (teacher forcing)."""
-        if not 0 < src_len < window.shape[1]:
-            raise ValueError(f"src_len must be in (0, {window.shape[1]}), got {src_len}")
+        check_id_tensor("window", window)
+        if isinstance(src_len, bool) or not isinstance(src_len, int) or not 0 < src_len < window.shape[1]:
+            raise ValueError(f"src_len must be an int in (0, {window.shape[1]}), got {src_len!r}")
         src, targets = window[:, :src_len], window[:, src_len:]
         bos = torch.full_like(targets[:, :1], bos_id)
         return src, torch.cat([bos, targets[:, :-1]], dim=1), targets
@@ -70,10 +71,19 @@ class Enigma(DNALanguageModel):
         return full if src_start is None else full - src_start.long()
 
     def encode(self, src: torch.Tensor, src_start: torch.Tensor | None = None) -> torch.Tensor:
-        """Encoder output ``(B, S, d_model)`` for source ids ``(B, S)`` left-padded up to ``src_start``."""
+        """Encoder output ``(B, S, d_model)`` for source ids ``(B, S)`` left-padded up to ``src_start`` ``(B,)``
+        (inputs checked as in ``forward``)."""
+        dev = self._device()
+        check_id_tensor("src", src, dev)
+        if src_start is not None:
+            check_id_tensor("src_start", src_start, dev, dims=1, shape=(src.shape[0],))
+        if src.shape[1] > self.config.block_size:
+            raise ValueError(f"source length {src.shape[1]} exceeds block_size {self.config.block_size}")
+        check_id_ranges([self._id_range("src", src), self._start_range("src_start", src_start, src.shape[1])])
+        return self._encode(src, src_start)
+
+    def _encode(self, src: torch.Tensor, src_start: torch.Tensor | None) -> torch.Tensor:
         B, S = src.shape
-        if S > self.config.block_size:
-            raise ValueError(f"source length {S} exceeds block_size {self.config.block_size}")
         pos = torch.arange(S, device=src.device).expand(B, S)
         if src_start is not None:
             pos = (pos - src_start[:, None].long()).clamp_min(0)
@@ -93,15 +103,30 @@ class Enigma(DNALanguageModel):
         src_start: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Decoder logits ``(B, T, vocab)`` for source ``(B, S)`` and decoder input ``(B, T)`` (teacher forcing),
-        and the mean cross-entropy against ``targets`` ``(B, T)`` when given."""
-        for name, t in (("src", src), ("tgt_in", tgt_in)):
-            if t.dim() != 2 or t.dtype not in (torch.int32, torch.int64):
-                raise ValueError(f"{name} must be (B, T) int64 token ids, got {t.dtype} {tuple(t.shape)}")
-        if src.shape[1] + tgt_in.shape[1] > self.config.block_size:
+        and the mean cross-entropy against ``targets`` ``(B, T)`` (``-100`` = ignore) when given. ``src_start``
+        ``(B,)``: left padding of each source row.
+
+        Ids must lie in ``[0, vocab_size)`` and ``src_start`` in ``[0, S)``: ValueError naming the tensor, value
+        and position otherwise (checked with one host read; skipped under ``torch.compile``)."""
+        dev = self._device()
+        check_id_tensor("src", src, dev)
+        B, S = src.shape
+        check_id_tensor("tgt_in", tgt_in, dev, shape=(B, None))
+        if targets is not None:
+            check_id_tensor("targets", targets, dev, shape=tuple(tgt_in.shape))
+        if src_start is not None:
+            check_id_tensor("src_start", src_start, dev, dims=1, shape=(B,))
+        if S + tgt_in.shape[1] > self.config.block_size:
             raise ValueError(
-                f"source + target length {src.shape[1]} + {tgt_in.shape[1]} exceeds block_size {self.config.block_size}"
+                f"source + target length {S} + {tgt_in.shape[1]} exceeds block_size {self.config.block_size}"
             )
-        memory = self.encode(src, src_start)
+        check_id_ranges([
+            self._id_range("src", src),
+            self._id_range("tgt_in", tgt_in),
+            self._id_range("targets", targets, targets=True),
+            self._start_range("src_start", src_start, S),
+        ])
+        memory = self._encode(src, src_start)
         memory_kv = [blk.cross.project_memory(memory) for blk in self.decoder]
         h = self._decoder_input(tgt_in, self._src_len(src, src_start))
         y = run_blocks(self.decoder, self.norm_f, h, memory_kv=memory_kv, memory_start=src_start)
@@ -118,7 +143,9 @@ class Enigma(DNALanguageModel):
     def prefill(self, idx: torch.Tensor, key_start: torch.Tensor | None, cache: dict) -> torch.Tensor:
         """Encode the prompts ``idx`` ``(B, S)`` once (cross-attention K/V kept in the cache), run the decoder on
         the bos token; returns the logits of the first continuation token ``(B, vocab)``."""
-        memory = self.encode(idx, key_start)
+        if idx.shape[1] > self.config.block_size:
+            raise ValueError(f"source length {idx.shape[1]} exceeds block_size {self.config.block_size}")
+        memory = self._encode(idx, key_start)
         cache["memory_kv"] = [blk.cross.project_memory(memory) for blk in self.decoder]
         cache["memory_start"] = key_start
         cache["first_pos"] = self._src_len(idx, key_start)

@@ -27,6 +27,15 @@ tokenizer.json (written by ``save`` / ``save_model``, read back exactly by ``fro
     }
 
 Decoding a k-mer id gives its first ``min(k, stride)`` bases, a tail piece or fallback token its own text.
+
+Loading checks every key (``DNATokenizer.from_dict``/``from_file``, ``KMerTokenizer.load_model``): all keys above
+present and no others; ``k`` (1..32) and ``stride`` (1..2^30) ints, not ``"4"``/``4.0``/``true``; pieces 1..k
+letters of ``FALLBACK_ALPHABET``; exactly the five special tokens; fallback keys single letters of
+``FALLBACK_ALPHABET``; ids ints in [0, 2^31 - 1), one string per id, and dense: the largest id below
+``2 * n + 1024`` for n distinct ids (gaps are fine, an id of 10,000,000 is not). Anything else is a one-line
+ValueError starting with the file's path and naming the key; a failed ``load_model`` changes nothing.
+``build_vocab`` follows the ``invalid`` policy like ``encode``: text outside ``FALLBACK_ALPHABET`` raises
+(default) or, with ``invalid="unk"``, never becomes part of a piece.
 """
 
 from enigma_fast.tokenizers._base import FALLBACK_ALPHABET, SPECIAL_TOKENS, DNATokenizer, reverse_complement

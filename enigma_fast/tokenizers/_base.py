@@ -24,6 +24,15 @@ UNKNOWN_POLICIES = ("fallback", "unk")
 INVALID_POLICIES = ("error", "unk")
 FORMAT = "enigma_fast.tokenizer"
 FORMAT_VERSION = 1
+# tokenizer.json keys, all required
+FILE_KEYS = ("format", "version", "type", "k", "stride", "case", "unknown", "invalid", "pieces", "special_tokens",
+             "fallback")
+# Ids need not be 0..n-1, but the tables are sized by the largest id: it must stay below 2 * n + MAX_ID_SLACK for
+# n distinct ids (a seed vocabulary with a gap is fine; one id of 10,000,000 would allocate gigabytes).
+MAX_ID_SLACK = 1024
+MAX_STRIDE = 2**30  # the k-mer kernels' limit (csrc/kmer)
+_ALPHABET_BYTES = FALLBACK_ALPHABET.encode("ascii")
+_ALPHABET_SET = frozenset(FALLBACK_ALPHABET)
 
 _COMPLEMENT = bytes.maketrans(b"ACGTRYKMBDHVNacgtrykmbdhvn", b"TGCAYRMKVHDBNtgcayrmkvhdbn")
 
@@ -39,6 +48,28 @@ def _to_bytes(seq: str | bytes) -> bytes:
     if isinstance(seq, bytes | bytearray):
         return bytes(seq)
     raise TypeError(f"a sequence must be str or bytes, got {type(seq).__name__}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _got(value: Any) -> str:
+    """``type value`` for error messages, kept to one short line."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def first_invalid(seq: str | bytes) -> tuple[int, str] | None:
+    """Position and text of the first character (str) or byte (bytes) of ``seq`` outside ``FALLBACK_ALPHABET``,
+    or None when every one is a DNA/IUPAC letter."""
+    if isinstance(seq, str):
+        if seq.isascii() and not seq.encode("ascii").translate(None, _ALPHABET_BYTES):
+            return None
+        return next((j, ch) for j, ch in enumerate(seq) if ch not in _ALPHABET_SET)
+    if not bytes(seq).translate(None, _ALPHABET_BYTES):
+        return None
+    return next((j, chr(b) if b < 128 else f"0x{b:02x}") for j, b in enumerate(seq) if b not in _ALPHABET_BYTES)
 
 
 def _bytes_tensor(data: bytes) -> torch.Tensor:
@@ -72,7 +103,11 @@ class DNATokenizer:
 
     def __init__(self, k: int, stride: int | None, case: str, unknown: str, invalid: str) -> None:
         stride = k if stride is None else stride
+        if isinstance(k, bool) or isinstance(stride, bool):  # True is an int to Python, not a k
+            raise ValueError(f"k and stride must be ints, got k={k!r}, stride={stride!r}")
         kops._check_k(k, stride)
+        if stride > MAX_STRIDE:
+            raise ValueError(f"stride must be an int in 1..2^30 (the k-mer ops' limit), got {stride}")
         for name, value, allowed in (
             ("case", case, CASE_POLICIES),
             ("unknown", unknown, UNKNOWN_POLICIES),
@@ -90,17 +125,49 @@ class DNATokenizer:
     def _set_vocab(
         self, pieces: Mapping[str, int], special_ids: Mapping[str, int], fallback: Mapping[str, int]
     ) -> None:
+        """Install and check a vocabulary (the key names below are those of tokenizer.json).
+
+        ``pieces``: non-empty strings of at most k letters of ``FALLBACK_ALPHABET``; ``special_tokens``: exactly
+        ``SPECIAL_TOKENS``; ``fallback``: single letters of ``FALLBACK_ALPHABET``. Ids are ints in [0, 2^31 - 1),
+        one string per id (a piece and a fallback letter may share an id when they are the same text), and dense
+        enough: largest id < 2 * (number of distinct ids) + ``MAX_ID_SLACK``. ValueError naming the key otherwise.
+        """
+        tables = {"pieces": pieces, "special_tokens": special_ids, "fallback": fallback}
+        for key, table in tables.items():
+            if not isinstance(table, Mapping):
+                raise ValueError(f"tokenizer {key!r} must be an object of token -> id, got {type(table).__name__}")
+        for text in pieces:
+            if not isinstance(text, str) or not 0 < len(text) <= self.k or not _ALPHABET_SET.issuperset(text):
+                raise ValueError(
+                    f"tokenizer 'pieces' must be 1..k={self.k} letters of FALLBACK_ALPHABET, got {_got(text)}"
+                    + (f"; a {len(text)}-mer vocabulary needs k={len(text)}" if isinstance(text, str)
+                       and len(text) > self.k and _ALPHABET_SET.issuperset(text) else "")
+                )
+        if set(special_ids) != set(SPECIAL_TOKENS):
+            raise ValueError(
+                f"tokenizer 'special_tokens' must have exactly the keys {list(SPECIAL_TOKENS)}, got {list(special_ids)}"
+            )
+        for text in fallback:
+            if not isinstance(text, str) or len(text) != 1 or text not in _ALPHABET_SET:
+                raise ValueError(f"tokenizer 'fallback' keys must be single letters of FALLBACK_ALPHABET, got "
+                                 f"{_got(text)}")
+        # One id, one string: a piece and a fallback byte may share an id only when they are the same text.
+        owner: dict[int, str] = {}
+        for key, table in tables.items():
+            for text, i in table.items():
+                if not _is_int(i) or not 0 <= i < 2**31 - 1:
+                    raise ValueError(f"tokenizer {key!r} ids must be ints in [0, 2^31 - 1), got {text!r}: {_got(i)}")
+                if owner.setdefault(i, text) != text:
+                    raise ValueError(f"tokenizer id {i} is given to both {owner[i]!r} and {text!r}")
+        n, top = len(owner), max(owner, default=-1)
+        if top >= 2 * n + MAX_ID_SLACK:
+            raise ValueError(
+                f"tokenizer ids must be dense: the largest id is {top} for {n} distinct ids (at most "
+                f"2 * {n} + {MAX_ID_SLACK} - 1 = {2 * n + MAX_ID_SLACK - 1} allowed); renumber them 0..n-1"
+            )
         self.pieces = dict(pieces)
         self.special_ids = dict(special_ids)
         self.fallback_ids = dict(fallback)
-        # One id, one string: a piece and a fallback byte may share an id only when they are the same text.
-        owner: dict[int, str] = {}
-        for table in (self.pieces, self.special_ids, self.fallback_ids):
-            for text, i in table.items():
-                if not isinstance(i, int) or not 0 <= i < 2**31 - 1:
-                    raise ValueError(f"tokenizer ids must be ints in [0, 2^31 - 1), got {text!r}: {i!r}")
-                if owner.setdefault(i, text) != text:
-                    raise ValueError(f"id {i} is given to both {owner[i]!r} and {text!r}")
         self._build_tables()
 
     def _build_tables(self) -> None:
@@ -379,33 +446,57 @@ class DNATokenizer:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DNATokenizer:
-        """A tokenizer from tokenizer.json content; ValueError when the format or a field is wrong."""
-        if d.get("format") != FORMAT or d.get("version") != FORMAT_VERSION:
+        """A tokenizer from tokenizer.json content. Every key of ``FILE_KEYS`` is required and no other is
+        allowed; ``k``/``stride`` are ints (not ``"4"``, ``4.0`` or ``true``); the vocabulary tables are checked
+        as in ``_set_vocab``. ValueError, one line naming the key, on anything else."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a tokenizer file must hold a JSON object, got {type(d).__name__}")
+        if d.get("format") != FORMAT or not _is_int(d.get("version")) or d.get("version") != FORMAT_VERSION:
             raise ValueError(
                 f"not an {FORMAT} v{FORMAT_VERSION} file (format={d.get('format')!r}, version={d.get('version')!r})"
             )
+        missing = [key for key in FILE_KEYS if key not in d]
+        if missing:
+            raise ValueError(f"tokenizer file is missing key {missing[0]!r} (needs {', '.join(FILE_KEYS)})")
+        unknown = sorted(str(key) for key in d if key not in FILE_KEYS)
+        if unknown:
+            raise ValueError(f"tokenizer file has unknown key {unknown[0]!r}")
         from enigma_fast.tokenizers.char import CharTokenizer
         from enigma_fast.tokenizers.kmer import KMerTokenizer
 
         kinds = {"kmer": KMerTokenizer, "char": CharTokenizer}
-        if d.get("type") not in kinds:
-            raise ValueError(f"tokenizer type must be one of {sorted(kinds)}, got {d.get('type')!r}")
+        if not isinstance(d["type"], str) or d["type"] not in kinds:
+            raise ValueError(f"tokenizer 'type' must be one of {sorted(kinds)}, got {_got(d['type'])}")
+        if not _is_int(d["k"]) or not 1 <= d["k"] <= kops.MAX_K:
+            raise ValueError(f"tokenizer 'k' must be an int in 1..{kops.MAX_K}, got {_got(d['k'])}")
+        if not _is_int(d["stride"]) or not 1 <= d["stride"] <= MAX_STRIDE:
+            raise ValueError(f"tokenizer 'stride' must be an int in 1..2^30, got {_got(d['stride'])}")
+        if d["type"] == "char" and (d["k"], d["stride"]) != (1, 1):
+            raise ValueError(f"a 'char' tokenizer needs k = stride = 1, got k={d['k']}, stride={d['stride']}")
+        for key in ("case", "unknown", "invalid"):
+            if not isinstance(d[key], str):
+                raise ValueError(f"tokenizer {key!r} must be a string, got {_got(d[key])}")
         tok = kinds[d["type"]].__new__(kinds[d["type"]])
-        DNATokenizer.__init__(tok, int(d["k"]), int(d["stride"]), d["case"], d["unknown"], d["invalid"])
-        tok._set_vocab(
-            {str(p): int(i) for p, i in d["pieces"].items()},
-            {str(p): int(i) for p, i in d["special_tokens"].items()},
-            {str(p): int(i) for p, i in d["fallback"].items()},
-        )
+        DNATokenizer.__init__(tok, d["k"], d["stride"], d["case"], d["unknown"], d["invalid"])
+        tok._set_vocab(d["pieces"], d["special_tokens"], d["fallback"])
         return tok
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> DNATokenizer:
-        """Reload a tokenizer saved with ``save`` (or a folder holding tokenizer.json), exactly."""
+        """Reload a tokenizer saved with ``save`` (or a folder holding tokenizer.json), exactly. A malformed
+        file raises a one-line ValueError that starts with its path and names the key."""
         if os.path.isdir(path):
             path = os.path.join(path, "tokenizer.json")
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            d = json.loads(raw)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, absurd nesting
+            raise ValueError(f"{path}: not a JSON file ({type(err).__name__}: {str(err)[:200]})") from None
+        try:
+            return cls.from_dict(d)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, DNATokenizer) and self.to_dict() == other.to_dict()

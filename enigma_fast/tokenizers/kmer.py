@@ -17,7 +17,16 @@ import numpy as np
 import torch
 
 from enigma_fast.ops import kmer as kops
-from enigma_fast.tokenizers._base import FALLBACK_ALPHABET, SPECIAL_TOKENS, DNATokenizer, _bytes_tensor, _to_bytes
+from enigma_fast.tokenizers._base import (
+    _ALPHABET_BYTES,
+    _ALPHABET_SET,
+    FALLBACK_ALPHABET,
+    SPECIAL_TOKENS,
+    DNATokenizer,
+    _bytes_tensor,
+    _to_bytes,
+    first_invalid,
+)
 
 __all__ = ["KMerTokenizer"]
 
@@ -93,8 +102,33 @@ class KMerTokenizer(DNATokenizer):
         Each window ``s[i:i+k]`` (i = 0, stride, ...) and each sequence's non-empty tail is counted; ids go by
         descending count, ties in first-seen order. With stride = k these are exactly the seed's slices
         ``s[i:i+k] for i in range(0, len(s), k)``. Returns ``vocab`` (pieces -> ids).
+
+        Text outside ``FALLBACK_ALPHABET`` follows the ``invalid`` policy, as in ``encode``: "error" raises a
+        ValueError naming the sequence, the character and its position; "unk" leaves every window (and tail)
+        holding such a byte out of the vocabulary (``encode`` maps those bytes to ``<unk>``). ``sequences`` must
+        be an iterable of str/bytes, not one str (that would count its letters as sequences).
         """
-        datas = [self._prepare(_to_bytes(s)) for s in sequences]
+        if isinstance(sequences, str | bytes | bytearray):
+            raise TypeError(f"sequences must be an iterable of DNA strings, got a single {type(sequences).__name__}; "
+                            "wrap it in a list")
+        seqs = list(sequences)
+        datas = [self._prepare(_to_bytes(s)) for s in seqs]
+        skip_invalid = False
+        for j, d in enumerate(datas):
+            if d.translate(None, _ALPHABET_BYTES):  # some byte outside the alphabet
+                if self.invalid == "unk":
+                    skip_invalid = True
+                    break
+                pos, text = first_invalid(seqs[j]) or first_invalid(d)  # type: ignore[misc]
+                raise ValueError(
+                    f"sequences[{j}] holds {text!r} at position {pos}, not a letter of FALLBACK_ALPHABET (DNA/IUPAC); "
+                    "use invalid='unk' to leave windows holding it out of the vocabulary"
+                )
+        if skip_invalid:
+            pieces = self._count_python(datas, skip_invalid=True)
+            self._layout(pieces)
+            logger.info("built a %d-mer vocabulary of %d pieces", self.k, len(pieces))
+            return self.vocab
         windows = sum(len(d) for d in datas) // self.stride
         # Dense counting touches 4^k slots: worth it when the data has more windows than that.
         dense = self.k <= kops.MAX_DENSE_K and 4**self.k <= 8 * windows + 4096
@@ -105,7 +139,9 @@ class KMerTokenizer(DNATokenizer):
         logger.info("built a %d-mer vocabulary of %d pieces", self.k, len(pieces))
         return self.vocab
 
-    def _count_python(self, datas: list[bytes]) -> list[str]:
+    def _count_python(self, datas: list[bytes], skip_invalid: bool = False) -> list[str]:
+        """Pieces by descending count, ties in first-seen order; ``skip_invalid``: windows and tails holding a
+        byte outside ``FALLBACK_ALPHABET`` are not counted."""
         counts: dict[str, int] = {}
         k, stride = self.k, self.stride
         for data in datas:
@@ -114,9 +150,13 @@ class KMerTokenizer(DNATokenizer):
             windows = (n - k) // stride + 1 if n >= k else 0
             for w in range(windows):
                 p = text[w * stride : w * stride + k]
+                if skip_invalid and not _ALPHABET_SET.issuperset(p):
+                    continue
                 counts[p] = counts.get(p, 0) + 1
             if windows * stride < n:
                 p = text[windows * stride :]
+                if skip_invalid and not _ALPHABET_SET.issuperset(p):
+                    continue
                 counts[p] = counts.get(p, 0) + 1
         return sorted(counts, key=lambda p: -counts[p])  # stable: ties keep first-seen order
 
@@ -165,17 +205,26 @@ class KMerTokenizer(DNATokenizer):
         """
         if os.path.isdir(path):
             path = os.path.join(path, "tokenizer.json")
-        with open(path) as f:
-            d = json.load(f)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"tokenizer file not found: {path}")
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            d = json.loads(raw)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, absurd nesting
+            raise ValueError(f"{path}: not a JSON file ({type(err).__name__}: {str(err)[:200]})") from None
         if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
-        if "format" in d:
-            other = DNATokenizer.from_dict(d)
-            self.__dict__.update(other.__dict__)
-            return
-        bad = [(p, i) for p, i in d.items() if not isinstance(i, int) or isinstance(i, bool) or i < 0]
-        if bad:
-            raise ValueError(f"{path}: vocabulary ids must be ints >= 0, got {bad[0][0]!r}: {bad[0][1]!r}")
-        if len(set(d.values())) != len(d):
-            raise ValueError(f"{path}: vocabulary ids must be distinct")
-        self._layout(d)
+            raise ValueError(f"{path}: a tokenizer file must hold a JSON object, got {type(d).__name__}")
+        try:
+            if "format" in d:
+                other = DNATokenizer.from_dict(d)
+                self.__dict__.update(other.__dict__)
+                return
+            bad = [(p, i) for p, i in d.items() if not isinstance(i, int) or isinstance(i, bool) or i < 0]
+            if bad:
+                raise ValueError(f"vocabulary ids must be ints >= 0, got {bad[0][0]!r}: {bad[0][1]!r}")
+            if len(set(d.values())) != len(d):
+                raise ValueError("vocabulary ids must be distinct")
+            self._layout(d)  # checks pieces (1..k DNA letters) and that the ids are dense (see _set_vocab)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
