@@ -1,7 +1,7 @@
 """DNA language models: configs with presets, EnBERT (decoder-only), Enigma (encoder-decoder), checkpoints."""
 
-
 from __future__ import annotations
+
 from enigma_fast.models.config import EnBERTConfig, EnigmaConfig, config_from_dict
 from enigma_fast.models.enbert import EnBERT
 from enigma_fast.models.enigma import Enigma
