@@ -1,7 +1,9 @@
 """Checkpoint folders: ``config.json`` + ``model.safetensors`` (+ ``tokenizer.json``), no pickle anywhere.
 
 Writes go to a temporary folder beside the target, renamed into place at the end, so a crash mid-write never
-leaves a half-written checkpoint where a good one was.
+leaves a half-written checkpoint where a good one was. An existing target is replaced only when it is a checkpoint
+folder this module wrote (nothing but its three files, a ``config.json`` of an enigma_fast model); an empty folder
+is filled; anything else -- a file, a folder holding other files -- is refused, never removed or renamed.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from enigma_fast.data.tokens import check_target, install_folder
+from enigma_fast.models.config import EnBERTConfig, EnigmaConfig
+
 __all__ = ["CONFIG_NAME", "TOKENIZER_NAME", "WEIGHTS_NAME", "load_state", "save_state"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_NAME = "tokenizer.json"
+_CONFIG_CLASSES = {c.model_type: c for c in (EnBERTConfig, EnigmaConfig)}
+
+_OWN_NAMES = {CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME}
 
 
 def _unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -36,25 +44,33 @@ def _unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_state(model: torch.nn.Module, config: dict[str, Any], path: str | os.PathLike, tokenizer: Any = None) -> Path:
-    """Write the checkpoint folder ``path`` atomically (replacing an existing one). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+def _is_own_save(path: Path) -> bool:
+    """True when ``path/config.json`` is the config of one of this library's models (written by save_state)."""
     try:
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        config = json.loads((path / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") in _CONFIG_CLASSES
+
+
+def save_state(model: torch.nn.Module, config: dict[str, Any], path: str | os.PathLike, tokenizer: Any = None) -> Path:
+    """Write the checkpoint folder ``path`` atomically; returns the path.
+
+    ``path`` may be absent, an empty folder, or a checkpoint folder written here before (then replaced); anything
+    else raises ``FileExistsError`` and is left as it was. A failure mid-write leaves ``path`` as it was.
+    """
+    path = Path(path)
+    target = Path(os.path.realpath(path))  # "." gets a name and a parent; a symlink, its folder
+    check_target(target, _OWN_NAMES, _is_own_save, "save_pretrained")  # before any work: fail early
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp.", dir=target.parent))
+    try:
         save_file(_unique_state(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER_NAME)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            path.rename(old)
-        tmp.rename(path)
-        if old is not None:
-            shutil.rmtree(old)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        check_target(target, _OWN_NAMES, _is_own_save, "save_pretrained")  # again: it may have changed meanwhile
+        install_folder(tmp, target, last=CONFIG_NAME)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -90,11 +90,38 @@ def _device(cfg: TrainConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _new_run_dir(cfg: TrainConfig) -> Path:
-    if cfg.out:
-        path = Path(cfg.out)
+# what a run writes into its folder (besides .tmp siblings); a fresh run never replaces any of them it did not write
+RUN_NAMES = ("train_config.json", "metrics.csv", "summary.json", "loss.png", "tensorboard", "data", "checkpoints",
+             "final")
+
+
+def _is_own_config(path: Path) -> bool:
+    """True when ``path`` is a train_config.json written by a run (a JSON object of TrainConfig fields)."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and "preset" in d and set(d) <= set(TrainConfig.__dataclass_fields__)
+
+
+def _new_run_dir(cfg: TrainConfig, run_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of a fresh run: ``run_dir``, ``cfg.out``, or a new ``runs/<preset>-<time>``.
+
+    An existing folder is used only when it holds no run (no checkpoints, no final model) and none of the names a
+    run writes (``RUN_NAMES``) -- unless it holds the train_config.json of a run that stopped before its first
+    checkpoint, whose files are then replaced (its token store only when it is one, see ``prepare_tokens``).
+    FileExistsError otherwise; other files in the folder are never touched.
+    """
+    if run_dir is not None or cfg.out:
+        path = Path(run_dir if run_dir is not None else cfg.out)
+        if os.path.lexists(path) and not path.is_dir():
+            raise FileExistsError(f"run folder {path} exists and is not a folder; use another --out")
         if (path / "checkpoints").exists() or (path / "final").exists():
             raise FileExistsError(f"run folder {path} already holds a run; use --resume {path} or another --out")
+        present = [n for n in RUN_NAMES if os.path.lexists(path / n)]
+        if present and not _is_own_config(path / "train_config.json"):
+            raise FileExistsError(f"run folder {path} already holds {', '.join(present)}, not written by a run of "
+                                  "enigma_fast; a run never replaces files it did not write: use another --out")
         return path
     base = Path("runs") / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
@@ -209,7 +236,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     _model_config(cfg, vocab_size=64, bos_id=2)  # a bad preset or field fails here, before any data work
 
     # ---- run folder and data (rank 0 prepares, the others wait) ----
-    path = [str(run_dir) if run_dir is not None else (str(_new_run_dir(cfg)) if dd.main else "")]
+    if resume and run_dir is None:
+        raise ValueError("resume needs the run_dir of the run to continue")
+    path = [str(run_dir) if resume else (str(_new_run_dir(cfg, run_dir)) if dd.main else "")]
     if dd.enabled:
         dist.broadcast_object_list(path, src=0)
     run = Path(path[0])
