@@ -2,17 +2,20 @@
 
 Every writer (the token store of ``prepare``, a training run's folder, ``save_pretrained``) writes into a fresh
 temporary sibling and renames it into place; it replaces only what the library itself wrote before and refuses,
-with one clear error, a target that holds anything else.
+with one clear error, a target that holds anything else. A checkpoint loads only when its tensors are exactly
+those its config implies.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from enigma_fast.data.tokens import TokenStore, prepare_tokens
 from enigma_fast.models import EnBERT, EnBERTConfig, load_model
@@ -169,3 +172,70 @@ def test_save_pretrained_replaces_its_own_save_and_survives_a_crash(tmp_path, mo
     loaded = load_model(str(folder))
     a, b = loaded.state_dict(), _model(seed=2).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- loading: the tensors must be exactly those the config implies --------------------------------------------
+def _edit_config(folder: Path, **changes) -> None:
+    f = folder / "config.json"
+    f.write_text(json.dumps({**json.loads(f.read_text()), **changes}))
+
+
+def test_tied_config_with_distinct_head_refuses_to_load(tmp_path):
+    folder = tmp_path / "ckpt"
+    _model(tie=False).save_pretrained(folder)
+    assert "lm_head.weight" in load_file(str(folder / "model.safetensors"))
+    _edit_config(folder, tie_embeddings=True)  # config and weights now disagree
+    with pytest.raises(ValueError, match="unexpected tensors: lm_head.weight"):
+        load_model(str(folder))
+
+
+def test_untied_config_without_head_refuses_to_load(tmp_path):
+    folder = tmp_path / "ckpt"
+    _model(tie=True).save_pretrained(folder)
+    _edit_config(folder, tie_embeddings=False)
+    with pytest.raises(ValueError, match="missing tensors: lm_head.weight"):
+        load_model(str(folder))
+
+
+def test_wrong_dtype_or_shape_refuses_to_load(tmp_path):
+    folder = tmp_path / "ckpt"
+    _model().save_pretrained(folder)
+    good = load_file(str(folder / "model.safetensors"))
+    bad = dict(good)
+    bad["norm_f.weight"] = torch.ones_like(good["norm_f.weight"], dtype=torch.int32)
+    save_file(bad, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match="norm_f.weight"):
+        load_model(str(folder))
+    bad = dict(good)
+    bad["norm_f.weight"] = torch.ones(good["norm_f.weight"].numel() + 1)
+    save_file(bad, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"norm_f.weight: checkpoint \(33,\), model \(32,\)"):
+        load_model(str(folder))
+    # another floating-point precision is a conversion, not a different model: it loads
+    save_file({k: v.to(torch.bfloat16) for k, v in good.items()}, str(folder / "model.safetensors"))
+    load_model(str(folder))
+
+
+def test_unreadable_checkpoint_files_raise_value_errors(tmp_path):
+    folder = tmp_path / "ckpt"
+    _model().save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="model.safetensors"):
+        load_model(str(folder))
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="config.json"):
+        load_model(str(folder))
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json"):
+        load_model(str(folder))
+
+
+@pytest.mark.parametrize("field,value", [("tie_embeddings", "false"), ("n_layer", "1"), ("d_model", 32.0),
+                                         ("dropout", "0.1")])
+def test_config_field_of_the_wrong_type_refuses_to_load(field, value, tmp_path):
+    """Needs the type checks of ``EnBERTConfig.from_dict`` (enigma_fast/models/config.py): "false" is not False."""
+    folder = tmp_path / "ckpt"
+    _model().save_pretrained(folder)
+    _edit_config(folder, **{field: value})
+    with pytest.raises(ValueError, match=field):
+        load_model(str(folder))

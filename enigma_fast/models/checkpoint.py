@@ -4,6 +4,9 @@ Writes go to a temporary folder beside the target, renamed into place at the end
 leaves a half-written checkpoint where a good one was. An existing target is replaced only when it is a checkpoint
 folder this module wrote (nothing but its three files, a ``config.json`` of an enigma_fast model); an empty folder
 is filled; anything else -- a file, a folder holding other files -- is refused, never removed or renamed.
+
+Loading checks the file against the model its config builds: the tensor names must be exactly the model's (a tied
+LM head absent, an untied one present), with the model's shapes and floating-point dtypes.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from enigma_fast.data.tokens import check_target, install_folder
 from enigma_fast.models.config import EnBERTConfig, EnigmaConfig
 
-__all__ = ["CONFIG_NAME", "TOKENIZER_NAME", "WEIGHTS_NAME", "load_state", "save_state"]
+__all__ = ["CONFIG_NAME", "TOKENIZER_NAME", "WEIGHTS_NAME", "load_state", "read_config", "save_state"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -78,28 +82,64 @@ def save_state(model: torch.nn.Module, config: dict[str, Any], path: str | os.Pa
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The parsed config.json of checkpoint folder ``path`` (clear errors when missing)."""
+    """The parsed config.json of checkpoint folder ``path``, checked by the config class its ``model_type`` names
+    (every field of its type and a valid value: ``"false"`` is not ``false``). FileNotFoundError when missing,
+    ValueError naming the file otherwise. An unknown ``model_type`` is left for the caller to report."""
     f = Path(path) / CONFIG_NAME
     if not f.is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint folder: {CONFIG_NAME} is missing")
-    return json.loads(f.read_text())
+    try:
+        config = json.loads(f.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{f} must be a JSON object, got unreadable JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{f} must be a JSON object, got a JSON {type(config).__name__}")
+    cls = _CONFIG_CLASSES.get(config.get("model_type"))
+    if cls is not None:
+        try:
+            cls.from_dict(config)  # the checks of models/config.py; a wrong type may raise TypeError there
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{f}: {err}") from None
+    return config
+
+
+def _dtype_ok(got: torch.dtype, want: torch.dtype) -> bool:
+    """The same dtype, or both floating point: a save in another precision is a conversion, not another model."""
+    return got == want or (got.is_floating_point and want.is_floating_point)
 
 
 def load_state(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load ``model.safetensors`` from ``path`` into ``model``; missing, unexpected or mis-shaped tensors raise one
-    error that lists them all (tied weights may be absent from the file)."""
+    """Load ``model.safetensors`` from ``path`` into ``model`` (built from the folder's config).
+
+    The file must hold exactly the model's distinct tensors: none missing, none unexpected -- a tensor the config
+    ties to another (``lm_head.weight`` with ``tie_embeddings``) must be absent, or it would be loaded over the one
+    it shares storage with -- each of the model's shape and of a floating-point dtype where the model's is floating
+    point (else its exact dtype). One ValueError lists every offending tensor; the model is left untouched then.
+    """
     f = Path(path) / WEIGHTS_NAME
     if not f.is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint folder: {WEIGHTS_NAME} is missing")
-    loaded = load_file(str(f))
+    try:
+        loaded = load_file(str(f))
+    except SafetensorError as err:  # a damaged or foreign file
+        raise ValueError(f"{f} is not a readable safetensors file ({err})") from None
     expected = model.state_dict()
-    tied = set(expected) - set(_unique_state(model))
-    missing = sorted(set(expected) - set(loaded) - tied)
-    unexpected = sorted(set(loaded) - set(expected))
+    distinct = _unique_state(model)
+    tied = {k: next(n for n in distinct if expected[n].data_ptr() == expected[k].data_ptr())
+            for k in set(expected) - set(distinct)}
+    missing = sorted(set(distinct) - set(loaded))
+    unexpected = sorted(
+        f"{k} (the config ties it to {tied[k]})" if k in tied else k for k in set(loaded) - set(distinct)
+    )
     mismatched = sorted(
         f"{k}: checkpoint {tuple(loaded[k].shape)}, model {tuple(expected[k].shape)}"
-        for k in set(loaded) & set(expected)
+        for k in set(loaded) & set(distinct)
         if loaded[k].shape != expected[k].shape
+    )
+    wrong_dtype = sorted(
+        f"{k}: checkpoint {loaded[k].dtype}, model {expected[k].dtype}"
+        for k in set(loaded) & set(distinct)
+        if not _dtype_ok(loaded[k].dtype, expected[k].dtype)
     )
     problems = []
     if missing:
@@ -108,8 +148,11 @@ def load_state(model: torch.nn.Module, path: str | os.PathLike) -> None:
         problems.append("unexpected tensors: " + ", ".join(unexpected))
     if mismatched:
         problems.append("mismatched shapes: " + "; ".join(mismatched))
+    if wrong_dtype:
+        problems.append("mismatched dtypes: " + "; ".join(wrong_dtype))
     if problems:
-        raise ValueError(f"cannot load {f}: " + " | ".join(problems))
+        raise ValueError(f"cannot load {f}: its tensors are not those of the model its config describes: "
+                         + " | ".join(problems))
     with torch.no_grad():
         for k, t in loaded.items():
             expected[k].copy_(t)
