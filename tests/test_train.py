@@ -256,6 +256,28 @@ def test_resume_is_exact(reference_run, fasta, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_more_steps_trains_on(reference_run, tmp_path):
+    """--resume RUN --max-steps N past a finished run trains to N, and the run's saved config stays as written."""
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    saved = (run / "train_config.json").read_bytes()
+    assert main(["--resume", str(run), "--max-steps", "126"]) == 0
+    s = json.loads((run / "summary.json").read_text())
+    assert (s["step"], s["max_steps"]) == (126, 126)
+    # recorded: the new length, and the earlier schedule's time limit (the tiny preset's max_time) dropped with it
+    assert s["resumes"] == [{"step": 120, "changed": {"max_steps": [120, 126], "max_time": [570.0, 0.0]}}]
+    assert sorted(_losses(run)) == list(range(1, 127))
+    assert latest_checkpoint(run).name == "step_0000126"
+    assert (run / "train_config.json").read_bytes() == saved  # the original options, as the run started
+    # a plain resume continues with the options of the last checkpoint: nothing left to train
+    assert main(["--resume", str(run)]) == 0
+    assert json.loads((run / "summary.json").read_text())["step"] == 126
+    # fewer steps than the run has made: a clear error, nothing changed
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["--resume", str(run), "--max-steps", "100"]) == 2
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
 def test_interrupted_run_resumes_exactly(how, reference_run, fasta, tmp_path):
     run = tmp_path / "run"

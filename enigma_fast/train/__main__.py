@@ -5,6 +5,7 @@ C. diphtheriae genome (last 10% held out), reporting held-out bits per base next
     python -m enigma_fast.train genome.fa.gz --tokenizer kmer --k 3 --max-steps 5000 --out runs/mine
     python -m enigma_fast.train --config run.toml --lr 1e-3       # file, then flags on top
     python -m enigma_fast.train --resume runs/mine                # continue exactly where it stopped
+    python -m enigma_fast.train --resume runs/mine --max-steps 10000   # ... and train it on to step 10000
     python -m enigma_fast.train prepare hg38.fa.gz --out data/hg38 --tokenizer kmer --k 6
     torchrun --nproc_per_node 4 -m enigma_fast.train genome.fa    # DDP (NCCL on GPU, gloo on CPU)
 """
@@ -18,6 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from enigma_fast.train.config import PRESETS, TrainConfig, add_flags, load_config_file, parse_overrides
 
@@ -55,6 +57,40 @@ def _prepare_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _read_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object; ValueError naming the file otherwise."""
+    try:
+        d = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} must be a JSON object, got unreadable JSON ({err})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} must be a JSON object, got a JSON {type(d).__name__}")
+    return d
+
+
+def _resume_values(run: Path, flags: dict[str, Any]) -> dict[str, Any]:
+    """The options to continue ``run`` with: those its last checkpoint ran with (``train_config.json`` when it has
+    none), then ``flags``. A new ``--max-steps`` is the new length of the run: the time limits of the finished
+    schedule (``time_budget``, ``max_time``) are dropped unless given again."""
+    from enigma_fast.train.state import latest_checkpoint
+
+    saved = run / "train_config.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"--resume {run}: not a run folder ({saved.name} is missing)")
+    ckpt = latest_checkpoint(run)
+    state = _read_object(ckpt / "trainer_state.json") if ckpt is not None else {}
+    values = state.get("config") or _read_object(saved)
+    flags = dict(flags)
+    if "max_steps" in flags:
+        for name in ("time_budget", "max_time"):
+            if name not in flags and values.get(name):
+                log.info("--max-steps on resume: %s %s of the earlier schedule no longer applies", name, values[name])
+                flags[name] = 0.0
+    if flags:
+        log.warning("resuming with changed options %s: the run is no longer an exact continuation", sorted(flags))
+    return {**values, **flags}
+
+
 def _report(s: dict) -> None:
     """The end-of-run summary on stdout."""
     print(f"run folder: {s['run_dir']}  (final model: {s.get('final_model', '-')})")
@@ -87,14 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args["model_overrides"] = parse_overrides(args["model_overrides"])
     try:
         if resume:
-            saved = Path(resume) / "train_config.json"
-            if not saved.is_file():
-                raise FileNotFoundError(f"{resume} is not a run folder ({saved.name} is missing)")
-            values = json.loads(saved.read_text())
-            if args:
-                log.warning("resuming with changed options %s: the run is no longer an exact continuation",
-                            sorted(args))
-            cfg = TrainConfig.from_dict({**values, **args})
+            cfg = TrainConfig.from_dict(_resume_values(Path(resume), args))
         else:
             file_values = load_config_file(config_file) if config_file else {}
             cfg = TrainConfig.resolve(file_values=file_values, flags=args)

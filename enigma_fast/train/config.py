@@ -2,7 +2,8 @@
 
 Precedence, lowest first: the dataclass defaults, the preset (``--preset``, default ``tiny``), a config file
 (``--config run.toml`` or ``.json``, whose keys are the field names), then flags (``--lr 1e-3``). The resolved
-config is written to ``RUN/train_config.json`` and read back by ``--resume``.
+config is written to ``RUN/train_config.json`` when a run starts and never rewritten; ``--resume`` continues with
+the options of the run's last checkpoint (where options changed on an earlier resume are recorded) and its flags.
 """
 
 from __future__ import annotations

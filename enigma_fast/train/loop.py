@@ -251,7 +251,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             if fresh and not any(run.iterdir()):
                 run.rmdir()  # leave no empty run folder behind a bad input
             raise
-        (run / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+        if not resume:  # a resume records its changes in the checkpoints and the summary, never over the original
+            (run / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     dd.barrier()
     if not dd.main:
         store = tdata.open_data(cfg, run, prepare=False)
@@ -280,12 +281,26 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         amp_dtype, autocast = None, contextlib.nullcontext
     opt = _optimizer(model, cfg)
     start, state = 0, {}
+    resumes: list[dict[str, Any]] = []  # one entry per resume: the step and the options changed then
+    planned = 0
     if resume:
         ckpt = latest_checkpoint(run)
         if ckpt is None:
             raise FileNotFoundError(f"{run} holds no complete checkpoint to resume from")
         state = load_checkpoint(ckpt, model, opt)
         start = int(state["step"])
+        before = state.get("config") or {}
+        changed = {k: [before[k], v] for k, v in cfg.to_dict().items() if k in before and before[k] != v}
+        resumes = [*state.get("resumes", []), {"step": start, "changed": changed}]
+        planned = int(state.get("planned_steps") or 0)
+        if "max_steps" in changed or "time_budget" in changed:
+            planned = 0  # a new schedule: max_steps, or fitted again to the time budget
+            if not cfg.time_budget and cfg.max_steps < start:
+                raise ValueError(f"max_steps must be >= {start}, the step the run in {run} has reached; "
+                                 f"got {cfg.max_steps}")
+            if dd.main:
+                logger.info("resuming at step %d with a new schedule: %s", start,
+                            f"{cfg.max_steps} steps" if not cfg.time_budget else "fitted to the time budget")
 
     baseline = None
     if dd.main:
@@ -309,7 +324,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     global_batch = B * A * W
     metrics = MetricsLog(run, resume_step=start if resume else None) if dd.main else None
     # the step count: max_steps, or fitted to time_budget from the step time measured during warmup
-    total = int(state.get("planned_steps") or 0) or (cfg.max_steps if not cfg.time_budget else 0)
+    total = planned or (cfg.max_steps if not cfg.time_budget else 0)
     progress = Progress(start, total or None, cfg.log_interval, enabled=dd.main)  # None: not yet fitted
     step_times: list[float] = []
     elapsed0 = float(state.get("elapsed_s", 0.0))
@@ -323,7 +338,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     def trainer_state() -> dict[str, Any]:
         return {"elapsed_s": elapsed0 + time.perf_counter() - t_start, "planned_steps": total,
                 "data": {"sampler": "stateless", "seed": cfg.seed, "next_step": step, "global_batch": global_batch},
-                "last_val": last_val, "config": cfg.to_dict()}
+                "last_val": last_val, "config": cfg.to_dict(), "resumes": resumes}
 
     def checkpoint() -> None:
         nonlocal last_ckpt
@@ -419,6 +434,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         checkpoint()
     summary: dict[str, Any] = {"run_dir": str(run), "step": step, "max_steps": total or cfg.max_steps,
                                "interrupted_by_signal": stopped, "parameters": model.num_parameters()}
+    if resumes:
+        summary["resumes"] = resumes
     if stopped:
         logger.warning("stopped by signal %d at step %d; continue with --resume %s", stopped, step, run)
     elif dd.main:
