@@ -418,6 +418,46 @@ def test_bad_input_fails_before_training(case, tmp_path, caplog):
         assert not run.exists()
 
 
+@pytest.mark.parametrize("case", ["override_type", "override_bool", "override_form", "config_type", "config_toml",
+                                  "device", "resume_not_a_run", "prepare_k", "prepare_missing", "flag_type"])
+def test_user_errors_are_one_line_with_exit_code_2(case, fasta, tmp_path, caplog, capsys):
+    run = str(tmp_path / "run")
+    conf = tmp_path / "run.toml"
+    argv, expect = {
+        "override_type": ([str(fasta), "--model-override", "d_model=abc"], "d_model must be an integer, got 'abc'"),
+        "override_bool": ([str(fasta), "--model-override", "tie_embeddings=no"], "tie_embeddings must be true or"),
+        "override_form": ([str(fasta), "--model-override", "d_model"], "--model-override must be KEY=VALUE"),
+        "config_type": ([str(fasta), "--config", str(conf)], "lr must be a finite number, got 'fast'"),
+        "config_toml": ([str(fasta), "--config", str(conf)], "is not valid TOML"),
+        "device": ([str(fasta), "--device", "tpu:7"], "device must be"),
+        "resume_not_a_run": (["--resume", str(tmp_path)], "not a run folder"),
+        "prepare_k": (["prepare", str(fasta), "--out", run, "--tokenizer", "kmer", "--k", "20"], "k must be in [1, 8]"),
+        "prepare_missing": (["prepare", str(tmp_path / "nope.fa"), "--out", run], "sequence file not found"),
+        "flag_type": ([str(fasta), "--max-steps", "many"], "invalid int value: 'many'"),
+    }[case]
+    conf.write_text('lr = "fast"\n' if case == "config_type" else "lr = = 1\n")
+    if argv[0] != "prepare" and "--resume" not in argv:
+        argv = [*argv, "--out", run, "--threads", "1"]
+    with caplog.at_level("ERROR"):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse
+            code = e.code
+    assert code == 2
+    err = capsys.readouterr().err + caplog.text
+    assert expect in err and len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(run)
+
+
+def test_cli_user_error_has_no_traceback(fasta, tmp_path):
+    for args in ([str(fasta), "--model-override", "d_model=abc", "--out", str(tmp_path / "run")],
+                 ["prepare", str(fasta), "--out", str(tmp_path / "s"), "--k", "99"]):
+        p = subprocess.run([sys.executable, "-m", "enigma_fast.train", *args], env=ENV, cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
 def test_prepare_command_and_prepared_input(fasta, tmp_path):
     store_dir = tmp_path / "store"
     assert main(["prepare", str(fasta), "--out", str(store_dir), "--tokenizer", "kmer", "--k", "2"]) == 0

@@ -13,6 +13,7 @@ follow the same trajectory as one process with the same global batch. Rank 0 alo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -85,9 +86,19 @@ def _init_distributed(device_type: str) -> _Dist:
 
 
 def _device(cfg: TrainConfig) -> str:
-    if cfg.device != "auto":
-        return cfg.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """The device of the run: ``cfg.device``, or cuda when available for "auto"; ValueError for a device that
+    does not parse or is not there."""
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(cfg.device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {cfg.device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r} asked for, but no CUDA device is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {cfg.device!r}")
+    return cfg.device
 
 
 # what a run writes into its folder (besides .tmp siblings); a fresh run never replaces any of them it did not write
@@ -131,10 +142,29 @@ def _new_run_dir(cfg: TrainConfig, run_dir: str | os.PathLike | None = None) -> 
     return path
 
 
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _check_overrides(cls: type, overrides: dict[str, Any]) -> None:
+    """ValueError for a model override whose value is not of its field's type (``"false"`` is not ``false``)."""
+    kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+    for key, value in overrides.items():
+        kind = kinds.get(key)
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+            "bool": isinstance(value, bool),
+        }.get(kind, True)  # unknown fields: from_preset names them
+        if not ok:
+            raise ValueError(f"model override {key} must be {_KINDS[kind]}, got {value!r}")
+
+
 def _model_config(cfg: TrainConfig, vocab_size: int, bos_id: int) -> Any:
     """The model config of the run (also called before any data work, to fail early on a bad preset)."""
     from enigma_fast.models import EnBERTConfig, EnigmaConfig
 
+    cls = EnBERTConfig if cfg.model == "enbert" else EnigmaConfig
+    _check_overrides(cls, cfg.model_overrides)
     if cfg.model == "enbert":
         mcfg = EnBERTConfig.from_preset(cfg.model_preset, vocab_size=vocab_size, **cfg.model_overrides)
     else:
