@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -177,8 +178,63 @@ def test_cli_writes_fasta(saved_model, tmp_path):
 
 def test_cli_rejects_bad_prompts(saved_model, tmp_path):
     r = _cli("--model", str(saved_model), "--prompt", "ACGXT", "--device", "cpu")
-    assert r.returncode != 0 and "not DNA bases: 'X'" in r.stderr
+    assert r.returncode == 2 and "not DNA bases: 'X'" in r.stderr and "Traceback" not in r.stderr
     r = _cli("--model", str(saved_model), "--prompt", "", "--device", "cpu")
-    assert r.returncode != 0 and "empty" in r.stderr
+    assert r.returncode == 2 and "empty" in r.stderr
     r = _cli("--model", str(saved_model), "--prompt", "A" * 1100, "--device", "cpu")
-    assert r.returncode != 0 and "exceeds the model's limit" in r.stderr
+    assert r.returncode == 2 and "exceeds the model's limit" in r.stderr
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--num-samples", "0"], "--num-samples must be >= 1, got 0"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+    (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
+    (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
+    (["--top-k", "0"], "--top-k must be >= 1, got 0"),
+    (["--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
+    (["--top-p", "nan"], "--top-p must be in (0, 1], got nan"),
+    (["--out", "{tmp}/missing/out.fa"], "does not exist"),
+    (["--out", "{tmp}"], "is a folder"),
+    (["--device", "gpu7"], "--device must be"),
+    (["--prompts", "{tmp}/nope.fa"], "--prompts file not found"),
+    (["--model", "{tmp}/nope"], "is not a checkpoint folder"),
+    (["--max-new-tokens", "ten"], "invalid int value: 'ten'"),
+], ids=lambda v: v if isinstance(v, str) else "_".join(v)[:30])
+def test_cli_bad_options_fail_in_one_line_before_sampling(args, expect, saved_model, tmp_path, monkeypatch, capsys):
+    from enigma_fast import generate as cli
+
+    def not_called(*a, **k):
+        raise AssertionError("sampling started")
+
+    monkeypatch.setattr(cli, "generate", not_called)
+    argv = ["--model", str(saved_model), "--prompt", "ACGT", "--device", "cpu", "--max-new-tokens", "4"]
+    argv += [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--prompts" in args:
+        argv = [a for a in argv if a not in ("--prompt", "ACGT")]
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and expect in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert sorted(os.listdir(tmp_path)) == []  # nothing written
+
+
+def test_cli_writes_out_through_a_temporary_file(saved_model, tmp_path):
+    out = tmp_path / "out.fa"
+    out.write_text("old\n")
+    from enigma_fast.generate import main
+
+    assert main(["--model", str(saved_model), "--prompt", "ACGT", "--max-new-tokens", "5", "--seed", "0",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    assert out.read_text().startswith(">sample_1") and sorted(os.listdir(tmp_path)) == ["out.fa"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private mode
+    # the prompts file is never the output
+    prompts = tmp_path / "p.fa"
+    prompts.write_text(">p\nACGT\n")
+    assert main(["--model", str(saved_model), "--prompts", str(prompts), "--out", str(prompts)]) == 2
+    assert prompts.read_text() == ">p\nACGT\n"
