@@ -129,6 +129,15 @@ def test_fresh_run_refuses_run_files_it_did_not_write(tmp_path, caplog):
 
 
 # ---- save_pretrained -------------------------------------------------------------------------------------------
+def test_written_folders_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    _model().save_pretrained(tmp_path / "ckpt")
+    prepare_tokens([_fasta(tmp_path / "g.fa")], tmp_path / "store", CharTokenizer())
+    for name in ("ckpt", "store"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0o700
+
+
 def test_save_pretrained_keeps_other_files(tmp_path):
     model = _model()
     folder = tmp_path / "ckpt"

@@ -97,6 +97,9 @@ def install_folder(tmp: str | os.PathLike, target: str | os.PathLike, last: str 
     aside, ``tmp`` renamed in, the old one removed: a crash between the two renames leaves it whole under the
     hidden name ``.<name>.old.*``)."""
     tmp, target = Path(tmp), Path(target)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the result gets the usual permissions
     if not os.path.lexists(target):
         os.rename(tmp, target)
         return
