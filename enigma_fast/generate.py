@@ -9,10 +9,16 @@ Each record is the prompt followed by its continuation; tokens/s goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -24,11 +30,22 @@ __all__ = ["main"]
 
 log = logging.getLogger("enigma_fast.generate")
 _DNA = set("ACGTNacgtn")
+PROG = "python -m enigma_fast.generate"
+
+
+class UsageError(Exception):
+    """A bad argument or input: reported as one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (exit code 2) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m enigma_fast.generate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="checkpoint folder (config.json, model.safetensors, tokenizer.json)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one DNA prompt (A/C/G/T/N)")
@@ -45,33 +62,93 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _validate(prompts: Sequence[str]) -> None:
+def _check_options(args: argparse.Namespace) -> None:
+    """Every option checked before any file is read or any model loaded (UsageError naming the option)."""
+    checks = [
+        ("--max-new-tokens", args.max_new_tokens >= 1, ">= 1", args.max_new_tokens),
+        ("--num-samples", args.num_samples >= 1, ">= 1", args.num_samples),
+        ("--temperature", math.isfinite(args.temperature) and args.temperature >= 0, "a finite number >= 0 "
+         "(0 = greedy)", args.temperature),
+        ("--top-k", args.top_k is None or args.top_k >= 1, ">= 1", args.top_k),
+        ("--top-p", args.top_p is None or 0.0 < args.top_p <= 1.0, "in (0, 1]", args.top_p),
+    ]
+    for flag, ok, expected, got in checks:
+        if not ok:
+            raise UsageError(f"{flag} must be {expected}, got {got}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"--device must be 'cpu' or 'cuda[:N]', got {args.device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: no CUDA device is available")
+    if args.prompts is not None and not os.path.isfile(args.prompts):
+        raise UsageError(f"--prompts file not found: {args.prompts}")
+    if args.out is not None:
+        out = Path(args.out)
+        parent = out.parent
+        if not parent.is_dir():
+            raise UsageError(f"--out {args.out}: the folder {parent} does not exist")
+        if out.is_dir():
+            raise UsageError(f"--out {args.out} is a folder; give a file name")
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"--out {args.out}: the folder {parent} is not writable")
+        if args.prompts is not None and out.exists() and os.path.samefile(out, args.prompts):
+            raise UsageError(f"--out {args.out} is the --prompts file; it would be overwritten")
+
+
+def _check_prompts(prompts: Sequence[str]) -> None:
     if not prompts:
-        raise SystemExit("error: no prompts given")
+        raise UsageError("no prompts given")
     for i, s in enumerate(prompts):
         if not s:
-            raise SystemExit(f"error: prompt {i + 1} is empty")
+            raise UsageError(f"prompt {i + 1} is empty")
         bad = sorted(set(s) - _DNA)
         if bad:
-            raise SystemExit(f"error: prompt {i + 1} holds characters that are not DNA bases: {''.join(bad)!r}")
+            raise UsageError(f"prompt {i + 1} holds characters that are not DNA bases: {''.join(bad)!r}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse arguments, sample, write FASTA; returns the process exit code."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+def _write_fasta(path: str | None, batch: Sequence[str], texts: Sequence[str], num_samples: int,
+                 max_new_tokens: int) -> None:
+    """The records, to stdout or into ``path`` through a temporary sibling renamed over it at the end."""
+    def write(sink) -> None:
+        for i, (prompt, cont) in enumerate(zip(batch, texts, strict=True)):
+            sink.write(f">sample_{i + 1} prompt={i // num_samples + 1} new_tokens={max_new_tokens}\n")
+            seq = prompt + cont
+            for j in range(0, len(seq), 80):
+                sink.write(seq[j : j + 80] + "\n")
+
+    if path is None:
+        write(sys.stdout)
+        return
+    target = Path(os.path.realpath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; the output gets the usual permissions
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check_options(args)
     prompts = [args.prompt] if args.prompt is not None else read_sequences(args.prompts)
-    _validate(prompts)
+    _check_prompts(prompts)
     model = load_model(args.model, device=args.device)
     tok = model.tokenizer
     if tok is None:
-        raise SystemExit(f"error: {args.model} has no tokenizer.json")
+        raise UsageError(f"{args.model} has no tokenizer.json")
     batch = [p for p in prompts for _ in range(args.num_samples)]
     ids, lengths = tok.encode_batch(batch, left_pad=True)
     limit = model.config.block_size
     if ids.shape[1] + args.max_new_tokens > limit:
-        raise SystemExit(
-            f"error: the longest prompt is {ids.shape[1]} tokens; with --max-new-tokens {args.max_new_tokens} that "
+        raise UsageError(
+            f"the longest prompt is {ids.shape[1]} tokens; with --max-new-tokens {args.max_new_tokens} that "
             f"exceeds the model's limit of {limit} tokens"
         )
     ids, lengths = ids.to(args.device), lengths.to(args.device)
@@ -85,18 +162,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     new = out[:, ids.shape[1]:]
     n_tokens = new.numel()
     log.info("%d tokens in %.2f s: %.1f tokens/s (batch %d)", n_tokens, dt, n_tokens / dt, len(batch))
-    texts = tok.decode_batch(new.cpu())
-    sink = open(args.out, "w") if args.out else sys.stdout
-    try:
-        for i, (prompt, cont) in enumerate(zip(batch, texts)):
-            sink.write(f">sample_{i + 1} prompt={i // args.num_samples + 1} new_tokens={args.max_new_tokens}\n")
-            seq = prompt + cont
-            for j in range(0, len(seq), 80):
-                sink.write(seq[j : j + 80] + "\n")
-    finally:
-        if sink is not sys.stdout:
-            sink.close()
+    _write_fasta(args.out, batch, tok.decode_batch(new.cpu()), args.num_samples, args.max_new_tokens)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, sample, write FASTA; returns the process exit code (2 with a one-line message on stderr
+    for a bad argument or input file)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return _run(args)
+    except (UsageError, OSError, ValueError) as err:  # ValueError: bad files, or options the library rejects
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

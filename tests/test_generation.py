@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -18,8 +19,16 @@ def make_model(kind: str, vocab: int) -> torch.nn.Module:
     if kind == "enbert":
         cfg = EnBERTConfig.from_preset("tiny", vocab_size=vocab, d_model=64, n_head=4, n_layer=2, max_rel_pos=16)
         return EnBERT(cfg).eval()
-    cfg = EnigmaConfig.from_preset("tiny", vocab_size=vocab, d_model=64, n_head=4, n_encoder_layer=2,
-                                   n_decoder_layer=2, max_rel_pos=16, block_size=160)
+    cfg = EnigmaConfig.from_preset(
+        "tiny",
+        vocab_size=vocab,
+        d_model=64,
+        n_head=4,
+        n_encoder_layer=2,
+        n_decoder_layer=2,
+        max_rel_pos=16,
+        block_size=160,
+    )
     return Enigma(cfg).eval()
 
 
@@ -86,7 +95,7 @@ def test_batch_of_mixed_prompt_lengths_equals_each_alone(kind):
     batched = generate(model, ids, 12, temperature=0.0, prompt_lengths=lengths)
     for b, p in enumerate(prompts):
         alone = generate(model, torch.tensor([tok.encode(p)]), 12, temperature=0.0)
-        assert torch.equal(batched[b, ids.shape[1]:], alone[0, len(p):]), p
+        assert torch.equal(batched[b, ids.shape[1] :], alone[0, len(p) :]), p
 
 
 def test_sampling_is_seeded_and_truncations_behave():
@@ -126,15 +135,16 @@ def test_eos_stops_rows_and_pads_after():
     out = generate(model, prompt, 15, temperature=0.0, eos_id=eos, pad_id=11)
     row = out[0, 5:].tolist()
     first = row.index(eos)
-    assert all(t == 11 for t in row[first + 1:])
+    assert all(t == 11 for t in row[first + 1 :])
     assert out[0, : 5 + first + 1].tolist() == free[0, : 5 + first + 1].tolist()
 
 
 def test_compiled_decode_step_matches_eager():
     model = make_model("enbert", 12)
     prompt = torch.randint(0, 12, (2, 7))
-    assert torch.equal(generate(model, prompt, 10, temperature=0.0, compile=True),
-                       generate(model, prompt, 10, temperature=0.0))
+    assert torch.equal(
+        generate(model, prompt, 10, temperature=0.0, compile=True), generate(model, prompt, 10, temperature=0.0)
+    )
 
 
 def test_generate_errors():
@@ -157,14 +167,31 @@ def saved_model(tmp_path_factory):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "enigma_fast.generate", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "enigma_fast.generate", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_writes_fasta(saved_model, tmp_path):
     out = tmp_path / "out.fa"
-    r = _cli("--model", str(saved_model), "--prompt", "ACGTACGTNN", "--max-new-tokens", "30", "--seed", "1",
-             "--num-samples", "2", "--top-k", "3", "--out", str(out), "--device", "cpu")
+    r = _cli(
+        "--model",
+        str(saved_model),
+        "--prompt",
+        "ACGTACGTNN",
+        "--max-new-tokens",
+        "30",
+        "--seed",
+        "1",
+        "--num-samples",
+        "2",
+        "--top-k",
+        "3",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    )
     assert r.returncode == 0, r.stderr
     assert "tokens/s" in r.stderr
     records = out.read_text().split(">")[1:]
@@ -177,11 +204,87 @@ def test_cli_writes_fasta(saved_model, tmp_path):
 
 def test_cli_rejects_bad_prompts(saved_model, tmp_path):
     r = _cli("--model", str(saved_model), "--prompt", "ACGXT", "--device", "cpu")
-    assert r.returncode != 0 and "not DNA bases: 'X'" in r.stderr
+    assert r.returncode == 2 and "not DNA bases: 'X'" in r.stderr and "Traceback" not in r.stderr
     r = _cli("--model", str(saved_model), "--prompt", "", "--device", "cpu")
-    assert r.returncode != 0 and "empty" in r.stderr
+    assert r.returncode == 2 and "empty" in r.stderr
     r = _cli("--model", str(saved_model), "--prompt", "A" * 1100, "--device", "cpu")
-    assert r.returncode != 0 and "exceeds the model's limit" in r.stderr
+    assert r.returncode == 2 and "exceeds the model's limit" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (["--num-samples", "0"], "--num-samples must be >= 1, got 0"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+        (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
+        (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
+        (["--top-k", "0"], "--top-k must be >= 1, got 0"),
+        (["--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
+        (["--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
+        (["--top-p", "nan"], "--top-p must be in (0, 1], got nan"),
+        (["--out", "{tmp}/missing/out.fa"], "does not exist"),
+        (["--out", "{tmp}"], "is a folder"),
+        (["--device", "gpu7"], "--device must be"),
+        (["--prompts", "{tmp}/nope.fa"], "--prompts file not found"),
+        (["--model", "{tmp}/nope"], "is not a checkpoint folder"),
+        (["--max-new-tokens", "ten"], "invalid int value: 'ten'"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "_".join(v)[:30],
+)
+def test_cli_bad_options_fail_in_one_line_before_sampling(args, expect, saved_model, tmp_path, monkeypatch, capsys):
+    from enigma_fast import generate as cli
+
+    def not_called(*a, **k):
+        raise AssertionError("sampling started")
+
+    monkeypatch.setattr(cli, "generate", not_called)
+    argv = ["--model", str(saved_model), "--prompt", "ACGT", "--device", "cpu", "--max-new-tokens", "4"]
+    argv += [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--prompts" in args:
+        argv = [a for a in argv if a not in ("--prompt", "ACGT")]
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and expect in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert sorted(os.listdir(tmp_path)) == []  # nothing written
+
+
+def test_cli_writes_out_through_a_temporary_file(saved_model, tmp_path):
+    out = tmp_path / "out.fa"
+    out.write_text("old\n")
+    from enigma_fast.generate import main
+
+    assert (
+        main(
+            [
+                "--model",
+                str(saved_model),
+                "--prompt",
+                "ACGT",
+                "--max-new-tokens",
+                "5",
+                "--seed",
+                "0",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert out.read_text().startswith(">sample_1") and sorted(os.listdir(tmp_path)) == ["out.fa"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private mode
+    # the prompts file is never the output
+    prompts = tmp_path / "p.fa"
+    prompts.write_text(">p\nACGT\n")
+    assert main(["--model", str(saved_model), "--prompts", str(prompts), "--out", str(prompts)]) == 2
+    assert prompts.read_text() == ">p\nACGT\n"
 
 
 # =============================================================================================================
@@ -264,12 +367,18 @@ def test_generate_argument_types_and_ranges():
         (dict(pad_id=40, eos_id=3), ValueError, r"^pad_id must be an int in \[0, 12\), got 40$"),
         (dict(seed="7"), TypeError, r"^seed must be None or an int in .*, got str '7'$"),
         (dict(compile="no"), TypeError, r"^compile must be a bool, got str 'no'$"),
-        (dict(prompt_lengths=torch.tensor([1.0, 2.0])), ValueError,
-         r"^prompt_lengths must be a \(2,\) int32/int64 tensor, got torch.float32 \(2,\)$"),
+        (
+            dict(prompt_lengths=torch.tensor([1.0, 2.0])),
+            ValueError,
+            r"^prompt_lengths must be a \(2,\) int32/int64 tensor, got torch.float32 \(2,\)$",
+        ),
         (dict(prompt_lengths=torch.tensor([1, 2, 3])), ValueError, r"^prompt_lengths must be a \(2,\) int32/int64"),
         (dict(prompt_lengths=[4, 4]), TypeError, r"^prompt_lengths must be None or a \(2,\) int tensor, got list$"),
-        (dict(prompt_lengths=torch.tensor([4, 0])), ValueError,
-         r"^prompt_lengths must hold prompt lengths in \[1, 4\], got 0 at prompt_lengths\[1\]$"),
+        (
+            dict(prompt_lengths=torch.tensor([4, 0])),
+            ValueError,
+            r"^prompt_lengths must hold prompt lengths in \[1, 4\], got 0 at prompt_lengths\[1\]$",
+        ),
         (dict(prompt_lengths=torch.tensor([5, 4])), ValueError, r"got 5 at prompt_lengths\[0\]$"),
     ]
     for kw, exc, match in cases:
@@ -285,10 +394,13 @@ def test_generate_argument_types_and_ranges():
 
 
 @settings(max_examples=40, deadline=None)
-@given(temperature=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2, 3), st.none(),
-                             st.text(max_size=3)),
-       top_k=st.one_of(st.none(), st.integers(-3, 40), st.floats(0, 5)),
-       top_p=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)))
+@given(
+    temperature=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True), st.integers(-2, 3), st.none(), st.text(max_size=3)
+    ),
+    top_k=st.one_of(st.none(), st.integers(-3, 40), st.floats(0, 5)),
+    top_p=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+)
 def test_fuzz_sampling_options_give_valid_ids_or_a_one_line_error(temperature, top_k, top_p):
     logits = torch.randn(3, 12)
     try:

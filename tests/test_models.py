@@ -420,12 +420,12 @@ _FUZZ_MODELS = {"enbert": small_enbert(), "enigma": small_enigma()}
 
 
 @pytest.mark.parametrize("field, value, exc, match", [
-    ("tie_embeddings", "false", TypeError, r"EnBERTConfig\.tie_embeddings must be a bool \(true or false\), got str "
+    ("tie_embeddings", "false", ValueError, r"EnBERTConfig\.tie_embeddings must be a bool \(true or false\), got str "
                                            r"'false'"),
-    ("d_model", "64", TypeError, r"EnBERTConfig\.d_model must be an int, got str '64'"),
-    ("n_layer", 2.0, TypeError, r"EnBERTConfig\.n_layer must be an int, got float 2\.0"),
+    ("d_model", "64", ValueError, r"EnBERTConfig\.d_model must be an int, got str '64'"),
+    ("n_layer", 2.0, ValueError, r"EnBERTConfig\.n_layer must be an int, got float 2\.0"),
     ("n_head", 3, ValueError, r"EnBERTConfig\.d_model must be divisible by n_head=3, got 64"),
-    ("norm_eps", None, TypeError, r"EnBERTConfig\.norm_eps must be a number, got NoneType None"),
+    ("norm_eps", None, ValueError, r"EnBERTConfig\.norm_eps must be a number, got NoneType None"),
 ])
 def test_checkpoint_config_with_wrong_field_names_file_and_field(tmp_path, field, value, exc, match):
     small_enbert().save_pretrained(tmp_path / "a")

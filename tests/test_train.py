@@ -256,6 +256,28 @@ def test_resume_is_exact(reference_run, fasta, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_more_steps_trains_on(reference_run, tmp_path):
+    """--resume RUN --max-steps N past a finished run trains to N, and the run's saved config stays as written."""
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    saved = (run / "train_config.json").read_bytes()
+    assert main(["--resume", str(run), "--max-steps", "126"]) == 0
+    s = json.loads((run / "summary.json").read_text())
+    assert (s["step"], s["max_steps"]) == (126, 126)
+    # recorded: the new length, and the earlier schedule's time limit (the tiny preset's max_time) dropped with it
+    assert s["resumes"] == [{"step": 120, "changed": {"max_steps": [120, 126], "max_time": [570.0, 0.0]}}]
+    assert sorted(_losses(run)) == list(range(1, 127))
+    assert latest_checkpoint(run).name == "step_0000126"
+    assert (run / "train_config.json").read_bytes() == saved  # the original options, as the run started
+    # a plain resume continues with the options of the last checkpoint: nothing left to train
+    assert main(["--resume", str(run)]) == 0
+    assert json.loads((run / "summary.json").read_text())["step"] == 126
+    # fewer steps than the run has made: a clear error, nothing changed
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["--resume", str(run), "--max-steps", "100"]) == 2
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
 def test_interrupted_run_resumes_exactly(how, reference_run, fasta, tmp_path):
     run = tmp_path / "run"
@@ -394,6 +416,46 @@ def test_bad_input_fails_before_training(case, tmp_path, caplog):
     assert not (run / "checkpoints").exists() and not (run / "metrics.csv").exists()
     if case not in ("preset", "model_preset", "window"):  # a bad file leaves no run folder behind
         assert not run.exists()
+
+
+@pytest.mark.parametrize("case", ["override_type", "override_bool", "override_form", "config_type", "config_toml",
+                                  "device", "resume_not_a_run", "prepare_k", "prepare_missing", "flag_type"])
+def test_user_errors_are_one_line_with_exit_code_2(case, fasta, tmp_path, caplog, capsys):
+    run = str(tmp_path / "run")
+    conf = tmp_path / "run.toml"
+    argv, expect = {
+        "override_type": ([str(fasta), "--model-override", "d_model=abc"], "d_model must be an integer, got 'abc'"),
+        "override_bool": ([str(fasta), "--model-override", "tie_embeddings=no"], "tie_embeddings must be true or"),
+        "override_form": ([str(fasta), "--model-override", "d_model"], "--model-override must be KEY=VALUE"),
+        "config_type": ([str(fasta), "--config", str(conf)], "lr must be a finite number, got 'fast'"),
+        "config_toml": ([str(fasta), "--config", str(conf)], "is not valid TOML"),
+        "device": ([str(fasta), "--device", "tpu:7"], "device must be"),
+        "resume_not_a_run": (["--resume", str(tmp_path)], "not a run folder"),
+        "prepare_k": (["prepare", str(fasta), "--out", run, "--tokenizer", "kmer", "--k", "20"], "k must be in [1, 8]"),
+        "prepare_missing": (["prepare", str(tmp_path / "nope.fa"), "--out", run], "sequence file not found"),
+        "flag_type": ([str(fasta), "--max-steps", "many"], "invalid int value: 'many'"),
+    }[case]
+    conf.write_text('lr = "fast"\n' if case == "config_type" else "lr = = 1\n")
+    if argv[0] != "prepare" and "--resume" not in argv:
+        argv = [*argv, "--out", run, "--threads", "1"]
+    with caplog.at_level("ERROR"):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse
+            code = e.code
+    assert code == 2
+    err = capsys.readouterr().err + caplog.text
+    assert expect in err and len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(run)
+
+
+def test_cli_user_error_has_no_traceback(fasta, tmp_path):
+    for args in ([str(fasta), "--model-override", "d_model=abc", "--out", str(tmp_path / "run")],
+                 ["prepare", str(fasta), "--out", str(tmp_path / "s"), "--k", "99"]):
+        p = subprocess.run([sys.executable, "-m", "enigma_fast.train", *args], env=ENV, cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 def test_prepare_command_and_prepared_input(fasta, tmp_path):

@@ -18,6 +18,12 @@ Policies applied before tokenizing:
 
 A record holding a byte that is no DNA letter (outside A/C/G/T, N and the IUPAC codes, either case) raises
 ``SequenceFileError`` naming the file, the record and the position: a protein FASTA or a text file fails early.
+
+Writing never loses a user's file: the store is written into a fresh temporary sibling of ``out_dir`` and renamed
+into place. An existing ``out_dir`` is replaced only when it is a store this module wrote (its ``meta.json`` carries
+the format tag and the folder holds nothing else); an empty folder is filled; anything else is refused with a
+``FileExistsError`` naming what is in the way. :func:`check_target` and :func:`install_folder` implement that rule
+for every writer of the library (checkpoint folders use them too).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +43,7 @@ import numpy as np
 from enigma_fast.data.fasta import SequenceFileError, iter_records
 from enigma_fast.tokenizers import FALLBACK_ALPHABET, DNATokenizer, from_file
 
-__all__ = ["TokenStore", "prepare_tokens", "is_token_store"]
+__all__ = ["TokenStore", "check_target", "install_folder", "is_token_store", "prepare_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,62 @@ _UPPER[ord("a") : ord("z") + 1] -= 32
 def is_token_store(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder written by :func:`prepare_tokens`."""
     return (Path(path) / META_NAME).is_file() and (Path(path) / TOKENS_NAME).is_file()
+
+
+def check_target(path: str | os.PathLike, own_names: set[str], is_own: Callable[[Path], bool], what: str) -> None:
+    """Refuse (``FileExistsError``) to write the folder ``path`` unless it is absent, an empty folder, or a folder
+    ``is_own`` recognises as written by the library that holds no name outside ``own_names``. ``what`` names the
+    writer in the message. Nothing is touched."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a folder; {what} writes its folder only where nothing "
+                              "is, into an empty folder or over its own earlier output")
+    names = sorted(os.listdir(path))
+    if not names:
+        return
+    foreign = [n for n in names if n not in own_names]
+    if foreign or not is_own(path):
+        shown = foreign or names
+        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+        raise FileExistsError(f"{path} holds files that {what} did not write ({', '.join(shown[:5])}{more}) and "
+                              "it never removes or replaces those: choose a new or empty folder")
+
+
+def install_folder(tmp: str | os.PathLike, target: str | os.PathLike, last: str | None = None) -> None:
+    """Move the complete folder ``tmp`` (a sibling of ``target``) to ``target``, which the caller has checked with
+    :func:`check_target`: absent (one rename), an empty folder (its files are moved in, ``last`` after the others,
+    so the folder itself -- a mount point, a working directory -- stays), or the library's earlier output (renamed
+    aside, ``tmp`` renamed in, the old one removed: a crash between the two renames leaves it whole under the
+    hidden name ``.<name>.old.*``)."""
+    tmp, target = Path(tmp), Path(target)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the result gets the usual permissions
+    if not os.path.lexists(target):
+        os.rename(tmp, target)
+        return
+    if target.is_dir() and not os.listdir(target):
+        for name in sorted(os.listdir(tmp), key=lambda n: (n == last, n)):
+            shutil.move(tmp / name, target / name)
+        tmp.rmdir()
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    os.rename(target, aside)  # onto the empty folder just made
+    os.rename(tmp, target)
+    shutil.rmtree(aside)
+
+
+def _is_own_store(path: Path) -> bool:
+    try:
+        meta = json.loads((path / META_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+_STORE_NAMES = {META_NAME, TOKENS_NAME, TOKENIZER_NAME}
 
 
 def _token_dtype(vocab_size: int) -> np.dtype:
@@ -176,8 +238,10 @@ def prepare_tokens(
 
     Records are read one at a time; each becomes one or more segments (``n_policy``), each at least
     ``min_segment`` bases long (shorter ones are dropped). The folder is written beside its final place and
-    renamed into it, so a crash never leaves a half-written store. Raises FileNotFoundError for a missing file,
-    SequenceFileError for unreadable or non-DNA content and ValueError when no bases remain.
+    renamed into it, so a crash never leaves a half-written store. An existing ``out_dir`` must be empty or a store
+    written here before (see the module doc). Raises FileNotFoundError for a missing file, FileExistsError when
+    ``out_dir`` holds anything else, SequenceFileError for unreadable or non-DNA content and ValueError when no
+    bases remain.
     """
     if case not in CASE_POLICIES:
         raise ValueError(f"case must be one of {CASE_POLICIES}, got {case!r}")
@@ -188,10 +252,12 @@ def prepare_tokens(
     for p in inputs:
         if not os.path.isfile(p):
             raise FileNotFoundError(f"sequence file not found: {p}")
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.realpath(out_dir))  # "." gets a name and a parent; a symlink, its folder
+    what = "prepare_tokens"
+    check_target(out_dir, _STORE_NAMES, _is_own_store, what)  # before any work: fail early
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     dtype = _token_dtype(tokenizer.vocab_size)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=out_dir.parent))
     try:
         records: list[dict[str, Any]] = []
         segments: list[list[int]] = []
@@ -235,9 +301,8 @@ def prepare_tokens(
             "records": records, "segments": segments,
         }
         (tmp / META_NAME).write_text(json.dumps(meta) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        check_target(out_dir, _STORE_NAMES, _is_own_store, what)  # again: it may have changed meanwhile
+        install_folder(tmp, out_dir, last=META_NAME)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -134,14 +134,14 @@ class DNALanguageModel(nn.Module):
         cls, path: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
     ) -> DNALanguageModel:
         """Build the model from ``path/config.json`` (validated by ``config_class.from_dict``: a wrong field type
-        or value raises TypeError/ValueError naming the file and the field) and load ``path/model.safetensors``
+        or value in the file raises a one-line ValueError naming the file and the field) and load ``path/model.safetensors``
         (errors list every missing, unexpected or mis-shaped tensor); attaches ``path/tokenizer.json`` as
         ``model.tokenizer``."""
         raw = checkpoint.read_config(path)
         try:
             config = cls.config_class.from_dict(raw)
         except (TypeError, ValueError) as err:  # one line: the file, then the field, expected and got
-            raise type(err)(f"{Path(path) / checkpoint.CONFIG_NAME}: {err}") from None
+            raise ValueError(f"{Path(path) / checkpoint.CONFIG_NAME}: {err}") from None
         model = cls(config)
         checkpoint.load_state(model, path)
         tok_file = Path(path) / checkpoint.TOKENIZER_NAME

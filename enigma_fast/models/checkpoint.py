@@ -1,7 +1,12 @@
 """Checkpoint folders: ``config.json`` + ``model.safetensors`` (+ ``tokenizer.json``), no pickle anywhere.
 
 Writes go to a temporary folder beside the target, renamed into place at the end, so a crash mid-write never
-leaves a half-written checkpoint where a good one was.
+leaves a half-written checkpoint where a good one was. An existing target is replaced only when it is a checkpoint
+folder this module wrote (nothing but its three files, a ``config.json`` of an enigma_fast model); an empty folder
+is filled; anything else -- a file, a folder holding other files -- is refused, never removed or renamed.
+
+Loading checks the file against the model its config builds: the tensor names must be exactly the model's (a tied
+LM head absent, an untied one present), with the model's shapes and floating-point dtypes.
 """
 
 from __future__ import annotations
@@ -14,13 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-__all__ = ["CONFIG_NAME", "TOKENIZER_NAME", "WEIGHTS_NAME", "load_state", "save_state"]
+from enigma_fast.data.tokens import check_target, install_folder
+from enigma_fast.models.config import EnBERTConfig, EnigmaConfig
+
+__all__ = ["CONFIG_NAME", "TOKENIZER_NAME", "WEIGHTS_NAME", "load_state", "read_config", "save_state"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_NAME = "tokenizer.json"
+_CONFIG_CLASSES = {c.model_type: c for c in (EnBERTConfig, EnigmaConfig)}
+
+_OWN_NAMES = {CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME}
 
 
 def _unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -36,25 +48,33 @@ def _unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_state(model: torch.nn.Module, config: dict[str, Any], path: str | os.PathLike, tokenizer: Any = None) -> Path:
-    """Write the checkpoint folder ``path`` atomically (replacing an existing one). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+def _is_own_save(path: Path) -> bool:
+    """True when ``path/config.json`` is the config of one of this library's models (written by save_state)."""
     try:
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        config = json.loads((path / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") in _CONFIG_CLASSES
+
+
+def save_state(model: torch.nn.Module, config: dict[str, Any], path: str | os.PathLike, tokenizer: Any = None) -> Path:
+    """Write the checkpoint folder ``path`` atomically; returns the path.
+
+    ``path`` may be absent, an empty folder, or a checkpoint folder written here before (then replaced); anything
+    else raises ``FileExistsError`` and is left as it was. A failure mid-write leaves ``path`` as it was.
+    """
+    path = Path(path)
+    target = Path(os.path.realpath(path))  # "." gets a name and a parent; a symlink, its folder
+    check_target(target, _OWN_NAMES, _is_own_save, "save_pretrained")  # before any work: fail early
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp.", dir=target.parent))
+    try:
         save_file(_unique_state(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER_NAME)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            path.rename(old)
-        tmp.rename(path)
-        if old is not None:
-            shutil.rmtree(old)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        check_target(target, _OWN_NAMES, _is_own_save, "save_pretrained")  # again: it may have changed meanwhile
+        install_folder(tmp, target, last=CONFIG_NAME)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -62,28 +82,64 @@ def save_state(model: torch.nn.Module, config: dict[str, Any], path: str | os.Pa
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The parsed config.json of checkpoint folder ``path`` (clear errors when missing)."""
+    """The parsed config.json of checkpoint folder ``path``, checked by the config class its ``model_type`` names
+    (every field of its type and a valid value: ``"false"`` is not ``false``). FileNotFoundError when missing,
+    ValueError naming the file otherwise. An unknown ``model_type`` is left for the caller to report."""
     f = Path(path) / CONFIG_NAME
     if not f.is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint folder: {CONFIG_NAME} is missing")
-    return json.loads(f.read_text())
+    try:
+        config = json.loads(f.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{f} must be a JSON object, got unreadable JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{f} must be a JSON object, got a JSON {type(config).__name__}")
+    cls = _CONFIG_CLASSES.get(config.get("model_type"))
+    if cls is not None:
+        try:
+            cls.from_dict(config)  # the checks of models/config.py; a wrong type may raise TypeError there
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{f}: {err}") from None
+    return config
+
+
+def _dtype_ok(got: torch.dtype, want: torch.dtype) -> bool:
+    """The same dtype, or both floating point: a save in another precision is a conversion, not another model."""
+    return got == want or (got.is_floating_point and want.is_floating_point)
 
 
 def load_state(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load ``model.safetensors`` from ``path`` into ``model``; missing, unexpected or mis-shaped tensors raise one
-    error that lists them all (tied weights may be absent from the file)."""
+    """Load ``model.safetensors`` from ``path`` into ``model`` (built from the folder's config).
+
+    The file must hold exactly the model's distinct tensors: none missing, none unexpected -- a tensor the config
+    ties to another (``lm_head.weight`` with ``tie_embeddings``) must be absent, or it would be loaded over the one
+    it shares storage with -- each of the model's shape and of a floating-point dtype where the model's is floating
+    point (else its exact dtype). One ValueError lists every offending tensor; the model is left untouched then.
+    """
     f = Path(path) / WEIGHTS_NAME
     if not f.is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint folder: {WEIGHTS_NAME} is missing")
-    loaded = load_file(str(f))
+    try:
+        loaded = load_file(str(f))
+    except SafetensorError as err:  # a damaged or foreign file
+        raise ValueError(f"{f} is not a readable safetensors file ({err})") from None
     expected = model.state_dict()
-    tied = set(expected) - set(_unique_state(model))
-    missing = sorted(set(expected) - set(loaded) - tied)
-    unexpected = sorted(set(loaded) - set(expected))
+    distinct = _unique_state(model)
+    tied = {k: next(n for n in distinct if expected[n].data_ptr() == expected[k].data_ptr())
+            for k in set(expected) - set(distinct)}
+    missing = sorted(set(distinct) - set(loaded))
+    unexpected = sorted(
+        f"{k} (the config ties it to {tied[k]})" if k in tied else k for k in set(loaded) - set(distinct)
+    )
     mismatched = sorted(
         f"{k}: checkpoint {tuple(loaded[k].shape)}, model {tuple(expected[k].shape)}"
-        for k in set(loaded) & set(expected)
+        for k in set(loaded) & set(distinct)
         if loaded[k].shape != expected[k].shape
+    )
+    wrong_dtype = sorted(
+        f"{k}: checkpoint {loaded[k].dtype}, model {expected[k].dtype}"
+        for k in set(loaded) & set(distinct)
+        if not _dtype_ok(loaded[k].dtype, expected[k].dtype)
     )
     problems = []
     if missing:
@@ -92,8 +148,11 @@ def load_state(model: torch.nn.Module, path: str | os.PathLike) -> None:
         problems.append("unexpected tensors: " + ", ".join(unexpected))
     if mismatched:
         problems.append("mismatched shapes: " + "; ".join(mismatched))
+    if wrong_dtype:
+        problems.append("mismatched dtypes: " + "; ".join(wrong_dtype))
     if problems:
-        raise ValueError(f"cannot load {f}: " + " | ".join(problems))
+        raise ValueError(f"cannot load {f}: its tensors are not those of the model its config describes: "
+                         + " | ".join(problems))
     with torch.no_grad():
         for k, t in loaded.items():
             expected[k].copy_(t)

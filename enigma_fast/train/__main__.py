@@ -5,7 +5,11 @@ C. diphtheriae genome (last 10% held out), reporting held-out bits per base next
     python -m enigma_fast.train genome.fa.gz --tokenizer kmer --k 3 --max-steps 5000 --out runs/mine
     python -m enigma_fast.train --config run.toml --lr 1e-3       # file, then flags on top
     python -m enigma_fast.train --resume runs/mine                # continue exactly where it stopped
+    python -m enigma_fast.train --resume runs/mine --max-steps 10000   # ... and train it on to step 10000
     python -m enigma_fast.train prepare hg38.fa.gz --out data/hg38 --tokenizer kmer --k 6
+
+A run or prepare writes only into a new folder, an empty one, or its own earlier output; it never removes or
+overwrites a file it did not write. A bad input or option is reported in one line, with exit code 2.
     torchrun --nproc_per_node 4 -m enigma_fast.train genome.fa    # DDP (NCCL on GPU, gloo on CPU)
 """
 
@@ -18,15 +22,23 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from enigma_fast.train.config import PRESETS, TrainConfig, add_flags, load_config_file, parse_overrides
 
 log = logging.getLogger("enigma_fast.train")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (exit code 2) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m enigma_fast.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="python -m enigma_fast.train", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", nargs="*", default=argparse.SUPPRESS,
                    help="FASTA/FASTQ files (plain or gzip) or one prepared token folder; none = the shipped genome")
     p.add_argument("--config", help="TOML or JSON file of options (field names as keys)")
@@ -36,23 +48,67 @@ def _train_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_error(err: BaseException) -> int:
+    """Report a user error as one line on stderr; returns the exit code 2."""
+    log.error("%s", " ".join(str(err).split()) or type(err).__name__)
+    return 2
+
+
 def _prepare_main(argv: Sequence[str]) -> int:
     from enigma_fast.data.tokens import prepare_tokens
     from enigma_fast.train.data import make_tokenizer
 
-    p = argparse.ArgumentParser(prog="python -m enigma_fast.train prepare",
-                                description="Tokenize FASTA/FASTQ files into a memory-mapped token folder.")
+    p = _Parser(prog="python -m enigma_fast.train prepare",
+                description="Tokenize FASTA/FASTQ files into a memory-mapped token folder.")
     p.add_argument("inputs", nargs="+")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True,
+                   help="the store folder: new, empty, or a store prepared before (replaced); nothing else is touched")
     p.add_argument("--tokenizer", default="char")
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--case", default="upper", choices=["upper", "keep"])
     p.add_argument("--n-policy", default="split", choices=["split", "keep"])
     a = p.parse_args(argv)
-    cfg = TrainConfig(tokenizer=a.tokenizer, k=a.k, case=a.case, n_policy=a.n_policy)
-    store = prepare_tokens(a.inputs, a.out, make_tokenizer(cfg), case=a.case, n_policy=a.n_policy)
+    try:
+        cfg = TrainConfig(tokenizer=a.tokenizer, k=a.k, case=a.case, n_policy=a.n_policy)
+        store = prepare_tokens(a.inputs, a.out, make_tokenizer(cfg), case=a.case, n_policy=a.n_policy)
+    except (OSError, ValueError) as err:
+        return _user_error(err)
     log.info("%s: %d tokens, %d bases, %d records", a.out, store.num_tokens, store.num_bases, len(store.records))
     return 0
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object; ValueError naming the file otherwise."""
+    try:
+        d = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} must be a JSON object, got unreadable JSON ({err})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} must be a JSON object, got a JSON {type(d).__name__}")
+    return d
+
+
+def _resume_values(run: Path, flags: dict[str, Any]) -> dict[str, Any]:
+    """The options to continue ``run`` with: those its last checkpoint ran with (``train_config.json`` when it has
+    none), then ``flags``. A new ``--max-steps`` is the new length of the run: the time limits of the finished
+    schedule (``time_budget``, ``max_time``) are dropped unless given again."""
+    from enigma_fast.train.state import latest_checkpoint
+
+    saved = run / "train_config.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"--resume {run}: not a run folder ({saved.name} is missing)")
+    ckpt = latest_checkpoint(run)
+    state = _read_object(ckpt / "trainer_state.json") if ckpt is not None else {}
+    values = state.get("config") or _read_object(saved)
+    flags = dict(flags)
+    if "max_steps" in flags:
+        for name in ("time_budget", "max_time"):
+            if name not in flags and values.get(name):
+                log.info("--max-steps on resume: %s %s of the earlier schedule no longer applies", name, values[name])
+                flags[name] = 0.0
+    if flags:
+        log.warning("resuming with changed options %s: the run is no longer an exact continuation", sorted(flags))
+    return {**values, **flags}
 
 
 def _report(s: dict) -> None:
@@ -83,25 +139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = vars(_train_parser().parse_args(argv))
     config_file, resume = args.pop("config"), args.pop("resume")
-    if "model_overrides" in args:
-        args["model_overrides"] = parse_overrides(args["model_overrides"])
     try:
+        if "model_overrides" in args:
+            args["model_overrides"] = parse_overrides(args["model_overrides"])
         if resume:
-            saved = Path(resume) / "train_config.json"
-            if not saved.is_file():
-                raise FileNotFoundError(f"{resume} is not a run folder ({saved.name} is missing)")
-            values = json.loads(saved.read_text())
-            if args:
-                log.warning("resuming with changed options %s: the run is no longer an exact continuation",
-                            sorted(args))
-            cfg = TrainConfig.from_dict({**values, **args})
+            cfg = TrainConfig.from_dict(_resume_values(Path(resume), args))
         else:
             file_values = load_config_file(config_file) if config_file else {}
             cfg = TrainConfig.resolve(file_values=file_values, flags=args)
         summary = train(cfg, run_dir=resume, resume=bool(resume))
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        log.error("%s", err)
-        return 2
+    except (OSError, ValueError) as err:
+        return _user_error(err)
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:

@@ -2,7 +2,9 @@
 
 Precedence, lowest first: the dataclass defaults, the preset (``--preset``, default ``tiny``), a config file
 (``--config run.toml`` or ``.json``, whose keys are the field names), then flags (``--lr 1e-3``). The resolved
-config is written to ``RUN/train_config.json`` and read back by ``--resume``.
+config is written to ``RUN/train_config.json`` when a run starts and never rewritten; ``--resume`` continues with
+the options of the run's last checkpoint (where options changed on an earlier resume are recorded) and its flags.
+Every field is type-checked: a wrong type or value is a ValueError naming the field.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,7 @@ class TrainConfig:
     preset: str = "tiny"
 
     def __post_init__(self) -> None:
+        self._check_types()
         checks = [
             ("tokenizer", self.tokenizer in ("char", "kmer") or self.tokenizer.endswith(".json")
              or Path(self.tokenizer).is_dir(), "'char', 'kmer' or a tokenizer.json path"),
@@ -98,10 +102,35 @@ class TrainConfig:
             ("warmup_steps", self.time_budget == 0 or self.warmup_steps >= 50,
              ">= 50 with a time_budget (the step time is measured during warmup)"),
             ("src_len", self.src_len == 0 or 0 < self.src_len < self.window, f"0 or in (0, window={self.window})"),
+            ("max_time", self.max_time >= 0, ">= 0 (0 = no limit)"),
+            ("eval_windows", self.eval_windows >= 1, ">= 1"),
+            ("eval_stride", self.eval_stride >= 0, ">= 0 (0 = three quarters of the window)"),
+            ("threads", self.threads >= 0, ">= 0 (0 = cores / local processes)"),
+            ("sample_tokens", self.sample_tokens >= 0, ">= 0"),
+            ("sample_prompt", self.sample_prompt >= 1, ">= 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+    def _check_types(self) -> None:
+        """ValueError for a field of the wrong type (from a config file or a saved run: ``"3"`` is not 3, ``"false"``
+        not false); an integer where a float is expected becomes that float."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type == "float" and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+                setattr(self, f.name, v)
+            ok, expected = {
+                "int": (isinstance(v, int) and not isinstance(v, bool), "an integer"),
+                "float": (isinstance(v, float) and math.isfinite(v), "a finite number"),
+                "str": (isinstance(v, str), "a string"),
+                "bool": (isinstance(v, bool), "true or false"),
+                "list[str]": (isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of paths"),
+                "dict[str, Any]": (isinstance(v, dict) and all(isinstance(k, str) for k in v), "a table of options"),
+            }[f.type]
+            if not ok:
+                raise ValueError(f"{f.name} must be {expected}, got {v!r}")
 
     @property
     def enigma_src_len(self) -> int:
@@ -149,10 +178,14 @@ def load_config_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = p.read_text()
-    d = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a table/object of options")
+    try:
+        text = p.read_text()
+        d = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except ValueError as err:  # TOML/JSON syntax, or not UTF-8
+        kind = "TOML" if p.suffix == ".toml" else "JSON"
+        raise ValueError(f"config file {path} is not valid {kind}: {err}") from None
+    if not isinstance(d, dict) or not isinstance(d.get("train", d), dict):
+        raise ValueError(f"config file {path} must hold a table/object of options")
     return dict(d.get("train", d))
 
 
@@ -180,9 +213,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     they can be)."""
     out: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
-            raise ValueError(f"--model-override expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
+        key, sep, value = item.partition("=")
+        if not key.strip() or not sep:
+            raise ValueError(f"--model-override must be KEY=VALUE, got {item!r}")
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:

@@ -13,6 +13,7 @@ follow the same trajectory as one process with the same global batch. Rank 0 alo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -85,16 +86,53 @@ def _init_distributed(device_type: str) -> _Dist:
 
 
 def _device(cfg: TrainConfig) -> str:
-    if cfg.device != "auto":
-        return cfg.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """The device of the run: ``cfg.device``, or cuda when available for "auto"; ValueError for a device that
+    does not parse or is not there."""
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(cfg.device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {cfg.device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r} asked for, but no CUDA device is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {cfg.device!r}")
+    return cfg.device
 
 
-def _new_run_dir(cfg: TrainConfig) -> Path:
-    if cfg.out:
-        path = Path(cfg.out)
+# what a run writes into its folder (besides .tmp siblings); a fresh run never replaces any of them it did not write
+RUN_NAMES = ("train_config.json", "metrics.csv", "summary.json", "loss.png", "tensorboard", "data", "checkpoints",
+             "final")
+
+
+def _is_own_config(path: Path) -> bool:
+    """True when ``path`` is a train_config.json written by a run (a JSON object of TrainConfig fields)."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and "preset" in d and set(d) <= set(TrainConfig.__dataclass_fields__)
+
+
+def _new_run_dir(cfg: TrainConfig, run_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of a fresh run: ``run_dir``, ``cfg.out``, or a new ``runs/<preset>-<time>``.
+
+    An existing folder is used only when it holds no run (no checkpoints, no final model) and none of the names a
+    run writes (``RUN_NAMES``) -- unless it holds the train_config.json of a run that stopped before its first
+    checkpoint, whose files are then replaced (its token store only when it is one, see ``prepare_tokens``).
+    FileExistsError otherwise; other files in the folder are never touched.
+    """
+    if run_dir is not None or cfg.out:
+        path = Path(run_dir if run_dir is not None else cfg.out)
+        if os.path.lexists(path) and not path.is_dir():
+            raise FileExistsError(f"run folder {path} exists and is not a folder; use another --out")
         if (path / "checkpoints").exists() or (path / "final").exists():
             raise FileExistsError(f"run folder {path} already holds a run; use --resume {path} or another --out")
+        present = [n for n in RUN_NAMES if os.path.lexists(path / n)]
+        if present and not _is_own_config(path / "train_config.json"):
+            raise FileExistsError(f"run folder {path} already holds {', '.join(present)}, not written by a run of "
+                                  "enigma_fast; a run never replaces files it did not write: use another --out")
         return path
     base = Path("runs") / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
@@ -104,10 +142,29 @@ def _new_run_dir(cfg: TrainConfig) -> Path:
     return path
 
 
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _check_overrides(cls: type, overrides: dict[str, Any]) -> None:
+    """ValueError for a model override whose value is not of its field's type (``"false"`` is not ``false``)."""
+    kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+    for key, value in overrides.items():
+        kind = kinds.get(key)
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+            "bool": isinstance(value, bool),
+        }.get(kind, True)  # unknown fields: from_preset names them
+        if not ok:
+            raise ValueError(f"model override {key} must be {_KINDS[kind]}, got {value!r}")
+
+
 def _model_config(cfg: TrainConfig, vocab_size: int, bos_id: int) -> Any:
     """The model config of the run (also called before any data work, to fail early on a bad preset)."""
     from enigma_fast.models import EnBERTConfig, EnigmaConfig
 
+    cls = EnBERTConfig if cfg.model == "enbert" else EnigmaConfig
+    _check_overrides(cls, cfg.model_overrides)
     if cfg.model == "enbert":
         mcfg = EnBERTConfig.from_preset(cfg.model_preset, vocab_size=vocab_size, **cfg.model_overrides)
     else:
@@ -209,7 +266,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     _model_config(cfg, vocab_size=64, bos_id=2)  # a bad preset or field fails here, before any data work
 
     # ---- run folder and data (rank 0 prepares, the others wait) ----
-    path = [str(run_dir) if run_dir is not None else (str(_new_run_dir(cfg)) if dd.main else "")]
+    if resume and run_dir is None:
+        raise ValueError("resume needs the run_dir of the run to continue")
+    path = [str(run_dir) if resume else (str(_new_run_dir(cfg, run_dir)) if dd.main else "")]
     if dd.enabled:
         dist.broadcast_object_list(path, src=0)
     run = Path(path[0])
@@ -222,7 +281,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             if fresh and not any(run.iterdir()):
                 run.rmdir()  # leave no empty run folder behind a bad input
             raise
-        (run / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+        if not resume:  # a resume records its changes in the checkpoints and the summary, never over the original
+            (run / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     dd.barrier()
     if not dd.main:
         store = tdata.open_data(cfg, run, prepare=False)
@@ -251,12 +311,26 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         amp_dtype, autocast = None, contextlib.nullcontext
     opt = _optimizer(model, cfg)
     start, state = 0, {}
+    resumes: list[dict[str, Any]] = []  # one entry per resume: the step and the options changed then
+    planned = 0
     if resume:
         ckpt = latest_checkpoint(run)
         if ckpt is None:
             raise FileNotFoundError(f"{run} holds no complete checkpoint to resume from")
         state = load_checkpoint(ckpt, model, opt)
         start = int(state["step"])
+        before = state.get("config") or {}
+        changed = {k: [before[k], v] for k, v in cfg.to_dict().items() if k in before and before[k] != v}
+        resumes = [*state.get("resumes", []), {"step": start, "changed": changed}]
+        planned = int(state.get("planned_steps") or 0)
+        if "max_steps" in changed or "time_budget" in changed:
+            planned = 0  # a new schedule: max_steps, or fitted again to the time budget
+            if not cfg.time_budget and cfg.max_steps < start:
+                raise ValueError(f"max_steps must be >= {start}, the step the run in {run} has reached; "
+                                 f"got {cfg.max_steps}")
+            if dd.main:
+                logger.info("resuming at step %d with a new schedule: %s", start,
+                            f"{cfg.max_steps} steps" if not cfg.time_budget else "fitted to the time budget")
 
     baseline = None
     if dd.main:
@@ -280,7 +354,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     global_batch = B * A * W
     metrics = MetricsLog(run, resume_step=start if resume else None) if dd.main else None
     # the step count: max_steps, or fitted to time_budget from the step time measured during warmup
-    total = int(state.get("planned_steps") or 0) or (cfg.max_steps if not cfg.time_budget else 0)
+    total = planned or (cfg.max_steps if not cfg.time_budget else 0)
     progress = Progress(start, total or None, cfg.log_interval, enabled=dd.main)  # None: not yet fitted
     step_times: list[float] = []
     elapsed0 = float(state.get("elapsed_s", 0.0))
@@ -294,7 +368,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     def trainer_state() -> dict[str, Any]:
         return {"elapsed_s": elapsed0 + time.perf_counter() - t_start, "planned_steps": total,
                 "data": {"sampler": "stateless", "seed": cfg.seed, "next_step": step, "global_batch": global_batch},
-                "last_val": last_val, "config": cfg.to_dict()}
+                "last_val": last_val, "config": cfg.to_dict(), "resumes": resumes}
 
     def checkpoint() -> None:
         nonlocal last_ckpt
@@ -390,6 +464,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         checkpoint()
     summary: dict[str, Any] = {"run_dir": str(run), "step": step, "max_steps": total or cfg.max_steps,
                                "interrupted_by_signal": stopped, "parameters": model.num_parameters()}
+    if resumes:
+        summary["resumes"] = resumes
     if stopped:
         logger.warning("stopped by signal %d at step %d; continue with --resume %s", stopped, step, run)
     elif dd.main:

@@ -9,7 +9,8 @@ A checkpoint is ``RUN/checkpoints/step_0000500/``::
 
 No pickle is involved. The folder is written as ``.tmp-step_...`` and renamed into place once complete, after
 an fsync of every file, so a crash mid-write leaves the previous checkpoints as they were; leftover temporary
-folders are removed by the next save. Only the last ``keep_last`` checkpoints are kept.
+folders are removed by the next save. Only the last ``keep_last`` checkpoints are kept. Nothing outside
+``RUN/checkpoints/step_*`` and ``RUN/checkpoints/.tmp-step_*`` is ever removed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from enigma_fast.data.tokens import install_folder
 
 __all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -100,7 +103,7 @@ def save_checkpoint(
     """Write checkpoint ``step`` of ``model`` (an EnBERT/Enigma, unwrapped) atomically; prune to ``keep_last``."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a crash mid-write
+    for stale in root.glob(".tmp-step_*"):  # left by a crash mid-write
         shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step_{step:07d}"
     tmp = root / f".tmp-step_{step:07d}"
@@ -112,9 +115,7 @@ def save_checkpoint(
         state = {**trainer_state, "step": step, "param_groups": groups}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1) + "\n")
         _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        install_folder(tmp, final)  # an earlier save of this step is renamed aside, then removed
         _fsync_tree(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
