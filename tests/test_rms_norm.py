@@ -215,6 +215,77 @@ def test_float16_on_cpu_uses_reference():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# one check for both paths (issue 11): the reference fallback rejects what the kernels reject, with the same words
+# ---------------------------------------------------------------------------------------------------------------
+NOT_FLOAT = [torch.int64, torch.int32, torch.int8, torch.uint8, torch.bool, torch.complex64]
+
+
+@pytest.mark.parametrize("dtype", NOT_FLOAT, ids=str)
+@pytest.mark.parametrize("fn", ["ops", "reference"])
+def test_non_float_input_raises_type_error(dtype, fn):
+    """Integer, bool and complex inputs have no kernel: they used to run the reference and return garbage of the
+    input dtype (torch's own rms_norm raises). Now a one-line TypeError naming x, on every path."""
+    mod = ops if fn == "ops" else reference
+    x = torch.ones(3, 8, dtype=dtype)
+    w = torch.ones(8, dtype=dtype)
+    match = r"^(add_)?rms_norm: x must be float16, bfloat16, float32 or float64, got " + str(dtype)[6:] + "$"
+    with pytest.raises(TypeError, match=match):
+        mod.rms_norm(x, w, 1e-6)
+    with pytest.raises(TypeError, match=match):
+        mod.add_rms_norm(x, x.clone(), None, 1e-6)
+
+
+def _error(fn, *args) -> tuple[type, str]:
+    with pytest.raises((ValueError, TypeError)) as info:
+        fn(*args)
+    return type(info.value), str(info.value)
+
+
+BAD_FOR_EVERY_DTYPE = [
+    ("weight too short", lambda d: (torch.randn(4, 8, dtype=d), torch.ones(1, dtype=d), 1e-6)),
+    ("weight 2-d", lambda d: (torch.randn(4, 8, dtype=d), torch.ones(4, 8, dtype=d), 1e-6)),
+    ("weight strided", lambda d: (torch.randn(4, 8, dtype=d), torch.ones(16, dtype=d)[::2], 1e-6)),
+    ("eps < 0", lambda d: (torch.randn(4, 8, dtype=d), None, -1e-3)),
+    ("eps nan", lambda d: (torch.randn(4, 8, dtype=d), None, float("nan"))),
+    ("eps not a number", lambda d: (torch.randn(4, 8, dtype=d), None, "1e-6")),
+    ("x 0-d", lambda d: (torch.randn((), dtype=d), None, 1e-6)),
+    ("x last dim empty", lambda d: (torch.randn(4, 0, dtype=d), None, 1e-6)),
+    ("x last dim strided", lambda d: (torch.randn(8, 4, dtype=d).t(), None, 1e-6)),
+    ("x rows overlap", lambda d: (torch.randn(1, 8, dtype=d).expand(4, 8), None, 1e-6)),
+]
+
+
+@pytest.mark.parametrize("name,make", BAD_FOR_EVERY_DTYPE, ids=[b[0] for b in BAD_FOR_EVERY_DTYPE])
+def test_float16_cpu_reference_rejects_what_the_kernel_rejects(name, make):
+    """float16 on the CPU runs the reference: it used to broadcast a wrong weight shape and accept eps < 0. Now it
+    raises the same error, with the same message, as the float32 kernel path."""
+    want = _error(ops.rms_norm, *make(torch.float32))
+    assert _error(ops.rms_norm, *make(torch.float16)) == want
+    assert _error(reference.rms_norm, *make(torch.float16)) == want
+    assert _error(reference.rms_norm, *make(torch.float32)) == want
+    x, w, eps = make(torch.float16)
+    assert _error(ops.add_rms_norm, x, torch.zeros_like(x), w, eps)[0] is want[0]
+
+
+def test_float16_cpu_residual_and_weight_dtype_checked():
+    x = torch.randn(4, 8, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"add_rms_norm: residual must have the shape of x \(4, 8\), got \(4, 1\)"):
+        ops.add_rms_norm(x, torch.randn(4, 1, dtype=torch.float16), None, 1e-6)
+    with pytest.raises(TypeError, match=r"residual must have the same dtype as x \(float16\), got float32"):
+        ops.add_rms_norm(x, torch.randn(4, 8), None, 1e-6)
+    with pytest.raises(TypeError, match=r"weight must have the same dtype as x \(float16\), got float32"):
+        ops.rms_norm(x, torch.ones(8), 1e-6)
+
+
+def test_errors_stay_runtime_errors_for_old_callers():
+    """The checks raise ValueError/TypeError that are also RuntimeError, the type the kernels raised before."""
+    with pytest.raises(RuntimeError, match="eps must be >= 0"):
+        ops.rms_norm(torch.randn(2, 4), None, -1.0)
+    with pytest.raises(RuntimeError, match="x must be float16"):
+        ops.rms_norm(torch.ones(2, 4, dtype=torch.int64), None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # drop-in module
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("normalized_shape", [64, (4, 16)])

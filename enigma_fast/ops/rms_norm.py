@@ -2,6 +2,7 @@
 
 The kernels are ``torch.ops.enigma_fast.{rms_norm_fwd, add_rms_norm_fwd, rms_norm_bwd}`` (schemas in
 csrc/rms_norm/rms_norm.cpp). Where no kernel serves a device/dtype, the functions run ``enigma_fast.reference``.
+Both paths check their arguments with the same function (``enigma_fast.reference.checks``), first.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from enigma_fast import _extension, reference
+from enigma_fast.reference.checks import check_add_rms_norm, check_rms_norm
 
 __all__ = ["add_rms_norm", "rms_norm"]
 
@@ -38,7 +40,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float = 1e-6) ->
 
     Returns:
         y: ``(..., N)``, contiguous, x's dtype.
+
+    Raises:
+        TypeError: x not float16/bfloat16/float32/float64, weight of another dtype, eps not a number.
+        ValueError: a bad shape, device, layout or eps < 0 (the message names the argument).
     """
+    check_rms_norm(x, weight, eps)
     if not _use_kernel(x):
         return reference.rms_norm(x, weight, eps)
     y, _ = torch.ops.enigma_fast.rms_norm_fwd(x, weight, eps)
@@ -60,7 +67,11 @@ def add_rms_norm(
 
     Returns:
         ``(y, h)``, both ``(..., N)`` and contiguous.
+
+    Raises:
+        TypeError / ValueError as :func:`rms_norm`, and for a residual unlike x.
     """
+    check_add_rms_norm(x, residual, weight, eps)
     if not _use_kernel(x):
         return reference.add_rms_norm(x, residual, weight, eps)
     y, h, _ = torch.ops.enigma_fast.add_rms_norm_fwd(x, residual, weight, eps)
