@@ -345,6 +345,94 @@ def test_cache_seqlens_past_tmax_raises():
         ops.rel_attention_with_kvcache(q, k, v, rel, cache_seqlens=torch.tensor([3, 9]), k_new=q, v_new=q)
 
 
+# ---- one check for both paths (issue 11): the reference fallback rejects what the kernels reject ----
+
+
+def _kv_case(dtype, B=2, H=2, Tq=1, Tmax=6, D=8):
+    q = torch.randn(B, H, Tq, D, dtype=dtype)
+    kc, vc = torch.randn(B, H, Tmax, D, dtype=dtype), torch.randn(B, H, Tmax, D, dtype=dtype)
+    kn, vn = torch.randn(B, H, Tq, D, dtype=dtype), torch.randn(B, H, Tq, D, dtype=dtype)
+    return q, kc, vc, kn, vn
+
+
+KV_BAD = [
+    ("full cache", dict(seqlens=[2, 6], new=True), r"cache_seqlens\[1\] \+ 1 new tokens must be within .* Tmax = 6"),
+    ("past the cache", dict(seqlens=[9, 0], new=True), r"cache_seqlens\[0\] \+ 1 new tokens"),
+    ("negative", dict(seqlens=[-1, 0], new=True), r"cache_seqlens\[0\] \+ 1 new tokens"),
+    ("queries not cached", dict(seqlens=[0, 3], new=False), r"row 0 holds 0 keys, fewer than the Tq = 1 queries"),
+    ("no room without k_new", dict(seqlens=[7, 3], new=False), r"cache_seqlens\[0\] \+ 0 new tokens"),
+]
+
+
+@pytest.mark.parametrize("name,case,match", KV_BAD, ids=[b[0] for b in KV_BAD])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("fn", ["ops", "reference"])
+def test_kvcache_seqlens_out_of_range_raise_and_leave_the_cache(name, case, match, dtype, fn):
+    """float16 on the CPU (the reference path) used to overwrite the last cache slot when cache_seqlens == Tmax
+    (the float32 kernel raised). Every dtype and path now raises the same ValueError, caches untouched."""
+    mod = ops if fn == "ops" else reference
+    q, kc, vc, kn, vn = _kv_case(dtype)
+    k0, v0 = kc.clone(), vc.clone()
+    new = dict(k_new=kn, v_new=vn) if case["new"] else {}
+    with pytest.raises(ValueError, match=match):
+        mod.rel_attention_with_kvcache(q, kc, vc, cache_seqlens=torch.tensor(case["seqlens"]), **new)
+    assert torch.equal(kc, k0) and torch.equal(vc, v0)
+
+
+def test_kvcache_float16_reference_writes_only_the_new_slots():
+    q, kc, vc, kn, vn = _kv_case(torch.float16, Tq=2)
+    k0 = kc.clone()
+    seqlens = torch.tensor([4, 0])
+    ops.rel_attention_with_kvcache(q, kc, vc, cache_seqlens=seqlens, k_new=kn, v_new=vn)
+    want = k0.clone()
+    want[0, :, 4:6], want[1, :, 0:2] = kn[0], kn[1]
+    assert torch.equal(kc, want)
+
+
+ATTN_BAD_EVERY_DTYPE = [
+    ("q last dim strided", lambda q, k, v: (torch.cat([q, q], -1)[..., ::2], k, v)),
+    ("k last dim strided", lambda q, k, v: (q, torch.cat([k, k], -1)[..., ::2], v)),
+    ("D = 0", lambda q, k, v: (q[..., :0], k[..., :0], v[..., :0])),
+    ("Tq > Tk", lambda q, k, v: (torch.cat([q, q, q, q], 2), k, v)),
+]
+
+
+@pytest.mark.parametrize("name,mutate", ATTN_BAD_EVERY_DTYPE, ids=[b[0] for b in ATTN_BAD_EVERY_DTYPE])
+def test_float16_cpu_attention_rejects_what_the_kernel_rejects(name, mutate):
+    """The float16 CPU path (reference) rejects the layouts and shapes the float32 kernel rejects, same message."""
+
+    def err(dtype, fn):
+        q, k, v, _ = make_inputs(1, 2, 2, 3, 4, 2, dtype=dtype)
+        with pytest.raises(ValueError) as info:
+            fn(*mutate(q, k, v))
+        return str(info.value)
+
+    want = err(torch.float32, ops.rel_attention)
+    assert err(torch.float16, ops.rel_attention) == want
+    assert err(torch.float16, reference.rel_attention) == want
+
+
+def test_attention_argument_types():
+    q, k, v, rel = make_inputs(1, 2, 2, 3, 4, 2, dtype=torch.float32)
+    with pytest.raises(TypeError, match="causal must be a bool, got str"):
+        ops.rel_attention(q, k, v, rel, causal="yes")
+    with pytest.raises(TypeError, match="scale must be a real number, got str"):
+        ops.rel_attention(q, k, v, rel, scale="0.5")
+    with pytest.raises(TypeError, match="key_start must be int32 or int64, got float32"):
+        ops.rel_attention(q, k, v, rel, key_start=torch.zeros(1))
+    with pytest.raises(TypeError, match="k must be a torch.Tensor, got list"):
+        ops.rel_attention(q, [1, 2], v, rel)
+    with pytest.raises(TypeError, match="cache_seqlens must be an int32/int64 tensor"):
+        ops.rel_attention_with_kvcache(q, k, v, rel, cache_seqlens=None)
+
+
+def test_attention_without_keys_returns_empty():
+    """Tk = 0 (so Tq = 0): the reference used to fail in amax; both paths return the empty output."""
+    q = torch.randn(1, 2, 0, 4, dtype=torch.float16)
+    for fn in (ops.rel_attention, reference.rel_attention):
+        assert fn(q, q, q).shape == (1, 2, 0, 4)
+
+
 # ---- enigma_fast.nn.RelativeMultiHeadAttention ----
 
 

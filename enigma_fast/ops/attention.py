@@ -3,7 +3,8 @@
 The kernels are ``torch.ops.enigma_fast.{rel_attention_fwd, rel_attention_bwd, rel_attention_kvcache}`` (schemas
 in csrc/attention/attention.cpp). Where no kernel serves a device/dtype (no extension, or no kernel registered for
 that device yet), the functions run ``enigma_fast.reference``; a CUDA kernel registering the same op names is picked
-up with no change here.
+up with no change here. Both paths check their arguments with the same function (``enigma_fast.reference.checks``),
+first.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from enigma_fast import _extension, reference
+from enigma_fast.reference.checks import check_rel_attention, check_rel_attention_with_kvcache
 
 __all__ = ["rel_attention", "rel_attention_with_kvcache"]
 
@@ -52,7 +54,12 @@ def rel_attention(
 
     Returns:
         ``(B, H, Tq, D)``, contiguous, q's dtype.
+
+    Raises:
+        TypeError: q not floating, another tensor of another dtype, a non-integer key_start, causal not a bool.
+        ValueError: a bad shape, device or layout (the message names the argument).
     """
+    check_rel_attention(q, k, v, rel_emb, key_start, causal, scale)
     if not _extension.has_kernel("rel_attention", q.device.type, q.dtype):
         return reference.rel_attention(q, k, v, rel_emb, causal=causal, scale=scale, key_start=key_start)
     out, _ = torch.ops.enigma_fast.rel_attention_fwd(q, k, v, rel_emb, key_start, causal, _scale(q, scale))
@@ -90,7 +97,14 @@ def rel_attention_with_kvcache(
 
     Returns:
         ``(B, H, Tq, D)``, q's dtype.
+
+    Raises:
+        TypeError / ValueError as :func:`rel_attention`, and for a bad cache, cache_seqlens or k_new/v_new; on the
+        CPU also for cache_seqlens values out of range (``0 <= cache_seqlens[b]``,
+        ``cache_seqlens[b] + Tq <= Tmax`` with k_new, ``cache_seqlens[b] >= Tq`` without). The caches are left
+        unchanged when it raises.
     """
+    check_rel_attention_with_kvcache(q, k_cache, v_cache, rel_emb, cache_seqlens, k_new, v_new, key_start, scale)
     if not _extension.has_kernel("rel_attention_with_kvcache", q.device.type, q.dtype):
         return reference.rel_attention_with_kvcache(
             q,

@@ -16,56 +16,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_rel_attention_args", "rel_attention", "rel_attention_with_dropout", "rel_attention_with_kvcache"]
+from enigma_fast.reference.checks import check_rel_attention, check_rel_attention_with_kvcache
 
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+__all__ = ["rel_attention", "rel_attention_with_dropout", "rel_attention_with_kvcache"]
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def check_rel_attention_args(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    rel_emb: torch.Tensor | None,
-    key_start: torch.Tensor | None,
-    op: str = "rel_attention",
-    keys_name: str = "k",
-) -> None:
-    """Raise ValueError/TypeError naming the argument, what was expected and what came."""
-    if q.dtype not in _FLOATS:
-        raise TypeError(f"{op}: q must be a floating tensor (float16/bfloat16/float32/float64), got {q.dtype}")
-    if q.dim() != 4:
-        raise ValueError(f"{op}: q must be (B, H, Tq, D), got shape {tuple(q.shape)}")
-    B, H, _, D = q.shape
-    vname = "v" if keys_name == "k" else "v_cache"
-    for name, t in ((keys_name, k), (vname, v)):
-        if t.dtype != q.dtype:
-            raise TypeError(f"{op}: {name} must have q's dtype {q.dtype}, got {t.dtype}")
-        if t.device != q.device:
-            raise ValueError(f"{op}: {name} must be on q's device {q.device}, got {t.device}")
-        if t.dim() != 4 or t.shape[0] != B or t.shape[1] != H or t.shape[3] != D:
-            raise ValueError(f"{op}: {name} must be (B, H, T, D) = ({B}, {H}, *, {D}), got {tuple(t.shape)}")
-    if k.shape[2] != v.shape[2]:
-        raise ValueError(f"{op}: {keys_name} and {vname} must have the same length, got {k.shape[2]} and {v.shape[2]}")
-    if rel_emb is not None:
-        if rel_emb.dtype != q.dtype or rel_emb.device != q.device:
-            raise TypeError(f"{op}: rel_emb must be {q.dtype} on {q.device}, got {rel_emb.dtype} on {rel_emb.device}")
-        if rel_emb.dim() != 3 or rel_emb.shape[0] != H or rel_emb.shape[2] != D or rel_emb.shape[1] % 2 != 1:
-            raise ValueError(
-                f"{op}: rel_emb must be (H, 2P-1, D) = ({H}, *, {D}) with an odd middle size, "
-                f"got {tuple(rel_emb.shape)}"
-            )
-    if key_start is not None:
-        if key_start.dtype not in (torch.int32, torch.int64) or key_start.shape != (B,):
-            raise ValueError(
-                f"{op}: key_start must be an int32/int64 tensor of shape ({B},), got "
-                f"{key_start.dtype} {tuple(key_start.shape)}"
-            )
-        if key_start.device != q.device:
-            raise ValueError(f"{op}: key_start must be on q's device {q.device}, got {key_start.device}")
 
 
 def _attend(
@@ -89,6 +46,8 @@ def _attend(
         r = (j.view(1, 1, -1) - pos_q.unsqueeze(-1)).clamp(-(P - 1), P - 1) + (P - 1)  # (B, Tq, Tk)
         s = s + torch.gather(qr, -1, r.unsqueeze(1).expand(-1, q.shape[1], -1, -1))
     s = (s * scale).masked_fill(masked.unsqueeze(1), float("-inf"))
+    if s.shape[-1] == 0:  # no keys (so no queries either, Tq <= Tk): nothing to normalise
+        return (s @ vf).to(q.dtype)
     # Softmax written out so that a row with every key masked gives zeros (and zero gradients), never NaN.
     m = s.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
@@ -113,13 +72,12 @@ def rel_attention(
     """Relative-position attention (see the module docstring for the math).
 
     Shapes: q ``(B, H, Tq, D)``, k/v ``(B, H, Tk, D)`` with ``Tq <= Tk``, rel_emb ``(H, 2P-1, D)`` or None,
-    key_start ``(B,)`` integer or None. Returns ``(B, H, Tq, D)`` in q's dtype.
+    key_start ``(B,)`` integer or None. Returns ``(B, H, Tq, D)`` in q's dtype. Arguments are checked as the kernels
+    check them (``checks.check_rel_attention``).
     """
-    check_rel_attention_args(q, k, v, rel_emb, key_start)
+    check_rel_attention(q, k, v, rel_emb, key_start, causal, scale)
     B, _, Tq, D = q.shape
     Tk = k.shape[2]
-    if Tq > Tk:
-        raise ValueError(f"rel_attention: needs Tq <= Tk, got Tq={Tq} > Tk={Tk}")
     scale = D**-0.5 if scale is None else scale
     pos_q, masked = _positions_and_mask(B, Tq, Tk, causal, key_start, q.device)
     return _attend(q, k, v, rel_emb, pos_q, masked, scale)
@@ -140,11 +98,9 @@ def rel_attention_with_dropout(
 
     The training path of modules with attention dropout; the fused kernels have none. Same shapes.
     """
-    check_rel_attention_args(q, k, v, rel_emb, key_start)
+    check_rel_attention(q, k, v, rel_emb, key_start, causal, scale)
     B, _, Tq, D = q.shape
     Tk = k.shape[2]
-    if Tq > Tk:
-        raise ValueError(f"rel_attention: needs Tq <= Tk, got Tq={Tq} > Tk={Tk}")
     scale = D**-0.5 if scale is None else scale
     pos_q, masked = _positions_and_mask(B, Tq, Tk, causal, key_start, q.device)
     return _attend(q, k, v, rel_emb, pos_q, masked, scale, dropout_p)
@@ -184,30 +140,21 @@ def rel_attention_with_kvcache(
     queries' own keys and query i sits at ``cache_seqlens[b] - Tq + i``. Keys ``j <= p_i`` (and
     ``j >= key_start[b]``) are attended. Returns ``(B, H, Tq, D)``.
     """
-    op = "rel_attention_with_kvcache"
-    check_rel_attention_args(q, k_cache, v_cache, rel_emb, key_start, op=op, keys_name="k_cache")
+    check_rel_attention_with_kvcache(
+        q, k_cache, v_cache, rel_emb, cache_seqlens, k_new, v_new, key_start, scale, device_values=True
+    )
     B, H, Tq, D = q.shape
     Tmax = k_cache.shape[2]
-    if (k_new is None) != (v_new is None):
-        raise ValueError(f"{op}: k_new and v_new must be given together")
-    if cache_seqlens.dtype not in (torch.int32, torch.int64) or cache_seqlens.shape != (B,):
-        raise ValueError(
-            f"{op}: cache_seqlens must be an int32/int64 tensor of shape ({B},), got "
-            f"{cache_seqlens.dtype} {tuple(cache_seqlens.shape)}"
-        )
     n_new = 0
-    if k_new is not None:
-        for name, t in (("k_new", k_new), ("v_new", v_new)):
-            if t.shape != q.shape or t.dtype != q.dtype or t.device != q.device:
-                raise ValueError(
-                    f"{op}: {name} must be {q.dtype} {tuple(q.shape)} on {q.device} like q, got "
-                    f"{t.dtype} {tuple(t.shape)} on {t.device}"
-                )
+    if k_new is not None and Tq > 0:
         n_new = Tq
-        idx = (cache_seqlens.long().view(B, 1) + torch.arange(Tq, device=q.device)).clamp(max=Tmax - 1)
-        idx = idx.view(B, 1, Tq, 1).expand(B, H, Tq, D)
-        k_cache.scatter_(2, idx, k_new)
-        v_cache.scatter_(2, idx, v_new)
+        # Slot j of row b takes new token j - cache_seqlens[b] when that is in [0, Tq); no other slot changes (a
+        # gather, so a cache_seqlens past Tmax that the checks could not read drops tokens, never overwrites).
+        t = torch.arange(Tmax, device=q.device).view(1, -1) - cache_seqlens.long().view(B, 1)  # (B, Tmax)
+        written = ((t >= 0) & (t < Tq)).view(B, 1, Tmax, 1)
+        src = t.clamp(0, Tq - 1).view(B, 1, Tmax, 1).expand(B, H, Tmax, D)
+        k_cache.copy_(torch.where(written, k_new.gather(2, src), k_cache))
+        v_cache.copy_(torch.where(written, v_new.gather(2, src), v_cache))
     scale = D**-0.5 if scale is None else scale
     n_keys = cache_seqlens.long() + n_new  # (B,)
     pos_q = n_keys.view(B, 1) - Tq + torch.arange(Tq, device=q.device)  # (B, Tq)
