@@ -406,3 +406,99 @@ def test_cuda_matches_cpu(k: int, stride: int, cuda_device: torch.device) -> Non
     table4, tail4, chars4 = (t.to(cuda_device) for t in tensors({"ACGT": 0}, 4))
     with pytest.raises(RuntimeError, match=r"'#' at position 5"):
         torch.ops.enigma_fast.kmer_encode(bad, table4, tail4, chars4, 4, 4, -1, False, torch.int64)
+
+
+# ---- one contract for both paths (issue 11): kernel and reference accept and reject the same inputs ----
+
+
+@pytest.mark.parametrize("impl", ["ops", "reference"])
+def test_errors_found_while_working_are_value_errors(impl: str) -> None:
+    """A byte with no token, an id outside the vocabulary, bad offsets: ValueError on every path (the kernels
+    raised a bare RuntimeError), with the kernels' wording; still a RuntimeError for callers catching that."""
+    table, tail, chars = tensors({"ACG": 0}, 3)
+    if impl == "ops":
+        enc = lambda b: kops.kmer_encode(b, table, 3, tail_table=tail, char_ids=chars)  # noqa: E731
+        batch = lambda b, o: kops.kmer_encode_batch(b, o, table, 3, tail_table=tail, char_ids=chars)  # noqa: E731
+        dec = kops.kmer_decode
+    else:
+        enc = lambda b: reference.kmer_encode(b, table, tail, chars, 3, 3)  # noqa: E731
+        batch = lambda b, o: reference.kmer_encode_batch(b, o, table, tail, chars, 3, 3)  # noqa: E731
+        dec = reference.kmer_decode
+    for err in (ValueError, RuntimeError):
+        with pytest.raises(err, match=r"^kmer_encode: byte 0x00 at position 1 has no token"):
+            enc(_bases(b"A\x00"))
+    with pytest.raises(ValueError, match=r"^kmer_encode_batch: sequence 1 has byte '#' at position 0 that has no"):
+        batch(_bases(b"ACG#"), torch.tensor([0, 3, 4]))
+    with pytest.raises(ValueError, match=r"^kmer_encode_batch: offsets must be non-decreasing, got offsets\[0\] = 3"):
+        batch(_bases(b"ACGT"), torch.tensor([3, 2]))
+    with pytest.raises(ValueError, match=r"^kmer_encode_batch: offsets must lie in \[0, 4\], got first 0 and last 9"):
+        batch(_bases(b"ACGT"), torch.tensor([0, 9]))
+    pieces, offsets = _bases(b"ACGT"), torch.tensor([0, 1, 2, 3, 4])
+    with pytest.raises(ValueError, match=r"^kmer_decode: ids\[1\] = 4 is out of range for a vocabulary of 4 ids$"):
+        dec(torch.tensor([0, 4]), pieces, offsets)
+    with pytest.raises(ValueError, match=r"^kmer_decode: piece_offsets must be non-decreasing"):
+        dec(torch.tensor([0]), pieces, torch.tensor([0, 3, 2, 4]))
+    with pytest.raises(ValueError, match=r"^kmer_decode: piece_offsets must run from 0 to at most len\(pieces\) = 4"):
+        dec(torch.tensor([0]), pieces, torch.tensor([0, 1, 9]))
+
+
+@needs_ext
+def test_reference_hash_lookup_probes_like_the_kernel() -> None:
+    """k > 12: the reference found a code anywhere in the hash table; the kernel probes from the code's home slot
+    to the first empty one. A table whose entry sits past an empty slot now misses on both paths."""
+    k = 13
+    piece = "ACGTACGTACGTA"
+    table, tail, _ = kops.build_tables({piece: 5}, k)
+    chars = kops.char_table({c: 100 + i for i, c in enumerate("ACGT")})
+    home = kops.hash_slot(kops.kmer_code(piece), 4)
+    moved = table.clone()
+    moved[(home + 2) % 16] = moved[home]
+    moved[home] = torch.tensor([0, -1])  # the home slot is empty: a lookup stops there
+    bases = _bases(piece.encode())
+    for t, want in ((table, [5]), (moved, [100, 101, 102, 103] * 3 + [100])):
+        got = kops.kmer_encode(bases, t, k, tail_table=tail, char_ids=chars)
+        assert got.tolist() == want
+        assert reference.kmer_encode(bases, t, tail, chars, k, k).tolist() == want
+
+
+@pytest.mark.parametrize("impl", ["ops", "reference"])
+def test_int32_output_ids_must_fit(impl: str) -> None:
+    """dtype=int32 with a missing_id or pad_id beyond int32: the kernel truncated it silently, the reference raised
+    a torch overflow RuntimeError; both now raise the same ValueError."""
+    table, tail, chars = tensors({"ACG": 0}, 3)
+    bases = _bases(b"ACGTTT")
+    with pytest.raises(ValueError, match=r"kmer_encode: missing_id must be in -2147483648\.\.2147483647, got 2147483653"):
+        if impl == "ops":
+            kops.kmer_encode(bases, table, 3, tail_table=tail, char_ids=chars, missing_id=2**31 + 5, dtype=torch.int32)
+        else:
+            reference.kmer_encode(bases, table, tail, chars, 3, 3, 2**31 + 5, False, torch.int32)
+    with pytest.raises(ValueError, match=r"kmer_encode_batch: pad_id must be in -2147483648\.\.2147483647"):
+        if impl == "ops":
+            kops.kmer_encode_batch(bases, torch.tensor([0, 6]), table, 3, tail_table=tail, char_ids=chars,
+                                   dtype=torch.int32, pad_id=-(2**40))
+        else:
+            reference.kmer_encode_batch(bases, torch.tensor([0, 6]), table, tail, chars, 3, 3, -1, False, torch.int32,
+                                        -(2**40), False)
+
+
+def test_vocabulary_tables_reject_bad_keys_and_ids() -> None:
+    with pytest.raises(ValueError, match=r"char_ids: keys must be single characters U\+0000\.\.U\+00FF"):
+        kops.char_table({"\u20ac": 3})  # was an IndexError
+    with pytest.raises(ValueError, match=r"char_ids\['A'\] must be an id in \[0, 2\^31 - 1\), got 4294967296"):
+        kops.char_table({"A": 2**32})
+    with pytest.raises(ValueError, match=r"pieces\['ACG'\] must be an id in \[0, 2\^31 - 1\), got 1099511627776"):
+        kops.build_tables({"ACG": 2**40}, 3)  # was a torch overflow RuntimeError
+    with pytest.raises(TypeError, match=r"pieces\['ACG'\] must be an int id, got float 2\.5"):
+        kops.build_tables({"ACG": 2.5}, 3)
+    with pytest.raises(TypeError, match="pieces: keys must be str"):
+        kops.build_tables({7: 1}, 3)
+
+
+def test_public_functions_reject_non_integer_ids_and_wide_strings() -> None:
+    pieces, offsets = _bases(b"ACGT"), torch.tensor([0, 1, 2, 3, 4])
+    with pytest.raises(TypeError, match="kmer_decode: ids must have an integer dtype, got float32"):
+        kops.kmer_decode(torch.tensor([1.7]), pieces, offsets)  # was truncated to id 1
+    assert bytes(kops.kmer_decode(torch.tensor([[3, 1]], dtype=torch.int32), pieces, offsets).tolist()) == b"TC"
+    table, tail, chars = tensors({"ACG": 0}, 3)
+    with pytest.raises(ValueError, match=r"bases: a str must hold only characters U\+0000\.\.U\+00FF"):
+        kops.kmer_encode("ACG\u20ac", table, 3, tail_table=tail, char_ids=chars)

@@ -10,6 +10,9 @@ Tokenization of n bytes with k-mer length k and stride t: windows ``bases[i:i+k]
 than A/C/G/T) ``missing_id`` if that is >= 0, else the fallback ids of its first ``min(k, t)`` bytes. The short
 tail after the last window becomes one id when it is itself a piece of the vocabulary, else one fallback id per
 byte. Decoding a k-mer id yields its first ``min(k, t)`` bytes, so ``decode(encode(s)) == s`` for t <= k.
+
+Both paths check their arguments with the same function (``enigma_fast.reference.checks``) first, and raise
+ValueError (``OpValueError``) for what only the work finds: a byte with no token, an id outside the vocabulary.
 """
 
 from __future__ import annotations
@@ -19,6 +22,14 @@ from collections.abc import Mapping
 import torch
 
 from enigma_fast import _extension, reference
+from enigma_fast.reference.checks import (
+    OpTypeError,
+    OpValueError,
+    check_kmer_count,
+    check_kmer_decode,
+    check_kmer_encode,
+    check_kmer_encode_batch,
+)
 
 __all__ = ["build_tables", "char_table", "kmer_count", "kmer_decode", "kmer_encode", "kmer_encode_batch"]
 
@@ -59,8 +70,14 @@ def build_tables(pieces: Mapping[str, int], k: int) -> tuple[torch.Tensor, torch
     ``(4^l - 4) / 3``); for k > 12, ``table`` is an int64 ``(C, 2)`` hash table (``hash_table``) and
     ``tail_table`` is empty. ``rest`` holds the pieces the tables cannot (bytes other than upper-case A/C/G/T,
     tail pieces when k > 12, pieces longer than k): the op never emits their ids.
+
+    Raises ValueError/TypeError for a piece that is not a str or an id that is not an int in ``[0, 2^31 - 1)``.
     """
     _check_k(k, 1)
+    for piece, pid in pieces.items():
+        if not isinstance(piece, str):
+            raise OpTypeError(f"pieces: keys must be str, got {type(piece).__name__} {piece!r}")
+        _check_id(pid, f"pieces[{piece!r}]")
     rest: dict[str, int] = {}
     if k <= MAX_DENSE_K:
         table = torch.full((4**k,), -1, dtype=torch.int32)
@@ -117,25 +134,63 @@ def hash_table(pairs: list[tuple[int, int]]) -> torch.Tensor:
     return torch.tensor([codes, ids], dtype=torch.int64).t().contiguous()
 
 
+def _check_id(i: object, name: str, allow_error: bool = False) -> None:
+    if isinstance(i, bool) or not isinstance(i, int):
+        raise OpTypeError(f"{name} must be an int id, got {type(i).__name__} {i!r}")
+    if not (0 <= i < 2**31 - 1 or (allow_error and i == -1)):
+        raise OpValueError(f"{name} must be an id in [0, 2^31 - 1){' or -1' if allow_error else ''}, got {i}")
+
+
 def char_table(char_ids: Mapping[str, int], default: int = -1) -> torch.Tensor:
-    """int32 ``(256,)`` fallback id of each byte: ``char_ids[chr(b)]``, ``default`` (-1 = an error) for the rest."""
+    """int32 ``(256,)`` fallback id of each byte: ``char_ids[chr(b)]``, ``default`` (-1 = an error) for the rest.
+
+    Raises ValueError/TypeError for a key that is not one character U+0000..U+00FF (a byte) or an id that is not an
+    int in ``[0, 2^31 - 1)`` (``default`` may be -1).
+    """
+    _check_id(default, "default", allow_error=True)
     t = torch.full((256,), default, dtype=torch.int32)
     for ch, i in char_ids.items():
+        if not isinstance(ch, str) or len(ch) != 1 or ord(ch) > 255:
+            raise OpValueError(f"char_ids: keys must be single characters U+0000..U+00FF (bytes), got {ch!r}")
+        _check_id(i, f"char_ids[{ch!r}]")
         t[ord(ch)] = i
     return t
 
 
 def _as_bases(bases: torch.Tensor | bytes | str) -> torch.Tensor:
     if isinstance(bases, str):
-        bases = bases.encode("latin-1")
+        try:
+            bases = bases.encode("latin-1")
+        except UnicodeEncodeError as err:
+            raise OpValueError(
+                f"bases: a str must hold only characters U+0000..U+00FF (one byte each), got {bases[err.start]!r} "
+                f"at position {err.start}"
+            ) from None
     if isinstance(bases, bytes | bytearray | memoryview):
-        return (
-            torch.frombuffer(bytearray(bases), dtype=torch.uint8) if len(bases) else torch.empty(0, dtype=torch.uint8)
-        )
+        data = bytes(bases)
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
     if not isinstance(bases, torch.Tensor) or bases.dtype != torch.uint8 or bases.dim() != 1:
         got = f"{bases.dtype} {tuple(bases.shape)}" if isinstance(bases, torch.Tensor) else type(bases).__name__
-        raise TypeError(f"bases must be a 1-D uint8 tensor (or bytes / str), got {got}")
+        raise OpTypeError(f"bases must be a 1-D uint8 tensor (or bytes / str), got {got}")
     return bases
+
+
+def _cpu(t: object) -> object:
+    return t.cpu() if isinstance(t, torch.Tensor) else t
+
+
+def _kernel(op: str, fn, *args):
+    """Runs a kernel; an error of the input it found while working (its message starts with the op's name: a byte
+    with no token, an id outside the vocabulary) becomes the OpValueError the reference raises for it."""
+    if torch.compiler.is_compiling():
+        return fn(*args)
+    try:
+        return fn(*args)
+    except RuntimeError as err:
+        msg = str(err).split("\n")[0]
+        if isinstance(err, ValueError | TypeError) or not msg.startswith(f"{op}: "):
+            raise
+        raise OpValueError(msg) from None
 
 
 def kmer_encode(
@@ -168,16 +223,15 @@ def kmer_encode(
         ids ``(T,)`` of ``dtype`` on bases' device, ``T = W + (missing windows) * (min(k, stride) - 1) + tail``.
     """
     stride = k if stride is None else stride
-    _check_k(k, stride)
     bases = _as_bases(bases)
     dev = bases.device
     tail_table = torch.empty(0, dtype=torch.int32, device=dev) if tail_table is None else tail_table
     char_ids = torch.full((256,), -1, dtype=torch.int32, device=dev) if char_ids is None else char_ids
+    args = (bases, table, tail_table, char_ids, k, stride, missing_id, fold_case, dtype)
+    check_kmer_encode(*args)
     if _extension.has_kernel("kmer_encode", dev.type, bases.dtype):
-        return torch.ops.enigma_fast.kmer_encode(
-            bases, table, tail_table, char_ids, k, stride, missing_id, fold_case, dtype
-        )
-    return reference.kmer_encode(bases, table, tail_table, char_ids, k, stride, missing_id, fold_case, dtype)
+        return _kernel("kmer_encode", torch.ops.enigma_fast.kmer_encode, *args)
+    return reference.kmer_encode(*args)
 
 
 def kmer_encode_batch(
@@ -202,16 +256,16 @@ def kmer_encode_batch(
     CUDA inputs are encoded on the CPU and the results moved back.
     """
     stride = k if stride is None else stride
-    _check_k(k, stride)
     bases = _as_bases(bases)
     dev = bases.device
     tail_table = torch.empty(0, dtype=torch.int32) if tail_table is None else tail_table
     char_ids = torch.full((256,), -1, dtype=torch.int32) if char_ids is None else char_ids
     args = (
-        offsets.cpu(),
-        table.cpu(),
-        tail_table.cpu(),
-        char_ids.cpu(),
+        bases.cpu(),
+        _cpu(offsets),
+        _cpu(table),
+        _cpu(tail_table),
+        _cpu(char_ids),
         k,
         stride,
         missing_id,
@@ -220,22 +274,31 @@ def kmer_encode_batch(
         pad_id,
         left_pad,
     )
-    if _extension.has_kernel("kmer_encode_batch", "cpu", bases.dtype):
-        ids, lengths = torch.ops.enigma_fast.kmer_encode_batch(bases.cpu(), *args)
+    kernel = _extension.has_kernel("kmer_encode_batch", "cpu", bases.dtype)
+    check_kmer_encode_batch(*args, values=not kernel)  # the kernel reads the offsets itself
+    if kernel:
+        ids, lengths = _kernel("kmer_encode_batch", torch.ops.enigma_fast.kmer_encode_batch, *args)
     else:
-        ids, lengths = reference.kmer_encode_batch(bases.cpu(), *args)
+        ids, lengths = reference.kmer_encode_batch(*args)
     return ids.to(dev), lengths.to(dev)
 
 
 def kmer_decode(ids: torch.Tensor, pieces: torch.Tensor, piece_offsets: torch.Tensor) -> torch.Tensor:
     """Bytes of a token sequence: the concatenation of ``pieces[piece_offsets[i]:piece_offsets[i + 1]]`` over ids.
 
-    Args: ids int64 ``(T,)``; pieces uint8 ``(P,)``; piece_offsets int64 ``(V+1,)`` from 0 to P.
-    Returns: uint8 ``(n,)`` on the CPU. An id outside ``[0, V)`` raises naming its index.
+    Args: ids ``(T,)`` of an integer dtype (other shapes are flattened); pieces uint8 ``(P,)``; piece_offsets
+    int64 ``(V+1,)`` from 0 to P.
+    Returns: uint8 ``(n,)`` on the CPU. An id outside ``[0, V)`` raises ValueError naming its index.
     """
+    if not isinstance(ids, torch.Tensor):
+        raise OpTypeError(f"kmer_decode: ids must be a torch.Tensor, got {type(ids).__name__}")
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise OpTypeError(f"kmer_decode: ids must have an integer dtype, got {str(ids.dtype).removeprefix('torch.')}")
     ids = ids.cpu().to(torch.int64).reshape(-1)
-    if _extension.has_kernel("kmer_decode", "cpu", torch.int64):
-        return torch.ops.enigma_fast.kmer_decode(ids, pieces, piece_offsets)
+    kernel = _extension.has_kernel("kmer_decode", "cpu", torch.int64)
+    check_kmer_decode(ids, pieces, piece_offsets, values=not kernel)  # the kernel reads piece_offsets itself
+    if kernel:
+        return _kernel("kmer_decode", torch.ops.enigma_fast.kmer_decode, ids, pieces, piece_offsets)
     return reference.kmer_decode(ids, pieces, piece_offsets)
 
 
@@ -249,12 +312,12 @@ def kmer_count(
     byte other than a base (not counted), all int64.
     """
     stride = k if stride is None else stride
-    _check_k(k, stride)
-    bases = _as_bases(bases).cpu()
-    offsets = offsets.cpu()
-    if _extension.has_kernel("kmer_count", "cpu", torch.uint8):
-        return torch.ops.enigma_fast.kmer_count(bases, offsets, k, stride, fold_case)
-    return reference.kmer_count(bases, offsets, k, stride, fold_case)
+    args = (_as_bases(bases).cpu(), _cpu(offsets), k, stride, fold_case)
+    kernel = _extension.has_kernel("kmer_count", "cpu", torch.uint8)
+    check_kmer_count(*args, values=not kernel)  # the kernel reads the offsets itself
+    if kernel:
+        return _kernel("kmer_count", torch.ops.enigma_fast.kmer_count, *args)
+    return reference.kmer_count(*args)
 
 
 def _register() -> None:

@@ -10,11 +10,21 @@ Written from the definition (csrc/kmer/core/kmer_core.h), one window at a time, 
   ``c = min(k, stride)`` bytes (``char_ids[byte]``);
 * the tail ``bases[min(n, W * stride):]`` becomes one id when it is all bases and ``tail_table`` has it, else the
   fallback ids of its bytes; a byte whose fallback id is -1 is an error.
+
+Arguments are checked by the functions of ``enigma_fast.reference.checks`` that the kernels' routing runs too.
 """
 
 from __future__ import annotations
 
 import torch
+
+from enigma_fast.reference.checks import (
+    OpValueError,
+    check_kmer_count,
+    check_kmer_decode,
+    check_kmer_encode,
+    check_kmer_encode_batch,
+)
 
 __all__ = ["kmer_count", "kmer_decode", "kmer_encode", "kmer_encode_batch"]
 
@@ -36,16 +46,48 @@ def _signed64(code: int) -> int:
     return code - (1 << 64) if code >= (1 << 63) else code
 
 
+class _NoToken(Exception):
+    """A byte with no token at ``position`` of its sequence."""
+
+    def __init__(self, byte: int, position: int) -> None:
+        super().__init__(byte, position)
+        self.byte, self.position = byte, position
+
+    def describe(self) -> str:
+        b = self.byte
+        shown = f"'{chr(b)}'" if 32 <= b < 127 else f"0x{b:02x}"  # as the kernels write it
+        return f"byte {shown} at position {self.position}"
+
+
+_NO_TOKEN_HINT = "no token (not a vocabulary piece and no fallback id); use the 'unk' policy to map it to UNK"
+
+
 def _byte_ids(data: bytes, start: int, char_ids: list[int]) -> list[int]:
     out = []
     for j, b in enumerate(data):
         if char_ids[b] < 0:
-            raise ValueError(
-                f"kmer_encode: byte {chr(b)!r} at position {start + j} has no token (not a vocabulary piece and "
-                "no fallback id); use the 'unk' policy to map it to UNK"
-            )
+            raise _NoToken(b, start + j)
         out.append(char_ids[b])
     return out
+
+
+def _hash_lookup(table: list[list[int]]):
+    """Lookup in the open-addressing hash table: linear probing from ``hash_slot`` up to the first empty slot."""
+    cap = len(table)
+    bits = cap.bit_length() - 1
+
+    def lookup(code: int) -> int:
+        h = 0 if bits == 0 else ((code * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)) >> (64 - bits)
+        for _ in range(cap):
+            c, i = table[h]
+            if i < 0:
+                return -1
+            if c == _signed64(code):
+                return i
+            h = (h + 1) % cap
+        return -1
+
+    return lookup
 
 
 def _encode_one(
@@ -62,8 +104,7 @@ def _encode_one(
     if k <= 12:
         lookup = lambda code: int(table[code])  # noqa: E731
     else:
-        pairs = {c: i for c, i in table.tolist() if i >= 0}
-        lookup = lambda code: pairs.get(_signed64(code), -1)  # noqa: E731
+        lookup = _hash_lookup(table.tolist())
     tails = tail_table.tolist()
     windows = (n - k) // stride + 1 if n >= k else 0
     cover = min(k, stride)
@@ -89,13 +130,6 @@ def _encode_one(
     return out
 
 
-def _check(k: int, stride: int) -> None:
-    if not 1 <= k <= 32:
-        raise ValueError(f"kmer_encode: k must be in 1..32, got {k}")
-    if stride < 1:
-        raise ValueError(f"kmer_encode: stride must be >= 1, got {stride}")
-
-
 def kmer_encode(
     bases: torch.Tensor,
     table: torch.Tensor,
@@ -108,10 +142,26 @@ def kmer_encode(
     dtype: torch.dtype = torch.int64,
 ) -> torch.Tensor:
     """Token ids of one sequence of bytes ``bases`` (uint8, (n,)) -> ``(T,)`` of ``dtype``; see the module doc."""
-    _check(k, stride)
-    data = bytes(bases.cpu().tolist())
-    ids = _encode_one(data, table.cpu(), tail_table.cpu(), char_ids.cpu().tolist(), k, stride, missing_id, fold_case)
+    check_kmer_encode(bases, table, tail_table, char_ids, k, stride, missing_id, fold_case, dtype)
+    try:
+        ids = _encode(bases, table, tail_table, char_ids, k, stride, missing_id, fold_case)
+    except _NoToken as err:
+        raise OpValueError(f"kmer_encode: {err.describe()} has {_NO_TOKEN_HINT}") from None
     return torch.tensor(ids, dtype=dtype, device=bases.device)
+
+
+def _encode(
+    bases: torch.Tensor,
+    table: torch.Tensor,
+    tail_table: torch.Tensor,
+    char_ids: torch.Tensor,
+    k: int,
+    stride: int,
+    missing_id: int,
+    fold_case: bool,
+) -> list[int]:
+    data = bytes(bases.cpu().tolist())
+    return _encode_one(data, table.cpu(), tail_table.cpu(), char_ids.cpu().tolist(), k, stride, missing_id, fold_case)
 
 
 def kmer_encode_batch(
@@ -129,33 +179,41 @@ def kmer_encode_batch(
     left_pad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sequences ``bases[offsets[b]:offsets[b+1]]`` -> padded ids ``(B, T)`` and lengths ``(B,)`` int64."""
-    _check(k, stride)
+    check_kmer_encode_batch(
+        bases, offsets, table, tail_table, char_ids, k, stride, missing_id, fold_case, dtype, pad_id, left_pad
+    )
     off = offsets.tolist()
-    rows = [
-        kmer_encode(bases[off[b] : off[b + 1]], table, tail_table, char_ids, k, stride, missing_id, fold_case, dtype)
-        for b in range(len(off) - 1)
-    ]
+    rows = []
+    for b in range(len(off) - 1):
+        try:
+            ids = _encode(bases[off[b] : off[b + 1]], table, tail_table, char_ids, k, stride, missing_id, fold_case)
+        except _NoToken as err:
+            raise OpValueError(
+                f"kmer_encode_batch: sequence {b} has {err.describe()} that has {_NO_TOKEN_HINT}"
+            ) from None
+        rows.append(ids)
     t = max((len(r) for r in rows), default=0)
     ids = torch.full((len(rows), t), pad_id, dtype=dtype, device=bases.device)
     for b, r in enumerate(rows):
         if len(r):
             if left_pad:
-                ids[b, t - len(r) :] = r
+                ids[b, t - len(r) :] = torch.tensor(r, dtype=dtype)
             else:
-                ids[b, : len(r)] = r
+                ids[b, : len(r)] = torch.tensor(r, dtype=dtype)
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64, device=bases.device)
     return ids, lengths
 
 
 def kmer_decode(ids: torch.Tensor, pieces: torch.Tensor, piece_offsets: torch.Tensor) -> torch.Tensor:
     """Concatenated pieces ``pieces[piece_offsets[id]:piece_offsets[id + 1]]`` of ``ids`` (T,) -> uint8 (n,)."""
+    check_kmer_decode(ids, pieces, piece_offsets)
     off = piece_offsets.tolist()
     data = bytes(pieces.cpu().tolist())
     vocab = len(off) - 1
     out = bytearray()
     for i, t in enumerate(ids.tolist()):
         if not 0 <= t < vocab:
-            raise ValueError(f"kmer_decode: ids[{i}] = {t} is out of range for a vocabulary of {vocab} ids")
+            raise OpValueError(f"kmer_decode: ids[{i}] = {t} is out of range for a vocabulary of {vocab} ids")
         out += data[off[t] : off[t + 1]]
     return torch.tensor(list(out), dtype=torch.uint8, device=ids.device)
 
@@ -167,9 +225,7 @@ def kmer_count(
 
     Window w of sequence b has ordinal ``sum_{j<b} (W_j + 1) + w``.
     """
-    _check(k, stride)
-    if k > 12:
-        raise ValueError(f"kmer_count: k must be <= 12 for dense counting, got {k}")
+    check_kmer_count(bases, offsets, k, stride, fold_case)
     counts = [0] * 4**k
     first = [-1] * 4**k
     other = 0
