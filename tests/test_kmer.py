@@ -467,18 +467,29 @@ def test_int32_output_ids_must_fit(impl: str) -> None:
     a torch overflow RuntimeError; both now raise the same ValueError."""
     table, tail, chars = tensors({"ACG": 0}, 3)
     bases = _bases(b"ACGTTT")
-    with pytest.raises(ValueError, match=r"kmer_encode: missing_id must be in -2147483648\.\.2147483647, got 2147483653"):
+    with pytest.raises(
+        ValueError, match=r"kmer_encode: missing_id must be in -2147483648\.\.2147483647, got 2147483653"
+    ):
         if impl == "ops":
             kops.kmer_encode(bases, table, 3, tail_table=tail, char_ids=chars, missing_id=2**31 + 5, dtype=torch.int32)
         else:
             reference.kmer_encode(bases, table, tail, chars, 3, 3, 2**31 + 5, False, torch.int32)
     with pytest.raises(ValueError, match=r"kmer_encode_batch: pad_id must be in -2147483648\.\.2147483647"):
         if impl == "ops":
-            kops.kmer_encode_batch(bases, torch.tensor([0, 6]), table, 3, tail_table=tail, char_ids=chars,
-                                   dtype=torch.int32, pad_id=-(2**40))
+            kops.kmer_encode_batch(
+                bases,
+                torch.tensor([0, 6]),
+                table,
+                3,
+                tail_table=tail,
+                char_ids=chars,
+                dtype=torch.int32,
+                pad_id=-(2**40),
+            )
         else:
-            reference.kmer_encode_batch(bases, torch.tensor([0, 6]), table, tail, chars, 3, 3, -1, False, torch.int32,
-                                        -(2**40), False)
+            reference.kmer_encode_batch(
+                bases, torch.tensor([0, 6]), table, tail, chars, 3, 3, -1, False, torch.int32, -(2**40), False
+            )
 
 
 def test_vocabulary_tables_reject_bad_keys_and_ids() -> None:

@@ -168,9 +168,7 @@ def check_rms_norm(x: object, weight: object, eps: object, op: str = "rms_norm")
         _same_device(x, "x", weight, "weight", op)
         _same_dtype(x, "x", weight, "weight", op)
         if weight.dim() != 1 or weight.shape[0] != n:
-            raise OpValueError(
-                f"{op}: weight must be ({n},) to match the last dimension of x, got {_shape(weight)}"
-            )
+            raise OpValueError(f"{op}: weight must be ({n},) to match the last dimension of x, got {_shape(weight)}")
         if not weight.is_contiguous():
             raise OpValueError(f"{op}: weight must be contiguous, got stride {weight.stride()}")
 
