@@ -187,62 +187,67 @@ def check_add_rms_norm(x: object, residual: object, weight: object, eps: object,
 # ---------------------------------------------------------------------------------------------------------------
 # Relative-position attention
 # ---------------------------------------------------------------------------------------------------------------
-def _check_q(q: object, op: str) -> torch.Tensor:
+def _check_q(q: object, op: str) -> tuple[torch.Tensor, torch.device, torch.dtype, int, int, int]:
     q = _tensor(q, "q", op)
     if q.dtype not in FLOATS:
         raise OpTypeError(f"{op}: q must be a floating tensor ({_FLOAT_NAMES}), got {_dt(q.dtype)}")
-    if q.dim() != 4:
-        raise OpValueError(f"{op}: q must be (B, H, Tq, D), got shape {_shape(q)}")
-    if q.shape[3] == 0:
-        raise OpValueError(f"{op}: q must have a non-empty head dimension D, got shape {_shape(q)}")
+    qs = q.shape
+    if len(qs) != 4:
+        raise OpValueError(f"{op}: q must be (B, H, Tq, D), got shape {tuple(qs)}")
+    if qs[3] == 0:
+        raise OpValueError(f"{op}: q must have a non-empty head dimension D, got shape {tuple(qs)}")
     _last_contiguous(q, "q", op)
-    return q
+    return q, q.device, q.dtype, qs[0], qs[1], qs[3]
 
 
 def _last_contiguous(t: torch.Tensor, name: str, op: str) -> None:
-    if t.shape[3] > 1 and t.stride(3) != 1:
+    if t.shape[3] > 1 and not t.is_contiguous() and t.stride(3) != 1:
         raise OpValueError(
             f"{op}: {name} must have a contiguous last dimension (stride 1), got strides {t.stride()}; "
             "call .contiguous()"
         )
 
 
-def _check_like_q(q: torch.Tensor, t: object, name: str, op: str, q_device: torch.device | None = None) -> torch.Tensor:
+def _check_like_q(ref: tuple, t: object, name: str, op: str) -> torch.Tensor:
     """A (B, H, T, D) tensor like q (B, H, D, dtype, device) with a contiguous last dimension."""
+    q, device, dtype, B, H, D = ref
     t = _tensor(t, name, op)
-    if t.device != (q_device or q.device):
+    if t.device != device:
         _same_device(q, "q", t, name, op)
-    if t.dtype != q.dtype:
+    if t.dtype != dtype:
         _same_dtype(q, "q", t, name, op)
-    qs, ts = q.shape, t.shape
-    if len(ts) != 4 or ts[0] != qs[0] or ts[1] != qs[1] or ts[3] != qs[3]:
-        raise OpValueError(f"{op}: {name} must be (B, H, T, D) = ({qs[0]}, {qs[1]}, *, {qs[3]}), got {tuple(ts)}")
-    if ts[3] > 1 and t.stride(3) != 1:
-        _last_contiguous(t, name, op)
+    ts = t.shape
+    if len(ts) != 4 or ts[0] != B or ts[1] != H or ts[3] != D:
+        raise OpValueError(f"{op}: {name} must be (B, H, T, D) = ({B}, {H}, *, {D}), got {tuple(ts)}")
+    _last_contiguous(t, name, op)
     return t
 
 
-def _check_rel_emb(q: torch.Tensor, rel_emb: object, op: str) -> None:
+def _check_rel_emb(ref: tuple, rel_emb: object, op: str) -> None:
     rel_emb = _opt_tensor(rel_emb, "rel_emb", op)
     if rel_emb is None:
         return
-    _same_device(q, "q", rel_emb, "rel_emb", op)
-    _same_dtype(q, "q", rel_emb, "rel_emb", op)
-    H, D = q.shape[1], q.shape[3]
-    if rel_emb.dim() != 3 or rel_emb.shape[0] != H or rel_emb.shape[2] != D or rel_emb.shape[1] % 2 != 1:
+    q, device, dtype, _, H, D = ref
+    if rel_emb.device != device:
+        _same_device(q, "q", rel_emb, "rel_emb", op)
+    if rel_emb.dtype != dtype:
+        _same_dtype(q, "q", rel_emb, "rel_emb", op)
+    rs = rel_emb.shape
+    if len(rs) != 3 or rs[0] != H or rs[2] != D or rs[1] % 2 != 1:
         raise OpValueError(
-            f"{op}: rel_emb must be (H, 2P-1, D) = ({H}, *, {D}) with an odd middle size, got {_shape(rel_emb)}"
+            f"{op}: rel_emb must be (H, 2P-1, D) = ({H}, *, {D}) with an odd middle size, got {tuple(rs)}"
         )
 
 
-def _check_index_vector(q: torch.Tensor, t: object, name: str, op: str) -> torch.Tensor | None:
+def _check_index_vector(ref: tuple, t: object, name: str, op: str) -> torch.Tensor | None:
     t = _opt_tensor(t, name, op)
     if t is None:
         return None
-    _same_device(q, "q", t, name, op)
+    q, device, B = ref[0], ref[1], ref[3]
+    if t.device != device:
+        _same_device(q, "q", t, name, op)
     if t.dtype not in _INDEX:
         raise OpTypeError(f"{op}: {name} must be int32 or int64, got {_dt(t.dtype)}")
-    B = q.shape[0]
     if t.dim() != 1 or t.shape[0] != B:
         raise OpValueError(f"{op}: {name} must be (B,) = ({B},), got {_shape(t)}")
     return t
@@ -266,18 +271,18 @@ def check_rel_attention(
     """Arguments of ``rel_attention``: q ``(B, H, Tq, D)`` floating, D > 0; k, v ``(B, H, Tk, D)`` like q with
     ``Tq <= Tk``; last dimensions contiguous; rel_emb ``(H, 2P-1, D)`` like q or None; key_start int32/int64
     ``(B,)`` on q's device or None; causal a bool; scale a real number or None."""
-    q = _check_q(q, op)
-    dev = q.device
-    k = _check_like_q(q, k, "k", op, dev)
-    v = _check_like_q(q, v, "v", op, dev)
+    ref = _check_q(q, op)  # (q, device, dtype, B, H, D), read once
+    q = ref[0]
+    k = _check_like_q(ref, k, "k", op)
+    v = _check_like_q(ref, v, "v", op)
     if v.shape[2] != k.shape[2]:
         raise OpValueError(f"{op}: v must have k's length Tk = {k.shape[2]}, got {v.shape[2]}")
     if q.shape[2] > k.shape[2]:
         raise OpValueError(
             f"{op}: needs Tq <= Tk (queries are the last Tq positions), got Tq = {q.shape[2]} > Tk = {k.shape[2]}"
         )
-    _check_index_vector(q, key_start, "key_start", op)
-    _check_rel_emb(q, rel_emb, op)
+    _check_index_vector(ref, key_start, "key_start", op)
+    _check_rel_emb(ref, rel_emb, op)
     _bool(causal, "causal", op)
     _check_scale(scale, op)
 
@@ -301,10 +306,10 @@ def check_rel_attention_with_kvcache(
     or neither. The cache_seqlens values (when readable): ``0 <= cache_seqlens[b]``, ``cache_seqlens[b] + n_new <=
     Tmax`` (the new tokens fit) and ``cache_seqlens[b] + n_new >= Tq`` (the queries' own keys are there); read on
     the CPU, and on other devices too with ``device_values`` (the reference: a sync)."""
-    q = _check_q(q, op)
-    dev = q.device
-    k_cache = _check_like_q(q, k_cache, "k_cache", op, dev)
-    v_cache = _check_like_q(q, v_cache, "v_cache", op, dev)
+    ref = _check_q(q, op)  # (q, device, dtype, B, H, D), read once
+    q = ref[0]
+    k_cache = _check_like_q(ref, k_cache, "k_cache", op)
+    v_cache = _check_like_q(ref, v_cache, "v_cache", op)
     Tq, Tmax = q.shape[2], k_cache.shape[2]
     if v_cache.shape[2] != Tmax:
         raise OpValueError(f"{op}: v_cache must have k_cache's length Tmax = {Tmax}, got {v_cache.shape[2]}")
@@ -312,18 +317,18 @@ def check_rel_attention_with_kvcache(
         raise OpValueError(f"{op}: needs Tq <= Tmax, got Tq = {Tq} > Tmax = {Tmax}")
     if cache_seqlens is None:
         raise OpTypeError(f"{op}: cache_seqlens must be an int32/int64 tensor of shape ({q.shape[0]},), got None")
-    seqlens = _check_index_vector(q, cache_seqlens, "cache_seqlens", op)
-    _check_index_vector(q, key_start, "key_start", op)
+    seqlens = _check_index_vector(ref, cache_seqlens, "cache_seqlens", op)
+    _check_index_vector(ref, key_start, "key_start", op)
     if (k_new is None) != (v_new is None):
         raise OpValueError(f"{op}: k_new and v_new must be given together")
     n_new = 0
     if k_new is not None:
         for name, t in (("k_new", k_new), ("v_new", v_new)):
-            t = _check_like_q(q, t, name, op, dev)
+            t = _check_like_q(ref, t, name, op)
             if t.shape[2] != Tq:
                 raise OpValueError(f"{op}: {name} must have q's length Tq = {Tq}, got {t.shape[2]}")
         n_new = Tq
-    _check_rel_emb(q, rel_emb, op)
+    _check_rel_emb(ref, rel_emb, op)
     _check_scale(scale, op)
     if seqlens is not None and _values_checkable(seqlens, device_values):
         for b, s in enumerate(seqlens.tolist()):
