@@ -727,20 +727,29 @@ def _good_tokenizers() -> list[dict[str, Any]]:
 
 
 GOOD_TOKENIZERS = _good_tokenizers()
-json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-3, 40),
-    st.integers(-(2**40), 2**40),
-    st.floats(allow_nan=False),
-    st.text(max_size=6),
-    st.sampled_from(["kmer", "char", "keep", "upper", "fallback", "unk", "error", "A", "ACG"]),
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
-    max_leaves=6,
-)
+
+
+def _json_values(huge: bool) -> st.SearchStrategy:
+    """JSON-ish values. Huge integers only where every loader must reject them before allocating (tokenizer ids of
+    2^31 or more): a config's n_layer or d_model of 2^31 would build that model, sizes are another test's business."""
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 40),
+        st.sampled_from([-(2**40), 2**31, 2**40] if huge else [-(2**40), -1]),
+        st.floats(allow_nan=False),
+        st.text(max_size=6),
+        st.sampled_from(["kmer", "char", "keep", "upper", "fallback", "unk", "error", "A", "ACG"]),
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+        max_leaves=6,
+    )
+
+
+json_values = _json_values(huge=True)
+config_values = _json_values(huge=False)
 
 
 @st.composite
@@ -876,7 +885,7 @@ def config_mutations(draw, config: dict[str, Any]) -> Any:
         if what == "drop":
             d.pop(key)
         elif what == "set":
-            d[key] = draw(json_values)
+            d[key] = draw(config_values)
         elif what == "small":  # a structural change within a small size
             d[key] = draw(st.integers(-1, 24))
         elif what == "type":  # the same value written as another JSON type
@@ -887,9 +896,9 @@ def config_mutations(draw, config: dict[str, Any]) -> Any:
         elif what == "flip" and isinstance(d.get(key), bool):
             d[key] = not d[key]
         elif what == "extra":
-            d[draw(st.text(min_size=1, max_size=6))] = draw(json_values)
+            d[draw(st.text(min_size=1, max_size=6))] = draw(config_values)
         elif what == "whole":
-            return draw(json_values)
+            return draw(config_values)
     return d
 
 
