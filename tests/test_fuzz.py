@@ -28,18 +28,6 @@ from enigma_fast import ops, reference, tokenizers
 from enigma_fast.ops import kmer as kops
 from tests.tolerances import TOL
 
-# Failures in files other engineers are changing for issue 11 (tokenizer.json parsing, config parsing and
-# checkpoint loading). strict: once their fixes land these XPASS and fail, so the marker must be removed then.
-TOKENIZER_FILES = pytest.mark.xfail(
-    strict=True, reason="issue 11, tokenizer.json validation (enigma_fast/tokenizers): KeyError/AttributeError today"
-)
-CONFIG_FILES = pytest.mark.xfail(
-    strict=True, reason="issue 11, config parsing (enigma_fast/models): untyped fields, AttributeError today"
-)
-CHECKPOINT_FILES = pytest.mark.xfail(
-    strict=True, reason="issue 11, checkpoint loading (enigma_fast/models/checkpoint.py): SafetensorError today"
-)
-
 
 def fuzz(n: int):
     return settings(
@@ -789,7 +777,6 @@ def _check_tokenizer(tok: tokenizers.DNATokenizer, data) -> None:
     call(tok.encode_batch, [text, text[:3]])
 
 
-@TOKENIZER_FILES
 @fuzz(150)
 @given(data=st.data())
 def test_tokenizer_from_dict_fuzz(data) -> None:
@@ -902,7 +889,6 @@ def config_mutations(draw, config: dict[str, Any]) -> Any:
     return d
 
 
-@CONFIG_FILES
 @fuzz(80)
 @given(data=st.data())
 def test_from_pretrained_config_fuzz(data, checkpoints) -> None:
@@ -930,7 +916,6 @@ def test_from_pretrained_config_fuzz(data, checkpoints) -> None:
         assert _dir_state(Path(tmp)) == before
 
 
-@CHECKPOINT_FILES
 @fuzz(40)
 @given(data=st.data())
 def test_from_pretrained_weights_fuzz(data, checkpoints) -> None:
@@ -957,7 +942,8 @@ def test_from_pretrained_weights_fuzz(data, checkpoints) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# examples the fuzzing found in other engineers' files, kept as minimal reproducers
+# examples the fuzzing found in the loaders (fixed for issue 11 by the tokenizer/config and checkpoint work), kept
+# as minimal reproducers
 # ---------------------------------------------------------------------------------------------------------------
 def _tokenizer_with(**changes: Any) -> dict[str, Any]:
     d = json.loads(json.dumps(GOOD_TOKENIZERS[0]))
@@ -982,7 +968,6 @@ TOKENIZER_EXAMPLES = [
 ]
 
 
-@TOKENIZER_FILES
 @pytest.mark.parametrize("name,content", TOKENIZER_EXAMPLES, ids=[e[0] for e in TOKENIZER_EXAMPLES])
 def test_tokenizer_file_examples(name: str, content: Any, tmp_path: Path) -> None:
     """Each tokenizer.json content raises ValueError/TypeError (wrong types are not converted)."""
@@ -1014,7 +999,6 @@ CONFIG_EXAMPLES = [
 ]
 
 
-@CONFIG_FILES
 @pytest.mark.parametrize("name,index,make", CONFIG_EXAMPLES, ids=[e[0] for e in CONFIG_EXAMPLES])
 def test_config_examples(name: str, index: int, make, checkpoints) -> None:
     """Each checkpoint loads as exactly what its files hold with typed config fields, or raises ValueError/TypeError."""
@@ -1031,7 +1015,6 @@ def test_config_examples(name: str, index: int, make, checkpoints) -> None:
         shutil.rmtree(folder.parent)
 
 
-@CHECKPOINT_FILES
 def test_truncated_weights_example(checkpoints, tmp_path: Path) -> None:
     cls, src = checkpoints[0]
     folder = tmp_path / "ckpt"
