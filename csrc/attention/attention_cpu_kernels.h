@@ -214,7 +214,9 @@ EF_INLINE void tile_scores(const Problem<T>& p, Work<A>& w, const A* kt, const T
   }
   if (!p.P) return;
   const int64_t P = p.P;
-  const int64_t need = clamp_offset(j0 + bk - 1 - pos0, P);
+  // The largest offset an unmasked (query, key) pair of the tile has: causal pairs have j - p_i <= 0, so R's
+  // columns past offset 0 would only feed masked scores (add_rel_row still reads them: allocated, never used).
+  const int64_t need = std::min(clamp_offset(j0 + bk - 1 - pos0, P), p.causal ? int64_t(0) : P - 1);
   if (need > *rdone) {
     const int64_t first = *rdone + 1;
     if (p.relT) {
@@ -325,7 +327,8 @@ EF_INLINE void bwd_head(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, c
     std::fill(w.dq, w.dq + BQ * Dp, A(0));
     const int64_t j_first = kb - kb % W;
     const int64_t clo = P ? clamp_offset(j_first - (pos0 + bq - 1), P) : 0;
-    const int64_t ncols = P && ke > kb ? clamp_offset(ke - 1 - pos0, P) - clo + 1 : 0;
+    const int64_t cmax = std::min(clamp_offset(ke - 1 - pos0, P), p.causal ? int64_t(0) : P - 1);  // see tile_scores
+    const int64_t ncols = P && ke > kb ? cmax - clo + 1 : 0;
     int64_t rdone = clo - 1;
     for (int64_t i = 0; i < bq; ++i) std::fill(w.g + i * p.rld, w.g + i * p.rld + ncols, A(0));
     for (int64_t j0 = j_first; j0 < ke && ke > kb; j0 += BK) {

@@ -78,12 +78,11 @@ EF_INLINE void vstore(A* p, V v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-// All lanes x: one broadcast (V{} + x would add +0.0, which is not an identity for -0.0, so it costs an add).
+// All lanes x. (In hot loops prefer vector * scalar, which GCC turns into one broadcast load: V{} + x costs an
+// add, since +0.0 is not an identity for -0.0.)
 template <typename V, typename A>
 EF_INLINE V vset(A x) {
-  V v;
-  for (int i = 0; i < static_cast<int>(sizeof(V) / sizeof(A)); ++i) v[i] = x;
-  return v;
+  return V{} + x;
 }
 
 template <typename V>

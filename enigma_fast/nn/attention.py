@@ -72,9 +72,10 @@ class RelativeMultiHeadAttention(nn.Module):
 
     def _heads(self, t: torch.Tensor, n: int) -> list[torch.Tensor]:
         # (B, T, n * C) -> n views (B, H, T, D) of the projection output (no copies; the ops read strides).
+        # unbind, not n selects: its backward stacks the n gradients into one tensor, where each select's would
+        # materialise a zero (B, T, n, H, D) gradient and the n of them would then be summed.
         B, T, _ = t.shape
-        t = t.view(B, T, n, self.n_head, self.head_dim)
-        return [t[:, :, i].transpose(1, 2) for i in range(n)]
+        return [u.transpose(1, 2) for u in t.view(B, T, n, self.n_head, self.head_dim).unbind(2)]
 
     def forward(
         self,
