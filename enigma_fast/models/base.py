@@ -105,6 +105,17 @@ class DNALanguageModel(nn.Module):
         """Number of distinct parameters (a tied head counted once)."""
         return sum(p.numel() for p in self.parameters())
 
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute every transformer block's activations during the backward instead of keeping them
+        (non-reentrant ``torch.utils.checkpoint`` per block): a block then keeps only its inputs, two
+        ``(B, T, d_model)`` tensors, at the cost of a second forward of each block. Results and gradients are
+        unchanged; generation and ``torch.no_grad`` are unaffected."""
+        from enigma_fast.models.layers import Block
+
+        for m in self.modules():
+            if isinstance(m, Block):
+                m.activation_checkpointing = bool(enabled)
+
     def _device(self) -> torch.device:
         return self.tok_emb.weight.device
 

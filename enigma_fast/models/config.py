@@ -172,6 +172,8 @@ class EnBERTConfig(_Config):
         "seed": dict(d_model=384, n_head=12, n_layer=12, max_rel_pos=128, block_size=512),
         "47m": dict(d_model=512, n_head=8, n_layer=12, max_rel_pos=128, block_size=1024),
         "430m": dict(d_model=1280, n_head=20, n_layer=18, max_rel_pos=256, block_size=2048),
+        # a multi-GPU size (FSDP2: see docs/scale.md); head dim 128
+        "2.5b": dict(d_model=2048, n_head=16, n_layer=42, max_rel_pos=256, block_size=2048),
     }
 
     def num_parameters(self) -> int:
@@ -198,6 +200,8 @@ class EnigmaConfig(_Config):
         # the seed's Enigma: d_model 384, 12 heads, 12 layers, block 512
         "seed": dict(d_model=384, n_head=12, n_encoder_layer=12, n_decoder_layer=12, max_rel_pos=128,
                      block_size=512),
+        "750m": dict(d_model=1280, n_head=20, n_encoder_layer=14, n_decoder_layer=14, max_rel_pos=256,
+                     block_size=2048),
     }
 
     def validate(self) -> None:

@@ -127,9 +127,8 @@ class Enigma(DNALanguageModel):
             self._start_range("src_start", src_start, S),
         ])
         memory = self._encode(src, src_start)
-        memory_kv = [blk.cross.project_memory(memory) for blk in self.decoder]
         h = self._decoder_input(tgt_in, self._src_len(src, src_start))
-        y = run_blocks(self.decoder, self.norm_f, h, memory_kv=memory_kv, memory_start=src_start)
+        y = run_blocks(self.decoder, self.norm_f, h, memory=memory, memory_start=src_start)
         logits = self.lm_head(y)
         loss = self.lm_loss(logits, targets) if targets is not None else None
         return logits, loss

@@ -2,13 +2,17 @@
 fused residual stream that runs a stack of blocks.
 
 The residual stream uses ``add_rms_norm``: each residual add is fused with the norm that follows it, so
-``h = h + branch; y = norm(h)`` is one pass. For a stack of pre-norm blocks
+``h = h + branch; y = norm(h)`` is one pass. Each block leaves its feed-forward output ``f`` for the next one to
+add (fused with that block's first norm; the last ``f`` is added by the final norm):
 
-    y = norm1_0(h)
-    for each block i:  a = attn(y);  y, h = norm2_i(a, h);  f = ffn(y);  y, h = next_norm(f, h)
+    f = None
+    for each block i:  y, h = norm1_i(f, h);  a = attn(y);  y, h = norm2_i(a, h);  f = ffn(y)
+    y, h = final_norm(f, h)
 
-where ``next_norm`` is the next block's norm1 (or the final norm), which is exactly the textbook
-``h += attn(norm1(h)); h += ffn(norm2(h))`` followed by a final norm.
+which is exactly the textbook ``h += attn(norm1(h)); h += ffn(norm2(h))`` followed by a final norm. A block
+touches only its own parameters inside its own ``forward``, so a block is a unit that ``fully_shard`` (FSDP2)
+can gather before and free after it runs, and that activation checkpointing can recompute on its own
+(``Block.activation_checkpointing``: only the block's inputs ``(f, h)`` are kept for the backward).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from enigma_fast.nn import KVCache, RelativeMultiHeadAttention, RMSNorm
 
@@ -102,6 +107,57 @@ class Block(nn.Module):
         self.norm2 = RMSNorm(d_model, eps=norm_eps)
         self.ffn = FeedForward(d_model, ffn_mult, bias)
         self.drop = nn.Dropout(dropout)
+        # recompute this block's activations in the backward instead of keeping them (training only)
+        self.activation_checkpointing = False
+
+    def forward(
+        self,
+        f: torch.Tensor | None,
+        h: torch.Tensor,
+        *,
+        key_start: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        prefill: bool = False,
+        memory: torch.Tensor | None = None,
+        memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        memory_start: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One block on the residual stream ``h`` ``(B, T, d_model)`` whose previous block left the branch output
+        ``f`` ``(B, T, d_model)`` (None for the first block) still to be added:
+
+            h = h + f;  h = h + attn(norm1(h));  [h = h + cross(norm_cross(h), memory)];  return ffn(norm2(h)), h
+
+        Cross-attention reads ``memory_kv`` (K, V ``(B, H, S, D)`` projected once, for cached decoding) or else
+        projects ``memory`` ``(B, S, d_model)`` here. With ``activation_checkpointing`` and gradients enabled (and no
+        cache), the block runs under non-reentrant ``torch.utils.checkpoint``: same results and gradients, only
+        ``(f, h)`` kept for the backward.
+        """
+        kw = dict(key_start=key_start, cache=cache, prefill=prefill, memory=memory, memory_kv=memory_kv,
+                  memory_start=memory_start)
+        if self.activation_checkpointing and cache is None and torch.is_grad_enabled():
+            return checkpoint(self._forward, f, h, use_reentrant=False, **kw)
+        return self._forward(f, h, **kw)
+
+    def _forward(
+        self,
+        f: torch.Tensor | None,
+        h: torch.Tensor,
+        *,
+        key_start: torch.Tensor | None,
+        cache: KVCache | None,
+        prefill: bool,
+        memory: torch.Tensor | None,
+        memory_kv: tuple[torch.Tensor, torch.Tensor] | None,
+        memory_start: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        y, h = (self.norm1(h), h) if f is None else self.norm1(f, h)
+        a = self.drop(self.attn(y, key_start=key_start, cache=cache, prefill=prefill))
+        if self.cross is not None:
+            y, h = self.norm_cross(a, h)
+            kv = memory_kv if memory_kv is not None else self.cross.project_memory(memory)
+            a = self.drop(self.cross(y, kv, memory_start))
+        y, h = self.norm2(a, h)
+        return self.drop(self.ffn(y)), h
 
 
 def run_blocks(
@@ -112,6 +168,7 @@ def run_blocks(
     key_start: torch.Tensor | None = None,
     caches: list[KVCache] | None = None,
     prefill: bool = False,
+    memory: torch.Tensor | None = None,
     memory_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     memory_start: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -119,18 +176,14 @@ def run_blocks(
 
     ``caches`` (one per block) make self-attention append to and read from static KV caches: ``prefill`` for
     the prompt (fused prefill attention, keys/values written at positions 0..T-1), otherwise a decode step at
-    ``caches[i].seqlens``. ``memory_kv`` (one (K, V) per block) feeds the cross-attention. Returns the final
-    normalised states ``(B, T, d_model)``.
+    ``caches[i].seqlens``. Cross-attention reads ``memory`` ``(B, S, d_model)`` (each block projects its own K/V)
+    or ``memory_kv`` (one (K, V) per block, projected once). Returns the final normalised states
+    ``(B, T, d_model)``.
     """
-    y = blocks[0].norm1(h)
+    f = None
     for i, blk in enumerate(blocks):
-        cache = caches[i] if caches is not None else None
-        a = blk.drop(blk.attn(y, key_start=key_start, cache=cache, prefill=prefill))
-        if blk.cross is not None:
-            y, h = blk.norm_cross(a, h)
-            a = blk.drop(blk.cross(y, memory_kv[i], memory_start))
-        y, h = blk.norm2(a, h)
-        f = blk.drop(blk.ffn(y))
-        nxt = blocks[i + 1].norm1 if i + 1 < len(blocks) else final_norm
-        y, h = nxt(f, h)
+        f, h = blk(f, h, key_start=key_start, cache=caches[i] if caches is not None else None, prefill=prefill,
+                   memory=memory, memory_kv=memory_kv[i] if memory_kv is not None else None,
+                   memory_start=memory_start)
+    y, _ = final_norm(f, h)
     return y
