@@ -11,6 +11,8 @@ C. diphtheriae genome (last 10% held out), reporting held-out bits per base next
 A run or prepare writes only into a new folder, an empty one, or its own earlier output; it never removes or
 overwrites a file it did not write. A bad input or option is reported in one line, with exit code 2.
     torchrun --nproc_per_node 4 -m enigma_fast.train genome.fa    # DDP (NCCL on GPU, gloo on CPU)
+    torchrun --nproc_per_node 8 -m enigma_fast.train data/hg38 --model-preset 2.5b --strategy fsdp
+    python -m enigma_fast.train --model-preset 2.5b --strategy fsdp --world-size 8 --dry-run   # memory per GPU
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="FASTA/FASTQ files (plain or gzip) or one prepared token folder; none = the shipped genome")
     p.add_argument("--config", help="TOML or JSON file of options (field names as keys)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print parameters, memory per GPU and tokens per step (model on the meta device), then exit")
+    p.add_argument("--world-size", type=int, metavar="N",
+                   help="ranks the --dry-run estimate assumes (default: WORLD_SIZE under torchrun, else 1)")
     add_flags(p)
     p.epilog = "presets: " + ", ".join(sorted(PRESETS))
     return p
@@ -111,6 +117,21 @@ def _resume_values(run: Path, flags: dict[str, Any]) -> dict[str, Any]:
     return {**values, **flags}
 
 
+def _dry_run(cfg: TrainConfig, world: int | None) -> int:
+    """Print the ``--dry-run`` estimate of ``cfg`` over ``world`` ranks (see ``estimate``); nothing is allocated."""
+    from enigma_fast.train.data import make_tokenizer
+    from enigma_fast.train.estimate import model_shape, report
+
+    world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
+    if world < 1:
+        raise ValueError(f"--world-size must be >= 1, got {world}")
+    tok = make_tokenizer(cfg)
+    text = report(cfg, model_shape(cfg, tok.vocab_size, tok.bos_id), world, "cpu" if cfg.device == "cpu" else "cuda")
+    if os.environ.get("RANK", "0") == "0":
+        print(text)
+    return 0
+
+
 def _report(s: dict) -> None:
     """The end-of-run summary on stdout."""
     print(f"run folder: {s['run_dir']}  (final model: {s.get('final_model', '-')})")
@@ -139,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = vars(_train_parser().parse_args(argv))
     config_file, resume = args.pop("config"), args.pop("resume")
+    dry_run, world = args.pop("dry_run"), args.pop("world_size")
     try:
         if "model_overrides" in args:
             args["model_overrides"] = parse_overrides(args["model_overrides"])
@@ -147,8 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             file_values = load_config_file(config_file) if config_file else {}
             cfg = TrainConfig.resolve(file_values=file_values, flags=args)
+        if dry_run:
+            return _dry_run(cfg, world)
         summary = train(cfg, run_dir=resume, resume=bool(resume))
     except (OSError, ValueError) as err:
+        import torch.distributed as dist
+
+        if dist.is_initialized():  # e.g. the one-rank group of --strategy fsdp, when a check failed after it started
+            dist.destroy_process_group()
         return _user_error(err)
     import torch.distributed as dist
 

@@ -65,6 +65,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" = cuda when available
     dtype: str = "auto"  # "auto" (bfloat16 autocast on CUDA, float32 on CPU), "float32", "bfloat16"
     compile: bool = False
+    strategy: str = "ddp"  # several processes: "ddp" (replicated model) or "fsdp" (FSDP2 sharding, see distributed)
+    cpu_offload: bool = False  # fsdp on CUDA: sharded parameters, gradients and optimizer state in host memory
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward
     seed: int = 0
     threads: int = 0  # CPU threads per process; 0 = cores / local processes
     out: str = ""  # run folder; "" = runs/<preset>-<timestamp>
@@ -82,6 +85,8 @@ class TrainConfig:
             ("split", self.split in ("position", "record"), "'position' or 'record'"),
             ("model", self.model in ("enbert", "enigma"), "'enbert' or 'enigma'"),
             ("dtype", self.dtype in ("auto", "float32", "bfloat16"), "'auto', 'float32' or 'bfloat16'"),
+            ("strategy", self.strategy in ("ddp", "fsdp"), "'ddp' or 'fsdp'"),
+            ("cpu_offload", not self.cpu_offload or self.strategy == "fsdp", "false unless strategy is 'fsdp'"),
             ("val_fraction", 0.0 < self.val_fraction < 1.0, "in (0, 1)"),
             ("rc_augment", 0.0 <= self.rc_augment <= 1.0, "in [0, 1]"),
             ("window", self.window >= 2, ">= 2"),

@@ -6,8 +6,10 @@
     end    -> held-out bits/base next to the Markov baseline, final model folder, loss.png, a sampled continuation
 
 Under ``torchrun`` every rank draws the same global batch and trains on its own rows (rank r, micro-step m:
-rows ``(m * world + r) * batch_size`` onward); DistributedDataParallel averages the gradients, so N processes
-follow the same trajectory as one process with the same global batch. Rank 0 alone logs, evaluates and saves.
+rows ``(m * world + r) * batch_size`` onward); DistributedDataParallel or FSDP2 (``--strategy``, see
+``distributed``) averages the gradients, so N processes follow the same trajectory as one process with the same
+global batch. Rank 0 alone logs and writes; under FSDP2 every rank takes part in evaluations and writes its own
+shards of each checkpoint (``sharded_ckpt``).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from enigma_fast.data.windows import WindowSampler, eval_windows
 from enigma_fast.train import data as tdata
 from enigma_fast.train.baseline import markov_baseline
 from enigma_fast.train.config import TrainConfig
+from enigma_fast.train.distributed import Parallel, init_single_process_group
 from enigma_fast.train.evaluate import evaluate, forward_loss, sample_continuation
 from enigma_fast.train.metrics import MetricsLog, Progress, plot_losses
+from enigma_fast.train.sharded_ckpt import is_sharded, load_sharded_checkpoint, save_sharded_checkpoint
 from enigma_fast.train.state import latest_checkpoint, load_checkpoint, save_checkpoint
 
 __all__ = ["lr_at", "train"]
@@ -256,6 +260,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     device = torch.device(f"cuda:{dd.local_rank}" if device_type == "cuda" and dd.enabled else _device(cfg))
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    par = Parallel(cfg.strategy, dd.world, device, cpu_offload=cfg.cpu_offload)  # see train/distributed.py
+    if par.sharded:
+        init_single_process_group(device.type)  # FSDP2 and DCP need a process group, even of one rank
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif device.type == "cpu" and dd.local_world > 1:
@@ -309,6 +316,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         if cfg.dtype != "auto":
             raise ValueError(f"the model does not run under {amp_dtype} autocast on {device}; use --dtype float32")
         amp_dtype, autocast = None, contextlib.nullcontext
+    if par.sharded and device.type == "cuda":
+        par.mp_dtype = amp_dtype  # FSDP2 gathers the parameters in bfloat16, reduces gradients in float32
+    fwd = par.wrap(model, cfg.activation_checkpointing)  # DDP, or FSDP2 in place (before the optimizer is built)
     opt = _optimizer(model, cfg)
     start, state = 0, {}
     resumes: list[dict[str, Any]] = []  # one entry per resume: the step and the options changed then
@@ -317,7 +327,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         ckpt = latest_checkpoint(run)
         if ckpt is None:
             raise FileNotFoundError(f"{run} holds no complete checkpoint to resume from")
-        state = load_checkpoint(ckpt, model, opt)
+        if is_sharded(ckpt):
+            state = load_sharded_checkpoint(ckpt, model, opt)
+        elif par.sharded:
+            raise ValueError(f"{ckpt} is a full checkpoint (written with --strategy ddp): resume with --strategy ddp")
+        else:
+            state = load_checkpoint(ckpt, model, opt)
         start = int(state["step"])
         before = state.get("config") or {}
         changed = {k: [before[k], v] for k, v in cfg.to_dict().items() if k in before and before[k] != v}
@@ -342,16 +357,15 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                     kind, cfg.model_preset, model.num_parameters() / 1e6, int(train_segs[:, 1].sum()),
                     int(val_segs[:, 1].sum()), run)
 
-    fwd: torch.nn.Module = model
-    if dd.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        fwd = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         fwd = torch.compile(fwd)
 
     B, A, W = cfg.batch_size, cfg.grad_accum, dd.world
     global_batch = B * A * W
+    before = int((state.get("data") or {}).get("global_batch") or global_batch)
+    if dd.main and before != global_batch:  # e.g. another number of ranks: keep it with --batch-size/--grad-accum
+        logger.warning("global batch of %d windows, the checkpoint's was %d (batch_size x grad_accum x ranks): the "
+                       "run is no longer an exact continuation", global_batch, before)
     metrics = MetricsLog(run, resume_step=start if resume else None) if dd.main else None
     # the step count: max_steps, or fitted to time_budget from the step time measured during warmup
     total = planned or (cfg.max_steps if not cfg.time_budget else 0)
@@ -372,7 +386,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
 
     def checkpoint() -> None:
         nonlocal last_ckpt
-        if dd.main:
+        if par.sharded:  # every rank writes its shards
+            save_sharded_checkpoint(run, step, model, opt, trainer_state(), cfg.keep_last)
+        elif dd.main:
             save_checkpoint(run, step, model, opt, trainer_state(), cfg.keep_last)
         last_ckpt = step
         dd.barrier()
@@ -396,14 +412,13 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             loss_sum = torch.zeros((), device=device)
             for m in range(A):
                 x = torch.from_numpy(np.ascontiguousarray(rows[m * B : (m + 1) * B])).to(device)
-                sync = contextlib.nullcontext() if not dd.enabled or m == A - 1 else fwd.no_sync()
-                with sync:
+                with par.grad_sync(fwd, m == A - 1):
                     with autocast():
                         _, loss, _ = forward_loss(fwd, x, kind, src_len, tok.bos_id)
                     (loss / A).backward()
                 loss_sum += loss.detach()
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                par.clip_grad_norm_(model, cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
@@ -444,8 +459,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             else:
                 progress.update(step)
             if cfg.eval_interval and step % cfg.eval_interval == 0 and step < (total or cfg.max_steps):
-                if dd.main:
+                if dd.main or par.sharded:  # fsdp: every rank takes part in the forward passes
                     last_val = run_eval(periodic_windows)
+                if dd.main:
                     metrics.log(step, "val", loss=last_val["loss"], bpb=last_val["bpb"],
                                 accuracy=last_val["accuracy"])
                     progress.write(f"step {step}: held-out {last_val['bpb']:.4f} bits/base, "
@@ -468,12 +484,15 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         summary["resumes"] = resumes
     if stopped:
         logger.warning("stopped by signal %d at step %d; continue with --resume %s", stopped, step, run)
-    elif dd.main:
+    elif dd.main or par.sharded:  # fsdp: every rank takes part in the forward passes and in gathering the shards
         t_eval = time.perf_counter()
         final = run_eval(val_windows)
+        eval_s = time.perf_counter() - t_eval
+        whole = par.full_model(model)  # rank 0: the whole, unwrapped model
+    if not stopped and dd.main:
         metrics.log(step, "val", loss=final["loss"], bpb=final["bpb"], accuracy=final["accuracy"])
-        summary.update(val=final, eval_s=time.perf_counter() - t_eval, baseline=baseline)
-        model.save_pretrained(run / "final")
+        summary.update(val=final, eval_s=eval_s, baseline=baseline)
+        whole.save_pretrained(run / "final")
         summary["final_model"] = str(run / "final")
         if cfg.sample_tokens:
             seg = val_segs[int(np.argmax(val_segs[:, 1]))]
@@ -481,7 +500,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             prompt = np.asarray(store.tokens[seg[0] : seg[0] + n], dtype=np.int64)
             truth = tok.decode(torch.from_numpy(np.asarray(
                 store.tokens[seg[0] + n : seg[0] + min(int(seg[1]), n + cfg.sample_tokens)], dtype=np.int64)))
-            p_text, c_text = sample_continuation(model, tok, prompt, cfg.sample_tokens, cfg.seed, device)
+            p_text, c_text = sample_continuation(whole.to(device), tok, prompt, cfg.sample_tokens, cfg.seed, device)
             summary["sample"] = {"prompt": p_text, "continuation": c_text, "truth": truth}
     if dd.main:
         summary["train_s"] = elapsed0 + time.perf_counter() - t_start

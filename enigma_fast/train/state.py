@@ -73,6 +73,15 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
     return out
 
 
+def _restore_rng(rng: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(rng["torch_cpu"])
+    for key, t in rng.items():
+        if key.startswith("torch_cuda_") and torch.cuda.is_available():
+            i = int(key.rsplit("_", 1)[1])
+            if i < torch.cuda.device_count():
+                torch.cuda.set_rng_state(t, i)
+
+
 def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     """Complete checkpoints of a run as ``(step, folder)``, oldest first."""
     root = Path(run_dir) / "checkpoints"
@@ -134,12 +143,6 @@ def load_checkpoint(ckpt: str | os.PathLike, model: Any, optimizer: torch.optim.
     state = json.loads((ckpt / "trainer_state.json").read_text())
     model_io.load_state(model, ckpt / "model")
     _load_optimizer(optimizer, load_file(str(ckpt / "optimizer.safetensors")), state.pop("param_groups"))
-    rng = load_file(str(ckpt / "rng.safetensors"))
-    torch.set_rng_state(rng["torch_cpu"])
-    for key, t in rng.items():
-        if key.startswith("torch_cuda_") and torch.cuda.is_available():
-            i = int(key.rsplit("_", 1)[1])
-            if i < torch.cuda.device_count():
-                torch.cuda.set_rng_state(t, i)
+    _restore_rng(load_file(str(ckpt / "rng.safetensors")))
     logger.info("resumed from %s (step %d)", ckpt, state["step"])
     return state
