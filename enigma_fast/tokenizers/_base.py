@@ -283,7 +283,8 @@ class DNATokenizer:
             # (case="upper" needs no copy: fold_case in the op plus upper-case fallback ids for lowercase
             # bytes give the tokens of the upper-cased sequence.)
             if self._rest:
-                return self.encode_tensor(bytes(seq.cpu().tolist()), dtype, add_special_tokens).to(seq.device)
+                data = seq.cpu().numpy().tobytes() if seq.dtype == torch.uint8 else bytes(seq.cpu().tolist())
+                return self.encode_tensor(data, dtype, add_special_tokens).to(seq.device)
             data_t = seq
         else:
             data = _to_bytes(seq)
