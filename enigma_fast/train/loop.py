@@ -362,10 +362,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
 
     B, A, W = cfg.batch_size, cfg.grad_accum, dd.world
     global_batch = B * A * W
-    before = int((state.get("data") or {}).get("global_batch") or global_batch)
-    if dd.main and before != global_batch:  # e.g. another number of ranks: keep it with --batch-size/--grad-accum
+    ckpt_batch = int((state.get("data") or {}).get("global_batch") or global_batch)
+    if dd.main and ckpt_batch != global_batch:  # e.g. another number of ranks: keep it with --batch-size/--grad-accum
         logger.warning("global batch of %d windows, the checkpoint's was %d (batch_size x grad_accum x ranks): the "
-                       "run is no longer an exact continuation", global_batch, before)
+                       "run is no longer an exact continuation", global_batch, ckpt_batch)
     metrics = MetricsLog(run, resume_step=start if resume else None) if dd.main else None
     # the step count: max_steps, or fitted to time_budget from the step time measured during warmup
     total = planned or (cfg.max_steps if not cfg.time_budget else 0)
