@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,17 @@ def _rank() -> int:
 def _barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def _dcp_load(state: dict[str, Any], ckpt: Path) -> None:
+    """``dcp.load`` of ``ckpt/sharded`` into ``state``; without a process group, in this process alone (DCP's
+    warning that it assumes so is expected then, and silenced)."""
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        if not dist.is_initialized():
+            warnings.filterwarnings("ignore", message="torch.distributed is .*assuming the intent is to load")
+        dcp.load(state, checkpoint_id=str(ckpt / SHARDED_NAME), no_dist=not dist.is_initialized())
 
 
 def is_sharded(ckpt: str | os.PathLike) -> bool:
@@ -103,14 +115,13 @@ def load_sharded_checkpoint(
     """Load weights, AdamW state and RNG states from the sharded checkpoint folder ``ckpt`` into ``model`` (FSDP2
     over any number of ranks, or a plain model) and ``optimizer``; returns trainer_state. A collective when a
     process group is up: every rank calls it."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     ckpt = Path(ckpt)
     state = json.loads((ckpt / "trainer_state.json").read_text())
     model_sd, optim_sd = get_state_dict(model, optimizer)
     loaded = {"model": model_sd, "optim": optim_sd}
-    dcp.load(loaded, checkpoint_id=str(ckpt / SHARDED_NAME), no_dist=not dist.is_initialized())
+    _dcp_load(loaded, ckpt)
     set_state_dict(model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
     _restore_rng(load_file(str(ckpt / "rng.safetensors")))
     logger.info(
@@ -125,9 +136,8 @@ def load_sharded_checkpoint(
 def load_sharded_model(ckpt: str | os.PathLike, model: torch.nn.Module) -> None:
     """Load only the weights of sharded checkpoint ``ckpt`` into ``model`` (plain or FSDP2): e.g. to compare a
     run's final model folder with its last checkpoint, or to export a checkpoint with ``save_pretrained``."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
     sd = {"model": get_model_state_dict(model)}
-    dcp.load(sd, checkpoint_id=str(Path(ckpt) / SHARDED_NAME), no_dist=not dist.is_initialized())
+    _dcp_load(sd, Path(ckpt))
     set_model_state_dict(model, sd["model"])
