@@ -257,6 +257,31 @@ def test_fused_ops_see_plain_tensors_under_fsdp():
 
 
 @pytest.mark.parametrize("kind", ["enbert", "enigma"])
+def test_fsdp_bfloat16_mixed_precision_runs_the_fused_ops(kind):
+    """The CUDA configuration's policy (parameters gathered in bfloat16, gradients reduced in float32), applied by
+    ``Parallel.wrap`` on the CPU: the fused ops run in bfloat16, the loss stays within bfloat16 rounding of the
+    float32 one, and the sharded gradients and master weights stay float32."""
+    import torch.distributed as dist
+
+    from enigma_fast.train.distributed import Parallel
+
+    init_single_process_group("cpu")
+    try:
+        torch.manual_seed(0)
+        plain, sharded = _small(kind), _small(kind)
+        sharded.load_state_dict(plain.state_dict())
+        Parallel("fsdp", 1, torch.device("cpu"), mp_dtype=torch.bfloat16).wrap(sharded, activation_checkpointing=True)
+        x = torch.randint(5, 35, (2, 41))
+        want, got = _loss(plain, x), _loss(sharded, x)
+        got.backward()
+        assert float(got.detach()) == pytest.approx(float(want.detach()), rel=2e-2)
+        for p in sharded.parameters():
+            assert p.dtype == torch.float32 and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("kind", ["enbert", "enigma"])
 def test_activation_checkpointing_changes_no_gradient(kind):
     grads = []
     for on in (False, True):
