@@ -485,7 +485,7 @@ def _files(args: argparse.Namespace, dtype: Any, out: IO[str], tracks: _Tracks) 
             batch_size=args.batch_size,
             device=args.device,
             dtype=dtype,
-            progress=bar or False,
+            progress=bar if bar is not None else False,
         )
         for name, sc in zip(names, res, strict=True):
             out.write(_tsv_row(name, sc))
@@ -516,6 +516,8 @@ def _run(args: argparse.Namespace) -> int:
     model, dtype = _load(args, device)
     args.tok = model.tokenizer
     args.fwd = model
+    if not args.heldout:  # window and context against the model, before any output is started
+        args.window, args.context = scoring.resolve_window(model, args.window, args.context)
     if args.compile:
         args.fwd = torch.compile(model, dynamic=True)
     with contextlib.ExitStack() as stack:

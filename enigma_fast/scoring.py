@@ -237,7 +237,7 @@ class _Reporter:
                 self.bar, self.own = tqdm(total=total, desc=desc, unit="tok", unit_scale=True, leave=False), True
             except ImportError:
                 self.bar = None
-        elif progress not in (False, None):
+        elif progress is not False and progress is not None:
             if not callable(getattr(progress, "update", None)):
                 raise TypeError(f"progress must be a bool or an object with update(n), got {type(progress).__name__}")
             self.bar = progress
@@ -491,6 +491,7 @@ def score(
     ``progress``: as in ``token_log_probs``. Bad input (a non-DNA character, wrong types, window or context out of
     range) raises a one-line ValueError or TypeError naming the argument.
     """
+    _model_kind(model)
     seqs = _check_seqs(seqs)
     tok = _tokenizer(model, tokenizer)
     if not isinstance(both_strands, bool):
