@@ -544,5 +544,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _passive_openmp() -> None:
+    """Re-run this command with ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy, as the trainer's
+    CLI does: spinning OpenMP threads of torch's ops lose their time slices whenever anything else runs on the
+    machine (docs/training.md). The policy is read when the OpenMP runtime loads, hence a fresh process."""
+    if os.environ.get("OMP_WAIT_POLICY") is None:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, "-m", "enigma_fast.score", *sys.argv[1:]])
+
+
 if __name__ == "__main__":
+    _passive_openmp()
     raise SystemExit(main())
