@@ -1,6 +1,7 @@
-"""Scoring throughput (bases/s): ``enigma_fast.scoring.score`` over a stretch of the shipped genome, eager against
-``torch.compile``, on CPU (and CUDA when there is one); and the time of ``python -m enigma_fast.score --heldout``
-(the shipped genome's held-out 10%) with a trained model, checked against the trainer's figure.
+"""Scoring throughput (bases/s): ``enigma_fast.scoring.score`` over a stretch of the shipped genome, eager
+(float32 and bfloat16 autocast) against ``torch.compile``, on CPU (and CUDA when there is one); and the time of
+``python -m enigma_fast.score --heldout`` (the shipped genome's held-out 10%) with a trained model, checked against
+the trainer's figure.
 
 Windows are the trainer's final-evaluation windows of its ``tiny`` recipe (EnBERT, window 128, eval stride 96, so
 context 33) unless ``--window``/``--context`` say otherwise; the models are randomly initialised (speed does not
@@ -52,34 +53,43 @@ def make_model(preset: str, device: str = "cpu", **overrides) -> EnBERT:
     return model
 
 
-def score_fn(model, seq: str, window: int, context: int, batch_size: int, device: str):
+def score_fn(model, seq: str, window: int, context: int, batch_size: int, device: str, dtype: str | None = None):
     """A zero-argument call scoring ``seq``; returns its bits/base."""
 
     def run() -> float:
-        return scoring.score(model, [seq], window=window, context=context, batch_size=batch_size, device=device)[
-            0
-        ].bits_per_base
+        res = scoring.score(
+            model, [seq], window=window, context=context, batch_size=batch_size, device=device, dtype=dtype
+        )
+        return res[0].bits_per_base
 
     return run
 
 
-def providers(model, seq: str, window: int, context: int, batch_size: int, device: str, compiled: bool = True):
-    out = {"eager": score_fn(model, seq, window, context, batch_size, device)}
-    if compiled:
-        out["torch.compile"] = score_fn(torch.compile(model), seq, window, context, batch_size, device)
-    return out
+PROVIDERS = ("eager", "eager bfloat16", "torch.compile")
+
+
+def providers(
+    model, seq: str, window: int, context: int, batch_size: int, device: str, names: tuple[str, ...] = PROVIDERS
+) -> dict:
+    """``eager`` (float32), ``eager bfloat16`` (autocast) and ``torch.compile`` (float32) scoring calls."""
+    make = {
+        "eager": lambda: score_fn(model, seq, window, context, batch_size, device),
+        "eager bfloat16": lambda: score_fn(model, seq, window, context, batch_size, device, "bfloat16"),
+        "torch.compile": lambda: score_fn(torch.compile(model), seq, window, context, batch_size, device),
+    }
+    return {name: make[name]() for name in names}
 
 
 # ---- pytest-benchmark (small sizes: a smoke test under --benchmark-disable) ------------------------------------
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-@pytest.mark.parametrize("provider", ["eager", "torch.compile"])
+@pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("preset", ["tiny", "47m"])
 def test_scoring_throughput(benchmark, preset, provider, device):
     # the 47m width with one layer keeps the smoke run short; the command line times the whole model
     over = {} if preset == "tiny" else {"n_layer": 1}
     model = make_model(preset, device, **over)
     seq = genome()[:2048]
-    fn = providers(model, seq, 128, 33, 32, device, compiled=provider == "torch.compile")[provider]
+    fn = providers(model, seq, 128, 33, 32, device, names=(provider,))[provider]
     benchmark.group = f"score {preset}{' (1 layer)' if over else ''} {len(seq)} bases w128 c33"
     benchmark.extra_info["bases_per_call"] = len(seq)
     benchmark.extra_info["device"] = device_name(device)
@@ -161,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     g = genome()
     cut = len(g) - len(g) // 10
     seq = g[cut : cut + args.bases]
-    provs = providers(model, seq, args.window, args.context, args.batch_size, args.device, not args.no_compile)
+    names = tuple(n for n in PROVIDERS if not (args.no_compile and n == "torch.compile"))
+    provs = providers(model, seq, args.window, args.context, args.batch_size, args.device, names)
     outs = {name: fn() for name, fn in provs.items()}  # also the warm-up (compiles)
     case = compare(
         Case(

@@ -50,7 +50,18 @@ import torch
 from enigma_fast.data.windows import EvalWindow, eval_windows
 from enigma_fast.tokenizers import DNATokenizer, reverse_complement
 
-__all__ = ["Embeddings", "SequenceScore", "embed", "plan_windows", "score", "token_log_probs"]
+__all__ = [
+    "Embeddings",
+    "SequenceScore",
+    "bases_per_token",
+    "embed",
+    "per_base_track",
+    "plan_windows",
+    "resolve_window",
+    "score",
+    "score_segments",
+    "token_log_probs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +273,7 @@ def _enbert_batch(model, flat, starts, lengths, score_from, dev):
     ar = np.arange(L)
     idx = starts[:, None] + ar[None, :]  # (B, L) flat positions of window position j
     real = ar[None, :] < lengths[:, None]
-    rows = np.where(real, flat[np.minimum(idx, len(flat) - 1)], 0)
+    rows = np.where(real, flat[np.minimum(idx, len(flat) - 1)], 0).astype(np.int64)
     rows_t = torch.from_numpy(rows).to(dev, non_blocking=True)
     logits, _ = model(rows_t[:, :-1])  # (B, L-1, V): position j predicts window id j + 1
     lp = _target_log_probs(logits, rows_t[:, 1:])
@@ -277,12 +288,12 @@ def _enigma_batch(model, flat, starts, lengths, score_from, context, bos_id, dev
     S, T = int(sl.max()), int(tl.max())
     # source, left-padded: column c holds window position c - (S - sl)
     cs = np.arange(S)[None, :] - (S - sl)[:, None]
-    src = np.where(cs >= 0, flat[np.clip(starts[:, None] + cs, 0, len(flat) - 1)], 0)
+    src = np.where(cs >= 0, flat[np.clip(starts[:, None] + cs, 0, len(flat) - 1)], 0).astype(np.int64)
     # target, right-padded: column t holds window position sl + t
     pt = sl[:, None] + np.arange(T)[None, :]
     real = np.arange(T)[None, :] < tl[:, None]
     idx = starts[:, None] + pt
-    tgt = np.where(real, flat[np.minimum(idx, len(flat) - 1)], 0)
+    tgt = np.where(real, flat[np.minimum(idx, len(flat) - 1)], 0).astype(np.int64)
     tgt_t = torch.from_numpy(tgt).to(dev, non_blocking=True)
     src_t = torch.from_numpy(src).to(dev, non_blocking=True)
     tgt_in = torch.cat([torch.full_like(tgt_t[:, :1], bos_id), tgt_t[:, :-1]], dim=1)
@@ -320,7 +331,6 @@ def _run_windows(
     lengths = np.fromiter((w.length for w in windows), dtype=np.int64, count=len(windows))
     score_from = np.fromiter((w.score_from for w in windows), dtype=np.int64, count=len(windows))
     order = np.argsort(-lengths, kind="stable")
-    flat = np.ascontiguousarray(flat, dtype=np.int64)
     bos_id = int(getattr(model.config, "bos_id", 0))
     first = 1 if kind == "enbert" else context
     reporter = _Reporter(

@@ -133,6 +133,14 @@ def test_heldout_tokens_are_the_trainers(tmp_path):
             assert np.array_equal(s.ids, store.tokens[off : off + n])
             record = {"rec1": f"{seq[:1000]}NNNN{seq[1000:2000]}", "rec2": seq[2000:]}[s.name]
             assert tok.decode(torch.from_numpy(s.ids)) == record[s.start : s.end]
+    # scoring the store's memory map (uint8 ids) in place gives the values of the stretches read out
+    model = _model("enbert", tok)
+    _, val = split_segments(store.segments, 0.2, "position")
+    lp = scoring.score_segments(model, store.tokens, val, window=24, context=6)
+    got = scoring.token_log_probs(model, [s.ids for s in heldout_stretches(tok, [fa], 0.2)], window=24, context=6)
+    assert store.tokens.dtype == np.uint8 and np.isnan(lp[: val[0, 0]]).all()
+    for (off, n), want in zip(val.tolist(), got, strict=True):
+        np.testing.assert_allclose(lp[off : off + n], want, atol=1e-6, equal_nan=True)
 
 
 # ---- windows, strands, batching ----------------------------------------------------------------------------------
