@@ -411,6 +411,8 @@ def _heldout(args: argparse.Namespace, model: Any, dtype: Any, out: IO[str], tra
     window, context = run_windows(cfg, kind) if cfg and args.window is None else (args.window, args.context)
     if args.context is not None:
         context = args.context
+    if cfg and (args.window is not None or args.context is not None):
+        log.info("--window/--context given: these are not the windows of the trainer's evaluation of this run")
     val_fraction = args.val_fraction if args.val_fraction is not None else float(cfg.get("val_fraction", 0.1))
     stretches = heldout_stretches(
         model.tokenizer,

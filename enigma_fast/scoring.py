@@ -149,6 +149,8 @@ def _resolve_device(model: Any, device: torch.device | str | None) -> torch.devi
         raise ValueError(
             f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', got {device!r}"
         ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r}: no CUDA device is available")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     if dev != here:
