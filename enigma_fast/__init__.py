@@ -5,6 +5,7 @@ Layers (each imports only those before it): ``_extension`` and ``reference`` -> 
 
 from enigma_fast import _extension, ops, reference
 from enigma_fast import nn as nn
+from enigma_fast import scoring as scoring
 from enigma_fast import tokenizers as tokenizers
 from enigma_fast._extension import (
     backend_info,
@@ -24,6 +25,7 @@ __all__ = [
     "nn",
     "ops",
     "reference",
+    "scoring",
     "set_cpu_capability",
     "supported_cpu_capabilities",
     "tokenizers",

@@ -1,0 +1,194 @@
+"""Scoring throughput (bases/s): ``enigma_fast.scoring.score`` over a stretch of the shipped genome, eager
+(float32 and bfloat16 autocast) against ``torch.compile``, on CPU (and CUDA when there is one); and the time of
+``python -m enigma_fast.score --heldout`` (the shipped genome's held-out 10%) with a trained model, checked against
+the trainer's figure.
+
+Windows are the trainer's final-evaluation windows of its ``tiny`` recipe (EnBERT, window 128, eval stride 96, so
+context 33) unless ``--window``/``--context`` say otherwise; the models are randomly initialised (speed does not
+depend on the weights).
+
+    pytest benchmarks/bench_scoring.py --benchmark-disable                          # smoke (each case once)
+    python -m benchmarks.bench_scoring --preset tiny --bases 65536 --rounds 5       # throughput table
+    python -m benchmarks.bench_scoring --preset 47m --bases 8192 --rounds 3
+    python -m benchmarks.bench_scoring --heldout runs/tiny/final --runs 5           # the 30 s bar
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.harness import Case, compare, cpu_model, device_name, format_table
+from enigma_fast import scoring
+from enigma_fast.data import shipped_genome
+from enigma_fast.models import EnBERT, EnBERTConfig
+from enigma_fast.tokenizers import CharTokenizer
+
+_GENOME: str | None = None
+
+
+def genome() -> str:
+    """The shipped chromosome, read once."""
+    global _GENOME
+    if _GENOME is None:
+        _GENOME = shipped_genome()
+    return _GENOME
+
+
+def make_model(preset: str, device: str = "cpu", **overrides) -> EnBERT:
+    """A randomly initialised EnBERT of ``preset`` with the single-base tokenizer attached."""
+    torch.manual_seed(0)
+    tok = CharTokenizer(case="upper")
+    model = EnBERT(EnBERTConfig.from_preset(preset, vocab_size=tok.vocab_size, **overrides)).to(device).eval()
+    model.tokenizer = tok
+    return model
+
+
+def score_fn(model, seq: str, window: int, context: int, batch_size: int, device: str, dtype: str | None = None):
+    """A zero-argument call scoring ``seq``; returns its bits/base."""
+
+    def run() -> float:
+        res = scoring.score(
+            model, [seq], window=window, context=context, batch_size=batch_size, device=device, dtype=dtype
+        )
+        return res[0].bits_per_base
+
+    return run
+
+
+PROVIDERS = ("eager", "eager bfloat16", "torch.compile")
+
+
+def providers(
+    model, seq: str, window: int, context: int, batch_size: int, device: str, names: tuple[str, ...] = PROVIDERS
+) -> dict:
+    """``eager`` (float32), ``eager bfloat16`` (autocast) and ``torch.compile`` (float32) scoring calls."""
+    make = {
+        "eager": lambda: score_fn(model, seq, window, context, batch_size, device),
+        "eager bfloat16": lambda: score_fn(model, seq, window, context, batch_size, device, "bfloat16"),
+        "torch.compile": lambda: score_fn(torch.compile(model), seq, window, context, batch_size, device),
+    }
+    return {name: make[name]() for name in names}
+
+
+# ---- pytest-benchmark (small sizes: a smoke test under --benchmark-disable) ------------------------------------
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("preset", ["tiny", "47m"])
+def test_scoring_throughput(benchmark, preset, provider, device):
+    # the 47m width with one layer keeps the smoke run short; the command line times the whole model
+    over = {} if preset == "tiny" else {"n_layer": 1}
+    model = make_model(preset, device, **over)
+    seq = genome()[:2048]
+    fn = providers(model, seq, 128, 33, 32, device, names=(provider,))[provider]
+    benchmark.group = f"score {preset}{' (1 layer)' if over else ''} {len(seq)} bases w128 c33"
+    benchmark.extra_info["bases_per_call"] = len(seq)
+    benchmark.extra_info["device"] = device_name(device)
+    bpb = benchmark.pedantic(fn, rounds=2, warmup_rounds=1, iterations=1)
+    assert 0.0 < bpb < 10.0
+
+
+# ---- command line ----------------------------------------------------------------------------------------------
+def heldout(model_dir: str, runs: int, extra: list[str]) -> int:
+    """Time ``python -m enigma_fast.score --model DIR --heldout`` end to end (a fresh process each run, model load
+    and imports included) and compare its bits/base with the trainer's (RUN/summary.json)."""
+    cmd = [sys.executable, "-m", "enigma_fast.score", "--model", model_dir, "--heldout", *extra]
+    times, bpbs, inner = [], [], []
+    for i in range(runs):
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        if res.returncode:
+            print(res.stderr[-2000:], file=sys.stderr)
+            return res.returncode
+        row = res.stdout.strip().splitlines()[1:]
+        ll = sum(float(r.split("\t")[3]) for r in row)
+        bases = sum(int(r.split("\t")[5]) for r in row)
+        bpb = -ll / bases / 0.6931471805599453
+        scored_in = [ln for ln in res.stderr.splitlines() if "scored in" in ln]
+        inner.append(float(scored_in[-1].split("scored in ")[1].split(" s")[0]) if scored_in else float("nan"))
+        times.append(dt)
+        bpbs.append(bpb)
+        print(
+            f"run {i + 1}: {dt:.2f} s end to end ({inner[-1]:.2f} s scoring), {bpb:.6f} bits/base, "
+            f"load average before {load:.2f}"
+        )
+    summary = Path(model_dir).resolve().parent / "summary.json"
+    trainer = json.loads(summary.read_text())["val"]["bpb"] if summary.is_file() else None
+    print(f"\nCPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}")
+    print(f"Command: `{' '.join(['python', *cmd[1:]])}`")
+    print(
+        f"median of {runs}: {statistics.median(times):.2f} s end to end, {statistics.median(inner):.2f} s scoring; "
+        f"load average now {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    if trainer is not None:
+        print(
+            f"bits/base {bpbs[-1]:.6f}; the trainer's final evaluation {trainer:.6f} (difference "
+            f"{bpbs[-1] - trainer:.1e})"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bases", type=int, default=65536, help="bases of the genome's held-out part to score")
+    p.add_argument("--window", type=int, default=128)
+    p.add_argument("--context", type=int, default=33)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument(
+        "--heldout",
+        metavar="MODEL_DIR",
+        default=None,
+        help="time `python -m enigma_fast.score --model MODEL_DIR --heldout` instead",
+    )
+    p.add_argument("--runs", type=int, default=5, help="--heldout: runs (the median is reported)")
+    args, extra = p.parse_known_args(argv)
+    if args.heldout:
+        return heldout(args.heldout, args.runs, extra)
+    if extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    torch.set_num_threads(args.threads)
+    cmd = "python -m benchmarks.bench_scoring " + " ".join(argv)
+    print(f"Device: {device_name(args.device)}; torch {torch.__version__}; medians of {args.rounds} interleaved rounds")
+    print(f"Command: `{cmd.strip()}`\n")
+    model = make_model(args.preset, args.device)
+    g = genome()
+    cut = len(g) - len(g) // 10
+    seq = g[cut : cut + args.bases]
+    names = tuple(n for n in PROVIDERS if not (args.no_compile and n == "torch.compile"))
+    provs = providers(model, seq, args.window, args.context, args.batch_size, args.device, names)
+    outs = {name: fn() for name, fn in provs.items()}  # also the warm-up (compiles)
+    case = compare(
+        Case(
+            f"{args.preset} {len(seq)} bases w{args.window} c{args.context} b{args.batch_size}",
+            provs,
+            device=args.device,
+        ),
+        rounds=args.rounds,
+        warmup=0,
+    )
+    print(format_table([case], peer="eager"))
+    print()
+    for name, t in case.medians_s.items():
+        print(f"{name}: {len(seq) / t:,.0f} bases/s ({outs[name]:.6f} bits/base)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
