@@ -596,3 +596,38 @@ def test_cli_module_entry_point(cli_files):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"{PROG} --vcf file not found: {d / 'missing.vcf'}"]
+
+
+def test_readme_quick_start_files_on_the_shipped_genome(tmp_path):
+    """The README's quick-start: vep on docs/examples/shipped_genome.vcf against the shipped genome, and score and
+    embed on docs/examples/shipped_reads.fa (a random tiny model: the files and their REF alleles are under test)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from enigma_fast import embed as embed_cli
+    from enigma_fast import score as score_cli
+    from enigma_fast.data.fasta import shipped_genome_path
+
+    examples = Path(__file__).resolve().parents[1] / "docs" / "examples"
+    model_dir = tmp_path / "model"
+    _enbert(CharTokenizer()).save_pretrained(model_dir)
+    out = tmp_path / "scored.vcf.gz"
+    rc = vep.main(["--model", str(model_dir), "--fasta", str(shipped_genome_path()), "--vcf",
+                   str(examples / "shipped_genome.vcf"), "--out", str(out), "--tsv", str(tmp_path / "scored.tsv")])
+    assert rc == 0
+    recs, _, _, _ = read_vcf(out)
+    by_id = {r[2]: r for r in recs}
+    assert list(by_id) == ["snv1", "multi", "del1", "ins1", "bad_ref", "sym", "nocontig"]
+    for ident in ("snv1", "multi", "del1", "ins1"):  # their REF alleles match the shipped genome
+        assert by_id[ident][5] == ["PASS"] and all(v is not None for v in by_id[ident][6]["LLR"]), ident
+    assert by_id["bad_ref"][5] == ["LLR_REF_MISMATCH"] and by_id["nocontig"][5] == ["LLR_NO_CONTIG"]
+    assert by_id["sym"][6]["LLR_SKIP"] == ("symbolic",)
+
+    reads = str(examples / "shipped_reads.fa")
+    assert score_cli.main(["--model", str(model_dir), reads, "--out", str(tmp_path / "s.tsv")]) == 0
+    rows = (tmp_path / "s.tsv").read_text().splitlines()
+    assert len(rows) == 6 and rows[1].split("\t")[1] == "1000"
+    assert embed_cli.main(["--model", str(model_dir), reads, "--out", str(tmp_path / "e.safetensors")]) == 0
+    with safe_open(str(tmp_path / "e.safetensors"), "pt") as f:
+        assert f.get_tensor("embeddings").shape[0] == 5
