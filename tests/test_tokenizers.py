@@ -174,7 +174,7 @@ def test_policies() -> None:
     assert up.encode_tensor(torch.tensor(list(b"acgnc"), dtype=torch.uint8)).tolist() == up.encode("acgnc")
     unk = KMerTokenizer(3, unknown="unk")
     unk.build_vocab(["ACGACG"])
-    assert unk.encode("ACGNNNACGTT") == [0, unk.unk_id, 0, unk.vocab_size - 30 + 3, unk.vocab_size - 30 + 3]
+    assert unk.encode("ACGNNNACGTT") == [0, unk.unk_id, 0, unk.fallback_ids["T"], unk.fallback_ids["T"]]
     # Bytes outside the alphabet: an error naming byte and position, or <unk> on request.
     with pytest.raises(ValueError, match=r"'#' at position 4"):
         tok.encode("ACGA#")
@@ -211,14 +211,14 @@ def test_empty_and_out_of_range() -> None:
 def test_special_tokens_and_char_ids() -> None:
     c = CharTokenizer()
     assert (c.pad_id, c.unk_id, c.bos_id, c.eos_id, c.mask_id) == (0, 1, 2, 3, 4)
-    assert c.encode("ACGTN") == [5, 6, 7, 8, 9] and c.vocab_size == 35
+    assert c.encode("ACGTN") == [5, 6, 7, 8, 9] and c.vocab_size == 35 + 64  # 64 sentinels after the fallback
     assert c.encode("AC", add_special_tokens=True) == [2, 5, 6, 3]
     assert c.decode([2, 5, 6, 3]) == "AC"
     assert c.decode([2, 5, 3], skip_special_tokens=False) == "<bos>A<eos>"
     tok = KMerTokenizer(2)
     tok.build_vocab(["AAAC"])  # pieces AA 0, AC 1; specials 2..6; fallback from 7
     assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id) == (2, 3, 4, 5, 6)
-    assert tok.fallback_ids["A"] == 7 and tok.vocab_size == 7 + 30
+    assert tok.fallback_ids["A"] == 7 and tok.vocab_size == 7 + 30 + 64
 
 
 def test_files_round_trip(tmp_path) -> None:
@@ -379,7 +379,7 @@ def test_tokenizer_files_that_are_not_json(tmp_path) -> None:
 def test_seed_vocabulary_with_absurd_ids_is_refused_before_allocating(tmp_path) -> None:
     import time
 
-    tok = KMerTokenizer(5)
+    tok = KMerTokenizer(5, num_sentinels=0)
     tok.build_vocab(["ACGTAGGTCA"])
     before = tok.to_dict()
     (tmp_path / "seed.json").write_text(json.dumps({"ACGTA": 0, "TTTTT": 10_000_000}))
