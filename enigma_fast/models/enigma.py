@@ -1,8 +1,15 @@
 """Enigma: encoder-decoder DNA language model (token + learned absolute positions, relative attention).
 
-A window of DNA is split into a source (its first part) and a target (the continuation). Positions run on
-across the split: source token s sits at s, target token t at src_len + t, so ``src_len + tgt_len <=
-block_size``. Left padding of the source (``src_start``) shifts positions so that padding changes no result.
+Two ways to make (source, target) pairs of a window of DNA:
+
+* continuation (``split_window``): the source is the window's first part, the target its continuation;
+* span corruption (``span_corrupt``, T5-style): spans of the window are replaced in the source by sentinels
+  ``<mask_0>``, ``<mask_1>``, ...; the target is each sentinel followed by its span, then ``<eos>``. A model trained
+  so fills gaps from both flanks (``infill``).
+
+Positions run on across source and target: source token s sits at s, target token t at src_len + t, so
+``src_len + tgt_len <= block_size``. Left padding of the source (``src_start``) shifts positions so that padding
+changes no result.
 
     memory = encoder(embed(src) + pos(src))                          bidirectional relative self-attention
     h      = embed(tgt_in) + pos(src_len + t)
@@ -12,10 +19,13 @@ block_size``. Left padding of the source (``src_start``) shifts positions so tha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
-from enigma_fast.models.base import DNALanguageModel, check_id_ranges, check_id_tensor
+from enigma_fast.models.base import IGNORE_INDEX, DNALanguageModel, check_id_ranges, check_id_tensor
 from enigma_fast.models.config import EnigmaConfig
 from enigma_fast.models.layers import Block, run_blocks
 from enigma_fast.nn import RMSNorm
@@ -64,6 +74,69 @@ class Enigma(DNALanguageModel):
         src, targets = window[:, :src_len], window[:, src_len:]
         bos = torch.full_like(targets[:, :1], bos_id)
         return src, torch.cat([bos, targets[:, :-1]], dim=1), targets
+
+    @staticmethod
+    def span_corrupt(
+        window: torch.Tensor,
+        mask: torch.Tensor,
+        sentinel_ids: Sequence[int] | torch.Tensor,
+        bos_id: int,
+        eos_id: int,
+        pad_id: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Span corruption of token windows ``(B, L)`` by ``mask`` ``(B, L)`` bool (True = cut out).
+
+        A span is a maximal run of True; span j of a row (left to right) gets sentinel ``sentinel_ids[j]``::
+
+            window  a b [c d] e [f] g          (spans in brackets)
+            src     a b <mask_0> e <mask_1> g  kept tokens, one sentinel in place of each span
+            targets <mask_0> c d <mask_1> f <eos>
+            tgt_in  <bos> <mask_0> c d <mask_1> f
+
+        Every token of the window is in the source or in a span, never both. Returns ``(src, src_start, tgt_in,
+        targets)``: ``src`` ``(B, S)`` left-padded with ``pad_id`` (``src_start`` ``(B,)`` its first real position,
+        None when every row has the same length), ``tgt_in`` and ``targets`` ``(B, T)`` right-padded with ``pad_id``
+        and ``IGNORE_INDEX``. ValueError when a row has more spans than ``sentinel_ids``.
+        """
+        check_id_tensor("window", window)
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != window.shape:
+            raise ValueError(f"mask must be a bool tensor of the window's shape {tuple(window.shape)}, got "
+                             f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
+        B, L = window.shape
+        dev = window.device
+        window = window.long()
+        sent = torch.as_tensor(sentinel_ids, dtype=torch.long, device=dev).reshape(-1)
+        prev = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], dim=1)
+        start = mask & ~prev  # (B, L) first token of each span
+        n_spans = start.sum(1)
+        most = int(n_spans.max()) if B else 0
+        if most > sent.numel():
+            raise ValueError(f"mask has {most} spans in a row but only {sent.numel()} sentinel ids were given")
+        span_idx = (start.cumsum(1) - 1).clamp_min(0)
+        sent_at = sent[span_idx] if sent.numel() else torch.zeros_like(window)  # (B, L) sentinel of each position
+        rows = torch.arange(B, device=dev)[:, None]
+
+        def compact(tokens: torch.Tensor, keep: torch.Tensor, fill: int, left: bool) -> tuple[torch.Tensor, ...]:
+            n = keep.sum(1)
+            width = int(n.max()) if B else 0
+            pos = keep.cumsum(1) - 1 + ((width - n)[:, None] if left else 0)
+            out = torch.full((B, width), fill, dtype=torch.long, device=dev)
+            out[rows.expand_as(keep)[keep], pos[keep]] = tokens[keep]
+            return out, n
+
+        src, src_n = compact(torch.where(start, sent_at, window), ~mask | start, pad_id, left=True)
+        # target slots: (sentinel if a span starts here, the token if it is masked) per position, then <eos>
+        t_tok = torch.stack([sent_at, window], dim=2).reshape(B, 2 * L)
+        t_keep = torch.stack([start, mask], dim=2).reshape(B, 2 * L)
+        t_tok = torch.cat([t_tok, torch.full((B, 1), eos_id, dtype=torch.long, device=dev)], dim=1)
+        t_keep = torch.cat([t_keep, torch.ones((B, 1), dtype=torch.bool, device=dev)], dim=1)
+        targets, _ = compact(t_tok, t_keep, IGNORE_INDEX, left=False)
+        tgt_in = torch.cat([torch.full((B, 1), bos_id, dtype=torch.long, device=dev), targets[:, :-1]], dim=1)
+        tgt_in = tgt_in.masked_fill((tgt_in == IGNORE_INDEX) | (targets == IGNORE_INDEX), pad_id)
+        src_start = None
+        if B and bool((src_n != src.shape[1]).any()):
+            src_start = src.shape[1] - src_n
+        return src, src_start, tgt_in, targets
 
     def _src_len(self, src: torch.Tensor, src_start: torch.Tensor | None) -> torch.Tensor:
         S = src.shape[1]
@@ -171,3 +244,12 @@ class Enigma(DNALanguageModel):
     def max_new_tokens_for(self, prompt_len: int) -> int:
         """How many tokens can follow a prompt of ``prompt_len`` tokens within block_size (bos excluded)."""
         return self.config.block_size - prompt_len - 1
+
+    def infill(self, text: Any, num_samples: int = 1, **kwargs: Any) -> list[list[str]]:
+        """Fill the gaps of ``text`` with the attached tokenizer (a model trained with span corruption); see
+        :func:`enigma_fast.generation.infill` for the arguments, the gap syntax and the result."""
+        from enigma_fast.generation import infill  # the generator is built on the models, not the reverse
+
+        if self.tokenizer is None:
+            raise ValueError("infill needs the model's tokenizer (model.tokenizer, set by from_pretrained)")
+        return infill(self, self.tokenizer, text, num_samples=num_samples, **kwargs)
