@@ -100,6 +100,7 @@ def _resume_values(run: Path, flags: dict[str, Any]) -> dict[str, Any]:
     ckpt = latest_checkpoint(run)
     state = _read_object(ckpt / "trainer_state.json") if ckpt is not None else {}
     values = state.get("config") or _read_object(saved)
+    values.setdefault("objective", "continuation")  # a run saved before objectives existed continued its prefix
     flags = dict(flags)
     if "max_steps" in flags:
         for name in ("time_budget", "max_time"):
@@ -114,13 +115,26 @@ def _resume_values(run: Path, flags: dict[str, Any]) -> dict[str, Any]:
 def _report(s: dict) -> None:
     """The end-of-run summary on stdout."""
     print(f"run folder: {s['run_dir']}  (final model: {s.get('final_model', '-')})")
+    if "val" in s and "objective" in s:  # span corruption: masked held-out spans, both flanks
+        v = s["val"]
+        print(f"held-out infill bits/base (masked spans, both flanks): {v['bpb']:.4f}  (accuracy {v['accuracy']:.3f}, "
+              f"{int(v['bases'])} bases in {int(v['spans'])} spans; {v['bpb_with_ends']:.4f} counting span ends)")
+        if "infill_compare" in s:
+            c = s["infill_compare"]
+            print(f"same spans, EnBERT from the left only ({c['enbert']}): {c['bpb']:.4f} bits/base")
     if "val" in s:
         v, b = s["val"], s["baseline"]
-        print(f"held-out bits/base: {v['bpb']:.4f}  (next-token accuracy {v['accuracy']:.3f}, "
-              f"{int(v['bases'])} bases scored)")
+        if "objective" not in s:
+            print(f"held-out bits/base: {v['bpb']:.4f}  (next-token accuracy {v['accuracy']:.3f}, "
+                  f"{int(v['bases'])} bases scored)")
         print(f"order-{b['order']} Markov baseline: {b['bpb']:.4f} bits/base  "
               f"({'model better' if v['bpb'] < b['bpb'] else 'baseline better'} by {abs(b['bpb'] - v['bpb']):.4f})")
-    if "sample" in s:
+    if s.get("sample", {}).get("kind") == "infill":
+        sm = s["sample"]
+        print(f"held-out gap of {len(sm['truth'])} bases between {len(sm['left'])}-base flanks:")
+        print(f"filled: {sm['fill']}")
+        print(f"true:   {sm['truth']}")
+    elif "sample" in s:
         sm = s["sample"]
         print(f"held-out prompt ({len(sm['prompt'])} bases): {sm['prompt']}")
         print(f"sampled continuation:  {sm['continuation']}")
