@@ -175,9 +175,9 @@ def fill_gaps(
         lens = [max_gap_length if g is None else g for g in masked.gaps]
         steps = sum(1 + n for n in lens) + 1  # sentinels, at most one token per base, <eos>
         limit = model.config.block_size
-        if len(src) + steps > limit:
-            raise ValueError(f"{name}: {len(src)} source tokens and up to {steps} target tokens exceed the model's "
-                             f"block_size {limit}; use shorter flanks or gaps")
+        if len(src) > limit:
+            raise ValueError(f"{name}: the flanks and sentinels make {len(src)} source tokens, more than the model's "
+                             f"block_size {limit}; use shorter flanks")
         parsed.append((masked, src, steps))
     gen = None
     if seed is not None:
@@ -185,12 +185,8 @@ def fill_gaps(
         gen.manual_seed(seed)
     out: list[list[list[str]]] = []
     i = 0
-    while i < len(parsed):  # batches whose longest source plus longest target fit block_size
-        j = i + 1
-        while (j < len(parsed) and (j - i + 1) * num_samples <= max_batch
-               and max(len(p[1]) for p in parsed[i : j + 1]) + max(p[2] for p in parsed[i : j + 1])
-               <= model.config.block_size):
-            j += 1
+    while i < len(parsed):  # batches of at most max_batch rows
+        j = min(len(parsed), i + max(1, max_batch // num_samples))
         out += _fill_batch(model, tokenizer, parsed[i:j], num_samples, temperature, top_k, top_p, gen,
                            max_gap_length, bpt, device)
         i = j
@@ -208,14 +204,19 @@ def _fill_batch(model, tok, batch, num_samples, temperature, top_k, top_p, gen, 
     gap_len = torch.full((B, G + 1), 0, dtype=torch.long)  # bases per gap (free: max_gap_length)
     free = torch.zeros((B, G + 1), dtype=torch.bool)
     n_gaps = torch.zeros(B, dtype=torch.long)
+    sent_pos = torch.zeros((B, G), dtype=torch.long)  # source position of each gap's sentinel (unpadded)
+    sentinel_set = set(tok.sentinel_ids)
     for b, (masked, src) in enumerate(rows):
         idx[b, S - len(src):] = torch.tensor(src, dtype=torch.long)
         src_start[b] = S - len(src)
+        where = [p for p, t in enumerate(src) if t in sentinel_set]
+        sent_pos[b, : len(where)] = torch.tensor(where, dtype=torch.long)
         for g, n in enumerate(masked.gaps):
             gap_len[b, g] = max_gap_length if n is None else n
             free[b, g] = n is None
         n_gaps[b] = len(masked.gaps)
-    idx, src_start, gap_len, free, n_gaps = (t.to(device) for t in (idx, src_start, gap_len, free, n_gaps))
+    idx, src_start, gap_len, free, n_gaps, sent_pos = (
+        t.to(device) for t in (idx, src_start, gap_len, free, n_gaps, sent_pos))
     key_start = src_start if bool((src_start > 0).any()) else None
     # markers[b, g]: the token that opens gap g (sentinel g), or <eos> at g == number of gaps
     sent = torch.tensor(tok.sentinel_ids[: G + 1] + [tok.eos_id] * max(0, G + 1 - tok.num_sentinels),
@@ -233,7 +234,8 @@ def _fill_batch(model, tok, batch, num_samples, temperature, top_k, top_p, gen, 
     done = torch.zeros(B, dtype=torch.bool, device=device)
     dtype = next(model.parameters()).dtype
     cache = model.allocate_cache(B, model.cache_length(S, N), device, dtype)
-    logits = model.prefill(idx, key_start, cache)
+    # every decoder input sits at the source position of the sentinel of the gap it belongs to (span_corrupt)
+    logits = model.prefill(idx, key_start, cache, bos_pos=sent_pos[:, 0])
     toks = []
     for step in range(N):
         g_next = (g + 1).clamp_max(G)
@@ -266,9 +268,9 @@ def _fill_batch(model, tok, batch, num_samples, temperature, top_k, top_p, gen, 
         written = torch.where(start, torch.zeros_like(written), written)
         if step + 1 == N or (device.type != "cuda" and bool(done.all())):
             break
-        logits = model.decode_step(tok_[:, None], cache)
+        fed_gap = (g - full.long()).clamp(min=0).minimum((n_gaps - 1).clamp_min(0))  # the gap tok_ belongs to
+        logits = model.decode_step(tok_[:, None], cache, pos=sent_pos[ar, fed_gap])
     out_ids = torch.stack(toks, dim=1).cpu().tolist()
-    sentinel_set = set(tok.sentinel_ids)
     results: list[list[list[str]]] = []
     for b in range(B):
         fills: list[list[int]] = []
@@ -310,19 +312,20 @@ def infill(
         temperature, top_k, top_p, seed: sampling as :func:`enigma_fast.generation.generate` (temperature 0 =
             greedy); one ``torch.Generator`` seeded with ``seed`` draws every row.
         max_gap_length: most bases of a free-length gap.
-        max_batch: most rows decoded at once (items are batched while their sources and targets fit block_size).
+        max_batch: most rows decoded at once.
 
     Returns:
         ``out[i][s]``: sample s of item i, the flanks as given with every gap filled; an exact gap of n bases gets
         exactly n bases, a free one 1..``max_gap_length``.
 
-    Shapes: B = items x num_samples rows; source ``(B, S)`` = flank tokens with one sentinel per gap, left-padded;
+    Shapes: B = items x num_samples rows; source ``(B, S)`` = flank tokens with one sentinel per gap, left-padded
+    (S <= block_size); every decoder token sits at the source position of its gap's sentinel (as in training);
     the decoder runs at most ``sum_j (1 + n_j) + 1`` steps (n_j = bases of gap j).
 
     Raises:
         TypeError / ValueError, one line naming the item (``text[2]: empty gap '[N:0]' at position 4``) or the
-        option: malformed gaps, more gaps than sentinels, a tokenizer without sentinels, flanks plus gaps longer
-        than block_size, sampling options out of range.
+        option: malformed gaps, more gaps than sentinels, a tokenizer without sentinels, flanks longer than
+        block_size, sampling options out of range.
     """
     fills = fill_gaps(model, tokenizer, text, num_samples=num_samples, temperature=temperature, top_k=top_k,
                       top_p=top_p, seed=seed, max_gap_length=max_gap_length, max_batch=max_batch)
