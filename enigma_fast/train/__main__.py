@@ -100,7 +100,6 @@ def _resume_values(run: Path, flags: dict[str, Any]) -> dict[str, Any]:
     ckpt = latest_checkpoint(run)
     state = _read_object(ckpt / "trainer_state.json") if ckpt is not None else {}
     values = state.get("config") or _read_object(saved)
-    values.setdefault("objective", "continuation")  # a run saved before objectives existed continued its prefix
     flags = dict(flags)
     if "max_steps" in flags:
         for name in ("time_budget", "max_time"):

@@ -41,7 +41,7 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     window: int = 256  # tokens per training window (EnBERT: inputs; Enigma: source + target)
     src_len: int = 0  # Enigma source tokens per window; 0 = half the window
-    objective: str = "auto"  # Enigma: "span" (span corruption) or "continuation"; "auto" = span for Enigma
+    objective: str = "continuation"  # Enigma: "continuation" (prefix -> rest) or "span" (span corruption)
     noise_density: float = 0.15  # span objective: fraction of each window's tokens masked
     mean_span: float = 3.0  # span objective: mean length of a masked span (tokens)
     compare_enbert: str = ""  # span objective: an EnBERT model folder scored on the same held-out spans at the end
@@ -78,10 +78,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self._check_types()
-        if self.objective == "auto":  # resolved here, so a saved config always names the objective it ran
-            self.objective = "span" if self.model == "enigma" else "continuation"
         checks = [
-            ("objective", self.objective in ("continuation", "span"), "'auto', 'continuation' or 'span'"),
+            ("objective", self.objective in ("continuation", "span"), "'continuation' or 'span'"),
             ("objective", self.objective != "span" or self.model == "enigma", "'continuation' for --model enbert "
              "(span corruption needs the encoder-decoder)"),
             ("noise_density", 0.0 < self.noise_density < 1.0, "in (0, 1)"),

@@ -49,16 +49,17 @@ def special_mask(tok: Any, vocab_size: int, device: torch.device | str = "cpu") 
 
 
 def check_span_fit(window: int, noise_density: float, mean_span: float, num_sentinels: int, block_size: int) -> None:
-    """ValueError unless a window of ``window`` tokens has at most ``num_sentinels`` spans and its source + target
-    (``window + 2 m + 1`` tokens for m spans) fit the model's ``block_size``."""
+    """ValueError unless a window of ``window`` tokens has at most ``num_sentinels`` spans and its source
+    (``window - n + m`` tokens: n masked in m spans) fits the model's ``block_size`` (decoder tokens sit at the
+    positions of their sentinels, inside the source)."""
     n, m = span_counts(window, noise_density, mean_span)
     if m > num_sentinels:
         raise ValueError(f"a window of {window} tokens gets {m} spans at noise_density {noise_density} and mean_span "
                          f"{mean_span}, but the tokenizer has {num_sentinels} sentinels; use a smaller --window, a "
                          "larger --mean-span or a tokenizer with more sentinels")
-    if window + 2 * m + 1 > block_size:
-        raise ValueError(f"span corruption of a {window}-token window makes source + target {window + 2 * m + 1} "
-                         f"tokens, more than the model's block_size {block_size}; use a smaller --window")
+    if window - n + m > block_size:
+        raise ValueError(f"span corruption of a {window}-token window makes a source of {window - n + m} tokens, "
+                         f"more than the model's block_size {block_size}; use a smaller --window")
 
 
 def span_loss(model: Any, rows: torch.Tensor, masks: torch.Tensor, tok: Any) -> tuple[torch.Tensor, torch.Tensor,
@@ -67,10 +68,9 @@ def span_loss(model: Any, rows: torch.Tensor, masks: torch.Tensor, tok: Any) -> 
     ``(B, L)`` bool."""
     from enigma_fast.models import Enigma
 
-    src, src_start, tgt_in, targets = Enigma.span_corrupt(rows, masks, tok.sentinel_ids, tok.bos_id, tok.eos_id,
-                                                          tok.pad_id)
-    logits, loss = model(src, tgt_in, targets, src_start=src_start)
-    return logits, loss, targets
+    sb = Enigma.span_corrupt(rows, masks, tok.sentinel_ids, tok.bos_id, tok.eos_id, tok.pad_id)
+    logits, loss = model(sb.src, sb.tgt_in, sb.targets, src_start=sb.src_start, tgt_pos=sb.tgt_pos)
+    return logits, loss, sb.targets
 
 
 @dataclass
