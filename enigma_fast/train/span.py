@@ -24,6 +24,7 @@ the context each model sees.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ from enigma_fast.models.base import IGNORE_INDEX
 
 __all__ = ["SpanEval", "SpanObjective", "bases_per_token", "check_same_tokens", "check_span_fit", "enbert_span_score",
            "load_enbert", "special_mask", "span_loss", "span_summary"]
+
+logger = logging.getLogger(__name__)
 
 
 def special_mask(tok: Any, vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -260,9 +263,6 @@ def span_summary(cfg: Any, model: Any, tok: Any, tokens: np.ndarray, val_segs: n
     """End of a span run: the objective's options, the EnBERT's left-context score of the same held-out spans
     (``cfg.compare_enbert``), and a filled held-out gap (``cfg.sample_tokens`` > 0: a gap of min(sample_tokens, 50)
     tokens between two flanks of ``sample_prompt`` tokens)."""
-    import logging
-
-    log = logging.getLogger(__name__)
     out: dict[str, Any] = {"objective": {"name": "span", "noise_density": cfg.noise_density,
                                          "mean_span": cfg.mean_span, "windows": len(ev.windows)}}
     if cfg.compare_enbert:
@@ -270,7 +270,7 @@ def span_summary(cfg: Any, model: Any, tok: Any, tokens: np.ndarray, val_segs: n
         ebpt = torch.from_numpy(bases_per_token(enbert.tokenizer)).to(device)
         res = ev.score_left_to_right(enbert, enbert.tokenizer, ebpt, context=cfg.window, device=device)
         out["infill_compare"] = {"enbert": cfg.compare_enbert, **res}
-        log.info("same held-out spans: EnBERT (left context only) %.4f bits/base over %d bases", res["bpb"],
+        logger.info("same held-out spans: EnBERT (left context only) %.4f bits/base over %d bases", res["bpb"],
                  int(res["bases"]))
     if cfg.sample_tokens:
         seg = val_segs[int(np.argmax(val_segs[:, 1]))]
@@ -284,7 +284,7 @@ def span_summary(cfg: Any, model: Any, tok: Any, tokens: np.ndarray, val_segs: n
 
             fill = fill_gaps(model, tok, (left, len(truth), right), seed=cfg.seed)[0][0][0]
         except ValueError as err:  # e.g. a model too small for the flanks and the gap
-            log.warning("no infill sample: %s", err)
+            logger.warning("no infill sample: %s", err)
         else:
             out["sample"] = {"kind": "infill", "left": left, "right": right, "fill": fill, "truth": truth}
     return out
