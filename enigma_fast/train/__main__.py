@@ -70,7 +70,8 @@ def _prepare_main(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     try:
         cfg = TrainConfig(tokenizer=a.tokenizer, k=a.k, case=a.case, n_policy=a.n_policy)
-        store = prepare_tokens(a.inputs, a.out, make_tokenizer(cfg), case=a.case, n_policy=a.n_policy)
+        store = prepare_tokens(a.inputs, a.out, make_tokenizer(cfg, num_sentinels=64), case=a.case,
+                               n_policy=a.n_policy)  # sentinels: the store serves either model
     except (OSError, ValueError) as err:
         return _user_error(err)
     log.info("%s: %d tokens, %d bases, %d records", a.out, store.num_tokens, store.num_bases, len(store.records))
