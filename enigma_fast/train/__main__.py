@@ -56,6 +56,7 @@ def _user_error(err: BaseException) -> int:
 
 def _prepare_main(argv: Sequence[str]) -> int:
     from enigma_fast.data.tokens import prepare_tokens
+    from enigma_fast.tokenizers import DEFAULT_SENTINELS
     from enigma_fast.train.data import make_tokenizer
 
     p = _Parser(prog="python -m enigma_fast.train prepare",
@@ -70,8 +71,8 @@ def _prepare_main(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     try:
         cfg = TrainConfig(tokenizer=a.tokenizer, k=a.k, case=a.case, n_policy=a.n_policy)
-        store = prepare_tokens(a.inputs, a.out, make_tokenizer(cfg, num_sentinels=64), case=a.case,
-                               n_policy=a.n_policy)  # sentinels: the store serves either model
+        tok = make_tokenizer(cfg, num_sentinels=DEFAULT_SENTINELS)  # with sentinels: the store serves either model
+        store = prepare_tokens(a.inputs, a.out, tok, case=a.case, n_policy=a.n_policy)
     except (OSError, ValueError) as err:
         return _user_error(err)
     log.info("%s: %d tokens, %d bases, %d records", a.out, store.num_tokens, store.num_bases, len(store.records))
