@@ -1,9 +1,14 @@
-"""``python -m enigma_fast.generate``: sample DNA continuations from a checkpoint folder, written as FASTA.
+"""``python -m enigma_fast.generate``: sample DNA continuations from a checkpoint folder, or fill gaps with an
+Enigma trained by span corruption, written as FASTA.
 
     python -m enigma_fast.generate --model runs/tiny/final --prompt ACGTTGCA --max-new-tokens 200 --seed 0
     python -m enigma_fast.generate --model DIR --prompts prompts.fa --num-samples 4 --top-k 4 --out out.fa
+    python -m enigma_fast.generate --model ENIGMA_DIR --infill "ACGTTGCA[N:12]TTGACCA" --num-samples 3 --seed 0
+    python -m enigma_fast.generate --model ENIGMA_DIR --infill-fasta scaffold.fa --out filled.fa
 
-Each record is the prompt followed by its continuation; tokens/s goes to stderr.
+Each record is the prompt followed by its continuation, or (infill) the sequence with every gap filled: gaps are
+``[N:<bases>]`` (exact length) or ``[N]`` (free length, at most --max-gap-length) in --infill, and runs of N (each
+filled with exactly as many bases) in the records of --infill-fasta. Tokens/s goes to stderr.
 """
 
 from __future__ import annotations
@@ -13,18 +18,20 @@ import contextlib
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 
-from enigma_fast.data import read_sequences
-from enigma_fast.generation import generate
+from enigma_fast.data import iter_records, read_sequences
+from enigma_fast.generation import fill_gaps, generate, parse_masked
 from enigma_fast.models import load_model
+from enigma_fast.tokenizers import FALLBACK_ALPHABET
 
 __all__ = ["main"]
 
@@ -50,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one DNA prompt (A/C/G/T/N)")
     src.add_argument("--prompts", help="FASTA/FASTQ file of prompts (plain or gzip)")
+    src.add_argument("--infill", help="a sequence with gaps to fill: [N:<bases>] (exact) or [N] (free length)")
+    src.add_argument("--infill-fasta", help="FASTA/FASTQ file whose runs of N are gaps to fill (exact lengths)")
+    p.add_argument("--max-gap-length", type=int, default=64, help="infill: most bases of a free-length [N] gap")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=None)
@@ -71,6 +81,7 @@ def _check_options(args: argparse.Namespace) -> None:
          "(0 = greedy)", args.temperature),
         ("--top-k", args.top_k is None or args.top_k >= 1, ">= 1", args.top_k),
         ("--top-p", args.top_p is None or 0.0 < args.top_p <= 1.0, "in (0, 1]", args.top_p),
+        ("--max-gap-length", args.max_gap_length >= 1, ">= 1", args.max_gap_length),
     ]
     for flag, ok, expected, got in checks:
         if not ok:
@@ -81,8 +92,9 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--device must be 'cpu' or 'cuda[:N]', got {args.device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: no CUDA device is available")
-    if args.prompts is not None and not os.path.isfile(args.prompts):
-        raise UsageError(f"--prompts file not found: {args.prompts}")
+    for flag, path in (("--prompts", args.prompts), ("--infill-fasta", args.infill_fasta)):
+        if path is not None and not os.path.isfile(path):
+            raise UsageError(f"{flag} file not found: {path}")
     if args.out is not None:
         out = Path(args.out)
         parent = out.parent
@@ -92,8 +104,9 @@ def _check_options(args: argparse.Namespace) -> None:
             raise UsageError(f"--out {args.out} is a folder; give a file name")
         if not os.access(parent, os.W_OK):
             raise UsageError(f"--out {args.out}: the folder {parent} is not writable")
-        if args.prompts is not None and out.exists() and os.path.samefile(out, args.prompts):
-            raise UsageError(f"--out {args.out} is the --prompts file; it would be overwritten")
+        for flag, path in (("--prompts", args.prompts), ("--infill-fasta", args.infill_fasta)):
+            if path is not None and out.exists() and os.path.samefile(out, path):
+                raise UsageError(f"--out {args.out} is the {flag} file; it would be overwritten")
 
 
 def _check_prompts(prompts: Sequence[str]) -> None:
@@ -110,10 +123,17 @@ def _check_prompts(prompts: Sequence[str]) -> None:
 def _write_fasta(path: str | None, batch: Sequence[str], texts: Sequence[str], num_samples: int,
                  max_new_tokens: int) -> None:
     """The records, to stdout or into ``path`` through a temporary sibling renamed over it at the end."""
+    records = [(f"sample_{i + 1} prompt={i // num_samples + 1} new_tokens={max_new_tokens}", prompt + cont)
+               for i, (prompt, cont) in enumerate(zip(batch, texts, strict=True))]
+    _write_records(path, records)
+
+
+def _write_records(path: str | None, records: Sequence[tuple[str, str]]) -> None:
+    """FASTA ``>header`` + sequence (80 columns) records, to stdout or into ``path`` through a temporary sibling
+    renamed over it at the end."""
     def write(sink) -> None:
-        for i, (prompt, cont) in enumerate(zip(batch, texts, strict=True)):
-            sink.write(f">sample_{i + 1} prompt={i // num_samples + 1} new_tokens={max_new_tokens}\n")
-            seq = prompt + cont
+        for header, seq in records:
+            sink.write(f">{header}\n")
             for j in range(0, len(seq), 80):
                 sink.write(seq[j : j + 80] + "\n")
 
@@ -135,8 +155,65 @@ def _write_fasta(path: str | None, batch: Sequence[str], texts: Sequence[str], n
         raise
 
 
+_N_RUN = re.compile(r"[Nn]+")
+
+
+def _infill_items(args: argparse.Namespace) -> tuple[list[str], list[Any]]:
+    """Names and gap specifications: the --infill text, or each --infill-fasta record with its N runs as exact
+    gaps."""
+    if args.infill is not None:
+        return ["infill"], [args.infill]
+    names, items = [], []
+    for rec in iter_records(args.infill_fasta):
+        seq = rec.sequence
+        if not _N_RUN.search(seq):
+            raise UsageError(f"--infill-fasta {args.infill_fasta}: record {rec.name!r} has no run of N to fill")
+        bad = sorted(set(seq) - set(FALLBACK_ALPHABET))
+        if bad:
+            raise UsageError(f"--infill-fasta {args.infill_fasta}: record {rec.name!r} holds {''.join(bad)!r}, "
+                             "not DNA letters")
+        names.append(rec.name.split()[0] if rec.name.split() else f"record_{len(names) + 1}")
+        items.append(_N_RUN.sub(lambda m: f"[N:{len(m.group())}]", seq))
+    if not items:
+        raise UsageError(f"--infill-fasta {args.infill_fasta}: no records")
+    return names, items
+
+
+def _run_infill(args: argparse.Namespace) -> int:
+    names, items = _infill_items(args)
+    for i, item in enumerate(items):  # bad gaps fail before the model loads
+        parse_masked(item, "--infill" if args.infill is not None else f"--infill-fasta record {names[i]!r}")
+    model = load_model(args.model, device=args.device)
+    if model.tokenizer is None:
+        raise UsageError(f"{args.model} has no tokenizer.json")
+    t0 = time.perf_counter()
+    try:
+        fills = fill_gaps(model, model.tokenizer, items, num_samples=args.num_samples, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p, seed=args.seed, max_gap_length=args.max_gap_length)
+    except ValueError as err:  # name the record instead of the list position
+        m = re.match(r"text\[(\d+)\]: (.*)", str(err))
+        if m is None:
+            raise
+        where = "--infill" if args.infill is not None else f"--infill-fasta record {names[int(m[1])]!r}"
+        raise UsageError(f"{where}: {m[2]}") from None
+    dt = time.perf_counter() - t0
+    records = []
+    n_bases = 0
+    for name, item, samples in zip(names, items, fills, strict=True):
+        masked = parse_masked(item)
+        for s, gaps in enumerate(samples):
+            n_bases += sum(map(len, gaps))
+            lengths = ",".join(str(len(f)) for f in gaps)
+            records.append((f"{name}_sample_{s + 1} gaps={len(gaps)} filled={lengths}", masked.join(gaps)))
+    log.info("%d bases filled in %.2f s: %.1f bases/s (%d rows)", n_bases, dt, n_bases / dt, len(records))
+    _write_records(args.out, records)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     _check_options(args)
+    if args.infill is not None or args.infill_fasta is not None:
+        return _run_infill(args)
     prompts = [args.prompt] if args.prompt is not None else read_sequences(args.prompts)
     _check_prompts(prompts)
     model = load_model(args.model, device=args.device)

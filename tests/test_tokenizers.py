@@ -174,7 +174,7 @@ def test_policies() -> None:
     assert up.encode_tensor(torch.tensor(list(b"acgnc"), dtype=torch.uint8)).tolist() == up.encode("acgnc")
     unk = KMerTokenizer(3, unknown="unk")
     unk.build_vocab(["ACGACG"])
-    assert unk.encode("ACGNNNACGTT") == [0, unk.unk_id, 0, unk.vocab_size - 30 + 3, unk.vocab_size - 30 + 3]
+    assert unk.encode("ACGNNNACGTT") == [0, unk.unk_id, 0, unk.fallback_ids["T"], unk.fallback_ids["T"]]
     # Bytes outside the alphabet: an error naming byte and position, or <unk> on request.
     with pytest.raises(ValueError, match=r"'#' at position 4"):
         tok.encode("ACGA#")
@@ -211,14 +211,14 @@ def test_empty_and_out_of_range() -> None:
 def test_special_tokens_and_char_ids() -> None:
     c = CharTokenizer()
     assert (c.pad_id, c.unk_id, c.bos_id, c.eos_id, c.mask_id) == (0, 1, 2, 3, 4)
-    assert c.encode("ACGTN") == [5, 6, 7, 8, 9] and c.vocab_size == 35
+    assert c.encode("ACGTN") == [5, 6, 7, 8, 9] and c.vocab_size == 35 + 64  # 64 sentinels after the fallback
     assert c.encode("AC", add_special_tokens=True) == [2, 5, 6, 3]
     assert c.decode([2, 5, 6, 3]) == "AC"
     assert c.decode([2, 5, 3], skip_special_tokens=False) == "<bos>A<eos>"
     tok = KMerTokenizer(2)
     tok.build_vocab(["AAAC"])  # pieces AA 0, AC 1; specials 2..6; fallback from 7
     assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id) == (2, 3, 4, 5, 6)
-    assert tok.fallback_ids["A"] == 7 and tok.vocab_size == 7 + 30
+    assert tok.fallback_ids["A"] == 7 and tok.vocab_size == 7 + 30 + 64
 
 
 def test_files_round_trip(tmp_path) -> None:
@@ -379,7 +379,7 @@ def test_tokenizer_files_that_are_not_json(tmp_path) -> None:
 def test_seed_vocabulary_with_absurd_ids_is_refused_before_allocating(tmp_path) -> None:
     import time
 
-    tok = KMerTokenizer(5)
+    tok = KMerTokenizer(5, num_sentinels=0)
     tok.build_vocab(["ACGTAGGTCA"])
     before = tok.to_dict()
     (tmp_path / "seed.json").write_text(json.dumps({"ACGTA": 0, "TTTTT": 10_000_000}))
@@ -465,3 +465,71 @@ def test_constructor_rejects_bool_k_and_strides_the_ops_cannot_run() -> None:
         KMerTokenizer(True)
     with pytest.raises(ValueError, match=too_big):
         KMerTokenizer(3, stride=2**30 + 1)  # used to construct, then fail on every encode
+
+
+# =============================================================================================================
+# issue 14: sentinel tokens <mask_0> .. <mask_{n-1}> (span corruption, infilling)
+# =============================================================================================================
+@pytest.mark.parametrize("make", [lambda n: CharTokenizer(num_sentinels=n), lambda n: _kmer3(n)], ids=["char", "kmer"])
+def test_sentinels_encode_decode_save_load(make, tmp_path) -> None:
+    tok, old = make(64), make(0)
+    assert tok.num_sentinels == 64 and old.num_sentinels == 0 and old.sentinel_ids == []
+    top = max([*old.pieces.values(), *old.special_ids.values(), *old.fallback_ids.values()])
+    assert tok.sentinel_ids == list(range(top + 1, top + 65))  # after every other id
+    assert tok.vocab_size == old.vocab_size + 64
+    assert [tok.sentinel_id(j) for j in (0, 63)] == [top + 1, top + 64]
+    assert tok.is_sentinel(tok.sentinel_id(5)) and not tok.is_sentinel(tok.mask_id) and not tok.is_sentinel(0)
+    # every other id is unchanged, so DNA encodes to the same ids with and without sentinels
+    for name in ("pieces", "fallback_ids"):
+        assert getattr(tok, name) == getattr(old, name)
+    assert {s: i for s, i in tok.special_ids.items() if not tok.is_sentinel(i)} == old.special_ids
+    seq = "ACGTTGCANNacgtGATTACA"
+    assert tok.encode(seq) == old.encode(seq)
+    ids = [*tok.encode("ACG"), tok.sentinel_id(0), *tok.encode("TT"), tok.sentinel_id(12)]
+    assert tok.decode(ids) == "ACGTT"  # specials dropped
+    assert tok.decode(ids, skip_special_tokens=False) == "ACG<mask_0>TT<mask_12>"
+    assert tok.decode_batch(torch.tensor([ids])) == ["ACGTT"]
+    # save / load keep the sentinels; a file without them (written before they existed) still loads
+    tok.save(tmp_path / "t.json")
+    again = from_file(tmp_path / "t.json")
+    assert again == tok and again.sentinel_ids == tok.sentinel_ids
+    d = json.loads((tmp_path / "t.json").read_text())
+    assert d["special_tokens"]["<mask_63>"] == top + 64
+    d["special_tokens"] = {s: i for s, i in d["special_tokens"].items() if not s.startswith("<mask_")}
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    back = from_file(tmp_path / "old.json")
+    assert back.num_sentinels == 0 and back.vocab_size == old.vocab_size and back.encode(seq) == old.encode(seq)
+    with pytest.raises(ValueError, match=r"sentinel index must be an int in \[0, 0\) \(this tokenizer has 0 sentinels"):
+        back.sentinel_id(0)
+    with pytest.raises(ValueError, match=r"sentinel index must be an int in \[0, 64\).*got int 64"):
+        tok.sentinel_id(64)
+
+
+def _kmer3(n: int) -> KMerTokenizer:
+    tok = KMerTokenizer(3, num_sentinels=n)
+    tok.build_vocab(["ACGTACGTTTGACCAGT"])
+    return tok
+
+
+def test_sentinel_counts_follow_the_file_and_the_constructor(tmp_path) -> None:
+    tok = KMerTokenizer(3, num_sentinels=8)
+    tok.build_vocab(["ACGTACGT"])
+    assert tok.num_sentinels == 8  # build_vocab keeps the count
+    (tmp_path / "seed.json").write_text(json.dumps({"ACG": 0, "TTT": 1}))
+    tok.load_model(tmp_path / "seed.json")  # a seed vocabulary: the tokenizer's own count, after its ids
+    assert tok.num_sentinels == 8 and tok.sentinel_id(0) == 2 + 5 + 30
+    other = CharTokenizer(num_sentinels=3)
+    other.save(tmp_path / "c.json")
+    tok.load_model(tmp_path / "c.json")  # a tokenizer.json: the file's count
+    assert tok.num_sentinels == 3
+    for bad in (-1, 1025, True, 2.0):
+        with pytest.raises(ValueError, match=r"num_sentinels must be an int in \[0, 1024\]"):
+            CharTokenizer(num_sentinels=bad)
+
+
+@pytest.mark.parametrize("keys", [["<mask_1>"], ["<mask_0>", "<mask_2>"], ["<mask_00>"], ["<mask_x>"], ["<sep>"]])
+def test_malformed_sentinels_in_a_file_name_the_key(keys) -> None:
+    d = CharTokenizer(num_sentinels=0).to_dict()
+    d["special_tokens"] = {**d["special_tokens"], **{k: 40 + j for j, k in enumerate(keys)}}
+    with pytest.raises(ValueError, match=r"'special_tokens' must have exactly the keys .* plus the sentinels"):
+        DNATokenizer.from_dict(d)

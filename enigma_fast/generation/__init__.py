@@ -1,6 +1,9 @@
-"""Generation: KV-cached batched sampling (greedy, temperature, top-k, top-p) for EnBERT and Enigma."""
+"""Generation: KV-cached batched sampling (greedy, temperature, top-k, top-p) for EnBERT and Enigma, and infilling
+of gaps with an Enigma trained by span corruption."""
 
 from enigma_fast.generation.generator import generate, stream
+from enigma_fast.generation.infill import MaskedSequence, fill_gaps, infill, parse_masked
 from enigma_fast.generation.sampling import check_sampling_args, sample
 
-__all__ = ["check_sampling_args", "generate", "sample", "stream"]
+__all__ = ["MaskedSequence", "check_sampling_args", "fill_gaps", "generate", "infill", "parse_masked", "sample",
+           "stream"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from enigma_fast.models.config import EnBERTConfig, EnigmaConfig, config_from_dict
 from enigma_fast.models.enbert import EnBERT
-from enigma_fast.models.enigma import Enigma
+from enigma_fast.models.enigma import Enigma, SpanBatch
 
-__all__ = ["EnBERT", "EnBERTConfig", "Enigma", "EnigmaConfig", "config_from_dict", "load_model"]
+__all__ = ["EnBERT", "EnBERTConfig", "Enigma", "EnigmaConfig", "SpanBatch", "config_from_dict", "load_model"]
 
 
 def load_model(path: str, device: str = "cpu") -> EnBERT | Enigma:

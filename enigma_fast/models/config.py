@@ -77,6 +77,9 @@ class _Config:
 
     # int fields that are ids, not sizes (checked by the subclass against vocab_size, may be 0)
     _ID_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    # fields added after checkpoints were first written: a config.json without one takes this value (the
+    # behaviour of the models written before the field existed)
+    _ADDED_FIELDS: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         self.validate()
@@ -136,6 +139,8 @@ class _Config:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields in config: {', '.join(sorted(unknown))}")
+        for name, value in cls._ADDED_FIELDS.items():
+            d.setdefault(name, value)
         missing = names - set(d)
         if missing:
             raise ValueError(f"{cls.__name__} config is missing fields: {', '.join(sorted(missing))}")
@@ -191,8 +196,12 @@ class EnigmaConfig(_Config):
     n_encoder_layer: int = 12
     n_decoder_layer: int = 12
     bos_id: int = 2  # decoder start token (a tokenizer's bos_id); must be in [0, vocab_size)
+    # R: cross-attention adds a learned bias per head and relative position (encoder position - decoder token's
+    # position, clamped to [-R, R]); 0 = none (cross-attention by content only, as written before the field existed)
+    cross_rel_pos: int = 32
 
-    _ID_FIELDS: ClassVar[frozenset[str]] = frozenset({"bos_id"})
+    _ID_FIELDS: ClassVar[frozenset[str]] = frozenset({"bos_id", "cross_rel_pos"})
+    _ADDED_FIELDS: ClassVar[dict[str, Any]] = {"cross_rel_pos": 0}
 
     model_type: ClassVar[str] = "enigma"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -208,13 +217,16 @@ class EnigmaConfig(_Config):
         super().validate()
         if not 0 <= self.bos_id < self.vocab_size:
             raise ValueError(f"EnigmaConfig.bos_id must be in [0, vocab_size={self.vocab_size}), got {self.bos_id}")
+        if not 0 <= self.cross_rel_pos <= MAX_SIZE:
+            raise ValueError(f"EnigmaConfig.cross_rel_pos must be an int in [0, {MAX_SIZE}], got {self.cross_rel_pos}")
 
     def num_parameters(self) -> int:
         """Parameter count of ``Enigma(self)`` (tied head counted once)."""
         emb = self.vocab_size * self.d_model + self.block_size * self.d_model
         head = 0 if self.tie_embeddings else self.vocab_size * self.d_model
         enc = self.n_encoder_layer * self._block_params() + self.d_model
-        dec = self.n_decoder_layer * self._block_params(cross=True) + self.d_model
+        dec = self.n_decoder_layer * (self._block_params(cross=True) + self.n_head * (2 * self.cross_rel_pos + 1)
+                                      * (self.cross_rel_pos > 0)) + self.d_model
         return emb + head + enc + dec
 
 

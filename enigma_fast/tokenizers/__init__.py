@@ -10,8 +10,11 @@ Both encode with the compiled k-mer ops (``enigma_fast.ops.kmer``) and share one
 * **Policies** (constructor arguments): ``case="upper"`` upper-cases soft-masked bases first;
   ``unknown="unk"`` maps missing k-mers to ``<unk>``; ``invalid="unk"`` maps bytes outside the alphabet to
   ``<unk>`` (by default they raise ValueError naming the byte and its position). All three are lossy, opt-in.
-* Special tokens ``<pad> <unk> <bos> <eos> <mask>`` with fixed ids (see each class); ``encode_batch`` gives
-  padded ``(B, T)`` ids and ``lengths``; ``decode`` drops specials; ``reverse_complement`` helper.
+* Special tokens ``<pad> <unk> <bos> <eos> <mask>`` with fixed ids (see each class), and the sentinels
+  ``<mask_0>`` .. ``<mask_{n-1}>`` (n = ``num_sentinels``, 64 by default) that stand for the masked spans of span
+  corruption and infilling; their ids come after every other id, so an older tokenizer.json without them loads
+  with all its ids (and ``num_sentinels == 0``). ``encode_batch`` gives padded ``(B, T)`` ids and ``lengths``;
+  ``decode`` drops specials (``skip_special_tokens=False`` writes their names); ``reverse_complement`` helper.
 
 tokenizer.json (written by ``save`` / ``save_model``, read back exactly by ``from_file``)::
 
@@ -22,7 +25,8 @@ tokenizer.json (written by ``save`` / ``save_model``, read back exactly by ``fro
       "k": 5, "stride": 5,
       "case": "keep" | "upper", "unknown": "fallback" | "unk", "invalid": "error" | "unk",
       "pieces": {"GCCGG": 0, ..., "A": 1023},       # vocabulary pieces (k-mers, tails shorter than k) -> id
-      "special_tokens": {"<pad>": 1024, "<unk>": 1025, "<bos>": 1026, "<eos>": 1027, "<mask>": 1028},
+      "special_tokens": {"<pad>": 1024, "<unk>": 1025, "<bos>": 1026, "<eos>": 1027, "<mask>": 1028,
+                         "<mask_0>": 1059, ..., "<mask_63>": 1122},
       "fallback": {"A": 1029, "C": 1030, ...}      # single-byte fallback tokens -> id
     }
 
@@ -30,7 +34,8 @@ Decoding a k-mer id gives its first ``min(k, stride)`` bases, a tail piece or fa
 
 Loading checks every key (``DNATokenizer.from_dict``/``from_file``, ``KMerTokenizer.load_model``): all keys above
 present and no others; ``k`` (1..32) and ``stride`` (1..2^30) ints, not ``"4"``/``4.0``/``true``; pieces 1..k
-letters of ``FALLBACK_ALPHABET``; exactly the five special tokens; fallback keys single letters of
+letters of ``FALLBACK_ALPHABET``; exactly the five special tokens plus sentinels ``<mask_0>`` .. ``<mask_{n-1}>``
+(n in 0..1024); fallback keys single letters of
 ``FALLBACK_ALPHABET``; ids ints in [0, 2^31 - 1), one string per id, and dense: the largest id below
 ``2 * n + 1024`` for n distinct ids (gaps are fine, an id of 10,000,000 is not). Anything else is a one-line
 ValueError starting with the file's path and naming the key; a failed ``load_model`` changes nothing.
@@ -38,17 +43,28 @@ ValueError starting with the file's path and naming the key; a failed ``load_mod
 (default) or, with ``invalid="unk"``, never becomes part of a piece.
 """
 
-from enigma_fast.tokenizers._base import FALLBACK_ALPHABET, SPECIAL_TOKENS, DNATokenizer, reverse_complement
+from enigma_fast.tokenizers._base import (
+    DEFAULT_SENTINELS,
+    FALLBACK_ALPHABET,
+    MAX_SENTINELS,
+    SPECIAL_TOKENS,
+    DNATokenizer,
+    reverse_complement,
+    sentinel_name,
+)
 from enigma_fast.tokenizers.char import CharTokenizer
 from enigma_fast.tokenizers.kmer import KMerTokenizer
 
 __all__ = [
+    "DEFAULT_SENTINELS",
     "FALLBACK_ALPHABET",
+    "MAX_SENTINELS",
     "SPECIAL_TOKENS",
     "CharTokenizer",
     "DNATokenizer",
     "KMerTokenizer",
     "reverse_complement",
+    "sentinel_name",
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -13,10 +14,23 @@ import torch
 
 from enigma_fast.ops import kmer as kops
 
-__all__ = ["FALLBACK_ALPHABET", "SPECIAL_TOKENS", "DNATokenizer", "reverse_complement"]
+__all__ = [
+    "DEFAULT_SENTINELS",
+    "FALLBACK_ALPHABET",
+    "MAX_SENTINELS",
+    "SPECIAL_TOKENS",
+    "DNATokenizer",
+    "reverse_complement",
+    "sentinel_name",
+]
 
 # The five special tokens, in the fixed order of their ids.
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>")
+# Sentinel tokens <mask_0>, <mask_1>, ... (span corruption and infilling): special tokens too, with ids after every
+# other id of the vocabulary, so a vocabulary without them (an older tokenizer.json) keeps all its ids.
+DEFAULT_SENTINELS = 64
+MAX_SENTINELS = 1024
+_SENTINEL_RE = re.compile(r"<mask_(0|[1-9][0-9]*)>")
 # Bytes that always have a single-character token: bases, N and the IUPAC ambiguity codes, in both cases.
 FALLBACK_ALPHABET = "ACGTN" + "acgtn" + "RYSWKMBDHV" + "ryswkmbdhv"
 CASE_POLICIES = ("keep", "upper")
@@ -40,6 +54,17 @@ _COMPLEMENT = bytes.maketrans(b"ACGTRYKMBDHVNacgtrykmbdhvn", b"TGCAYRMKVHDBNtgca
 def reverse_complement(seq: str) -> str:
     """Reverse complement of a DNA string: A<->T, C<->G, IUPAC codes mapped to their complements, case kept."""
     return seq.encode("latin-1").translate(_COMPLEMENT)[::-1].decode("latin-1")
+
+
+def sentinel_name(i: int) -> str:
+    """The text of sentinel ``i``: ``<mask_i>``."""
+    return f"<mask_{i}>"
+
+
+def _check_num_sentinels(n: Any) -> int:
+    if not _is_int(n) or not 0 <= n <= MAX_SENTINELS:
+        raise ValueError(f"num_sentinels must be an int in [0, {MAX_SENTINELS}], got {_got(n)}")
+    return n
 
 
 def _to_bytes(seq: str | bytes) -> bytes:
@@ -143,9 +168,15 @@ class DNATokenizer:
                     + (f"; a {len(text)}-mer vocabulary needs k={len(text)}" if isinstance(text, str)
                        and len(text) > self.k and _ALPHABET_SET.issuperset(text) else "")
                 )
-        if set(special_ids) != set(SPECIAL_TOKENS):
+        extra = [s for s in special_ids if s not in SPECIAL_TOKENS]
+        n_sent = len(extra)
+        if (not set(SPECIAL_TOKENS) <= set(special_ids) or n_sent > MAX_SENTINELS
+                or set(extra) != {sentinel_name(j) for j in range(n_sent)}):
+            shown = list(special_ids)
+            shown = shown if len(shown) <= 8 else [*shown[:8], f"... ({len(shown)} keys)"]
             raise ValueError(
-                f"tokenizer 'special_tokens' must have exactly the keys {list(SPECIAL_TOKENS)}, got {list(special_ids)}"
+                f"tokenizer 'special_tokens' must have exactly the keys {list(SPECIAL_TOKENS)} plus the sentinels "
+                f"'<mask_0>' .. '<mask_n-1>' (n in [0, {MAX_SENTINELS}]), got {shown}"
             )
         for text in fallback:
             if not isinstance(text, str) or len(text) != 1 or text not in _ALPHABET_SET:
@@ -226,6 +257,29 @@ class DNATokenizer:
     @property
     def mask_id(self) -> int:
         return self.special_ids["<mask>"]
+
+    @property
+    def num_sentinels(self) -> int:
+        """How many sentinel tokens ``<mask_0>`` .. ``<mask_{n-1}>`` the vocabulary holds (0 for a tokenizer.json
+        written before sentinels existed)."""
+        return max(0, len(self.special_ids) - len(SPECIAL_TOKENS))
+
+    @property
+    def sentinel_ids(self) -> list[int]:
+        """Ids of ``<mask_0>``, ``<mask_1>``, ... in order (empty without sentinels)."""
+        return [self.special_ids[sentinel_name(j)] for j in range(self.num_sentinels)]
+
+    def sentinel_id(self, i: int) -> int:
+        """Id of sentinel ``<mask_i>``; ValueError naming ``i`` and how many sentinels there are otherwise."""
+        n = self.num_sentinels
+        if not _is_int(i) or not 0 <= i < n:
+            raise ValueError(f"sentinel index must be an int in [0, {n}) (this tokenizer has {n} sentinels), "
+                             f"got {_got(i)}")
+        return self.special_ids[sentinel_name(i)]
+
+    def is_sentinel(self, token_id: int) -> bool:
+        """True when ``token_id`` is one of the sentinel ids."""
+        return self._names.get(token_id, "").startswith("<mask_")
 
     # ---- encoding ----
     def _prepare(self, data: bytes) -> bytes:

@@ -3,7 +3,9 @@
 
 Ids: the vocabulary pieces first (0..V-1, in the seed's order: descending count, ties in first-seen order),
 then the special tokens ``<pad> <unk> <bos> <eos> <mask>`` (V..V+4), then one fallback token per byte of
-``FALLBACK_ALPHABET`` (V+5..). A seed vocabulary JSON keeps its ids; specials and fallback go after its largest id.
+``FALLBACK_ALPHABET`` (V+5..V+34), then the sentinels ``<mask_0>`` .. ``<mask_{n-1}>`` (V+35..; n =
+``num_sentinels``, 64 by default). A seed vocabulary JSON keeps its ids; specials, fallback and sentinels go after
+its largest id.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from enigma_fast.ops import kmer as kops
 from enigma_fast.tokenizers._base import (
     _ALPHABET_BYTES,
     _ALPHABET_SET,
+    DEFAULT_SENTINELS,
     FALLBACK_ALPHABET,
     SPECIAL_TOKENS,
     DNATokenizer,
     _bytes_tensor,
+    _check_num_sentinels,
     _to_bytes,
     first_invalid,
+    sentinel_name,
 )
 
 __all__ = ["KMerTokenizer"]
@@ -56,6 +61,7 @@ class KMerTokenizer(DNATokenizer):
             single-byte tokens) or "unk" (it becomes ``<unk>``; lossy).
         invalid: "error" (default: a byte outside ``FALLBACK_ALPHABET`` raises ValueError naming it and its
             position) or "unk" (it becomes ``<unk>``).
+        num_sentinels: sentinel tokens ``<mask_0>`` .. (span corruption, infilling), 0..1024, default 64.
     """
 
     kind = "kmer"
@@ -67,9 +73,10 @@ class KMerTokenizer(DNATokenizer):
         case: str = "keep",
         unknown: str = "fallback",
         invalid: str = "error",
+        num_sentinels: int = DEFAULT_SENTINELS,
     ) -> None:
         super().__init__(k_mers, stride, case, unknown, invalid)
-        self._layout([])
+        self._layout([], _check_num_sentinels(num_sentinels))
 
     @property
     def k_mers(self) -> int:
@@ -88,12 +95,17 @@ class KMerTokenizer(DNATokenizer):
         out.update({i: p for p, i in self.pieces.items()})
         return out
 
-    def _layout(self, pieces: list[str] | Mapping[str, int]) -> None:
+    def _layout(self, pieces: list[str] | Mapping[str, int], num_sentinels: int | None = None) -> None:
+        """Install ``pieces`` (ids by position, or given) then specials, fallback bytes and sentinels after them;
+        ``num_sentinels`` None keeps the current count."""
         ids = dict(pieces) if isinstance(pieces, Mapping) else {p: i for i, p in enumerate(pieces)}
         base = max(ids.values(), default=-1) + 1
         specials = {s: base + j for j, s in enumerate(SPECIAL_TOKENS)}
         base += len(SPECIAL_TOKENS)
         fallback = {ch: base + j for j, ch in enumerate(FALLBACK_ALPHABET)}
+        base += len(FALLBACK_ALPHABET)
+        n = self.num_sentinels if num_sentinels is None else num_sentinels
+        specials.update({sentinel_name(j): base + j for j in range(n)})
         self._set_vocab(ids, specials, fallback)
 
     def build_vocab(self, sequences: Iterable[str]) -> dict[str, int]:

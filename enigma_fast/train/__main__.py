@@ -62,6 +62,7 @@ def _user_error(err: BaseException) -> int:
 
 def _prepare_main(argv: Sequence[str]) -> int:
     from enigma_fast.data.tokens import prepare_tokens
+    from enigma_fast.tokenizers import DEFAULT_SENTINELS
     from enigma_fast.train.data import make_tokenizer
 
     p = _Parser(prog="python -m enigma_fast.train prepare",
@@ -76,7 +77,8 @@ def _prepare_main(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     try:
         cfg = TrainConfig(tokenizer=a.tokenizer, k=a.k, case=a.case, n_policy=a.n_policy)
-        store = prepare_tokens(a.inputs, a.out, make_tokenizer(cfg), case=a.case, n_policy=a.n_policy)
+        tok = make_tokenizer(cfg, num_sentinels=DEFAULT_SENTINELS)  # with sentinels: the store serves either model
+        store = prepare_tokens(a.inputs, a.out, tok, case=a.case, n_policy=a.n_policy)
     except (OSError, ValueError) as err:
         return _user_error(err)
     log.info("%s: %d tokens, %d bases, %d records", a.out, store.num_tokens, store.num_bases, len(store.records))
@@ -135,13 +137,26 @@ def _dry_run(cfg: TrainConfig, world: int | None) -> int:
 def _report(s: dict) -> None:
     """The end-of-run summary on stdout."""
     print(f"run folder: {s['run_dir']}  (final model: {s.get('final_model', '-')})")
+    if "val" in s and "objective" in s:  # span corruption: masked held-out spans, both flanks
+        v = s["val"]
+        print(f"held-out infill bits/base (masked spans, both flanks): {v['bpb']:.4f}  (accuracy {v['accuracy']:.3f}, "
+              f"{int(v['bases'])} bases in {int(v['spans'])} spans; {v['bpb_with_ends']:.4f} counting span ends)")
+        if "infill_compare" in s:
+            c = s["infill_compare"]
+            print(f"same spans, EnBERT from the left only ({c['enbert']}): {c['bpb']:.4f} bits/base")
     if "val" in s:
         v, b = s["val"], s["baseline"]
-        print(f"held-out bits/base: {v['bpb']:.4f}  (next-token accuracy {v['accuracy']:.3f}, "
-              f"{int(v['bases'])} bases scored)")
+        if "objective" not in s:
+            print(f"held-out bits/base: {v['bpb']:.4f}  (next-token accuracy {v['accuracy']:.3f}, "
+                  f"{int(v['bases'])} bases scored)")
         print(f"order-{b['order']} Markov baseline: {b['bpb']:.4f} bits/base  "
               f"({'model better' if v['bpb'] < b['bpb'] else 'baseline better'} by {abs(b['bpb'] - v['bpb']):.4f})")
-    if "sample" in s:
+    if s.get("sample", {}).get("kind") == "infill":
+        sm = s["sample"]
+        print(f"held-out gap of {len(sm['truth'])} bases between {len(sm['left'])}-base flanks:")
+        print(f"filled: {sm['fill']}")
+        print(f"true:   {sm['truth']}")
+    elif "sample" in s:
         sm = s["sample"]
         print(f"held-out prompt ({len(sm['prompt'])} bases): {sm['prompt']}")
         print(f"sampled continuation:  {sm['continuation']}")

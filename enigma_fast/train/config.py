@@ -41,6 +41,10 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     window: int = 256  # tokens per training window (EnBERT: inputs; Enigma: source + target)
     src_len: int = 0  # Enigma source tokens per window; 0 = half the window
+    objective: str = "continuation"  # Enigma: "continuation" (prefix -> rest) or "span" (span corruption)
+    noise_density: float = 0.15  # span objective: fraction of each window's tokens masked
+    mean_span: float = 3.0  # span objective: mean length of a masked span (tokens)
+    compare_enbert: str = ""  # span objective: an EnBERT model folder scored on the same held-out spans at the end
     # optimisation
     batch_size: int = 16  # windows per micro-batch per process
     grad_accum: int = 1
@@ -78,6 +82,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self._check_types()
         checks = [
+            ("objective", self.objective in ("continuation", "span"), "'continuation' or 'span'"),
+            ("objective", self.objective != "span" or self.model == "enigma", "'continuation' for --model enbert "
+             "(span corruption needs the encoder-decoder)"),
+            ("noise_density", 0.0 < self.noise_density < 1.0, "in (0, 1)"),
+            ("mean_span", self.mean_span >= 1.0, ">= 1"),
             ("tokenizer", self.tokenizer in ("char", "kmer") or self.tokenizer.endswith(".json")
              or Path(self.tokenizer).is_dir(), "'char', 'kmer' or a tokenizer.json path"),
             ("case", self.case in ("upper", "keep"), "'upper' or 'keep'"),

@@ -14,7 +14,14 @@ import torch
 from enigma_fast.data.fasta import shipped_genome_path
 from enigma_fast.data.tokens import TokenStore, is_token_store, prepare_tokens
 from enigma_fast.data.windows import split_segments
-from enigma_fast.tokenizers import CharTokenizer, DNATokenizer, KMerTokenizer, from_file, reverse_complement
+from enigma_fast.tokenizers import (
+    DEFAULT_SENTINELS,
+    CharTokenizer,
+    DNATokenizer,
+    KMerTokenizer,
+    from_file,
+    reverse_complement,
+)
 from enigma_fast.train.baseline import base_codes
 from enigma_fast.train.config import TrainConfig
 
@@ -23,14 +30,18 @@ __all__ = ["make_tokenizer", "open_data", "rc_table", "split", "store_base_codes
 logger = logging.getLogger(__name__)
 
 
-def make_tokenizer(cfg: TrainConfig) -> DNATokenizer:
+def make_tokenizer(cfg: TrainConfig, num_sentinels: int | None = None) -> DNATokenizer:
     """"char": single base; "kmer": every one of the 4^k k-mers (stride k; a complete vocabulary, so the
-    reverse complement of every k-mer has an id); otherwise a tokenizer.json path."""
+    reverse complement of every k-mer has an id); otherwise a tokenizer.json path. Enigma runs get the 64 sentinel
+    tokens (span corruption, infilling), EnBERT runs none (a next-token model never sees them, and its vocabulary
+    stays what it was before sentinels existed), unless ``num_sentinels`` says otherwise; a tokenizer.json is used
+    as it is."""
     case = "upper" if cfg.case == "upper" else "keep"
+    sentinels = num_sentinels if num_sentinels is not None else DEFAULT_SENTINELS if cfg.model == "enigma" else 0
     if cfg.tokenizer == "char":
-        return CharTokenizer(case=case)
+        return CharTokenizer(case=case, num_sentinels=sentinels)
     if cfg.tokenizer == "kmer":
-        tok = KMerTokenizer(k_mers=cfg.k, case=case)
+        tok = KMerTokenizer(k_mers=cfg.k, case=case, num_sentinels=sentinels)
         tok.build_vocab(["".join(p) for p in itertools.product("ACGT", repeat=cfg.k)])
         return tok
     if not os.path.exists(cfg.tokenizer):

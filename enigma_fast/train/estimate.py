@@ -21,9 +21,12 @@ per self-attention block (19 for m = 5), c + 4 for a decoder block with cross-at
     EnBERT  B T (L c d a + 2 d a + 4 V)
             checkpointed: B T (L 2 d a + d a + 4 V)  kept (each block's inputs (f, h))
                           + B T c d a                recomputed in the backward, one block at a time
-    Enigma  B S (L_e c + 2) d a + B T L_d (c + 4) d a + B S L_d 2 d a + B T (2 d a + 4 V)
+    Enigma  B S (L_e c + 2) d a + B T L_d (c + 4) d a + B S L_d 2 d a + B T (2 d a + 4 V) + L_d X
             checkpointed: B (S L_e + T L_d) 2 d a + B T (d a + 4 V)                    kept
-                          + max(B S c d a, B T (c + 4) d a + B S 2 d a)                recomputed
+                          + max(B S c d a, B T (c + 4) d a + B S 2 d a + X)            recomputed
+
+where X = B T S (H a + 8) when the cross-attention carries its relative-position bias (``cross_rel_pos`` > 0: the
+(B, H, T, S) bias and the (B, T, S) int64 offsets it is gathered with), else 0.
 
 The 4 V bytes per token are the float32 log-probabilities the loss keeps. Not counted: transient buffers of a
 backward step (the largest is about one block's activations, or the logits' gradient B T V (4 + a)), the CUDA
@@ -62,6 +65,8 @@ class ModelShape:
     d_model: int
     ffn_mult: int
     vocab: int
+    n_head: int = 0
+    cross_rel_pos: int = 0  # Enigma: R of the cross-attention's relative-position bias (0: none)
 
 
 def model_shape(cfg: TrainConfig, vocab_size: int, bos_id: int = 2) -> ModelShape:
@@ -88,6 +93,8 @@ def model_shape(cfg: TrainConfig, vocab_size: int, bos_id: int = 2) -> ModelShap
         mcfg.d_model,
         mcfg.ffn_mult,
         vocab_size,
+        mcfg.n_head,
+        getattr(mcfg, "cross_rel_pos", 0),
     )
 
 
@@ -105,10 +112,12 @@ def activation_bytes(s: ModelShape, cfg: TrainConfig, a: int, checkpointed: bool
     S = cfg.enigma_src_len
     T = cfg.window - S
     Le, Ld = s.n_encoder, s.n_decoder
+    # cross-attention with a relative-position bias keeps its (B, H, T, S) bias and (B, T, S) int64 offsets
+    xb = B * T * S * (s.n_head * a + 8) if s.cross_rel_pos > 0 else 0
     if checkpointed:
-        one = max(B * S * c * d * a, B * T * (c + 4) * d * a + B * S * 2 * d * a)
+        one = max(B * S * c * d * a, B * T * (c + 4) * d * a + B * S * 2 * d * a + xb)
         return B * (S * Le + T * Ld) * 2 * d * a + B * T * (d * a + 4 * V), one
-    kept = B * S * (Le * c + 2) * d * a + B * T * Ld * (c + 4) * d * a + B * S * Ld * 2 * d * a
+    kept = B * S * (Le * c + 2) * d * a + B * T * Ld * (c + 4) * d * a + B * S * Ld * 2 * d * a + Ld * xb
     return kept + B * T * (2 * d * a + 4 * V), 0
 
 

@@ -38,6 +38,7 @@ from enigma_fast.train.distributed import Parallel, init_single_process_group
 from enigma_fast.train.evaluate import evaluate, forward_loss, sample_continuation
 from enigma_fast.train.metrics import MetricsLog, Progress, plot_losses
 from enigma_fast.train.sharded_ckpt import is_sharded, load_sharded_checkpoint, save_sharded_checkpoint
+from enigma_fast.train.span import SpanEval, SpanObjective, check_span_fit, span_loss, span_summary
 from enigma_fast.train.state import latest_checkpoint, load_checkpoint, save_checkpoint
 
 __all__ = ["lr_at", "train"]
@@ -312,6 +313,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     bpt_np = store.bases_per_token()
 
     model = _build_model(cfg, tok).to(device)
+    objective = None  # span corruption (train/span.py): its masks, and held-out windows with fixed masks
+    if cfg.objective == "span":
+        check_span_fit(cfg.window, cfg.noise_density, cfg.mean_span, tok.num_sentinels, model.config.block_size)
+        objective = SpanObjective(cfg.seed, cfg.window, cfg.noise_density, cfg.mean_span)
+        val_windows = SpanEval(store.tokens, val_segs, cfg.window, cfg.noise_density, cfg.mean_span, cfg.seed)
+        periodic_windows = val_windows.subset(cfg.eval_windows)
     if amp_dtype is not None and not _autocast_works(model, cfg, tok, device, amp_dtype):
         if cfg.dtype != "auto":
             raise ValueError(f"the model does not run under {amp_dtype} autocast on {device}; use --dtype float32")
@@ -393,7 +400,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         last_ckpt = step
         dd.barrier()
 
-    def run_eval(windows: list) -> dict[str, float]:
+    def run_eval(windows: Any) -> dict[str, float]:
+        if objective is not None:
+            return windows.score_enigma(model, tok, bpt, 2 * B, device, autocast)
         return evaluate(model, store.tokens, windows, bpt, kind, src_len, tok.bos_id, 2 * B, device, autocast)
 
     stopped = 0
@@ -409,12 +418,17 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             rows, flips = sampler.gather(starts[mine]), flips[mine]  # (A * B, span)
             if flips.any():
                 rows[flips] = rc[rows[flips]][:, ::-1]
+            masks = objective.masks(step, global_batch)[mine] if objective is not None else None
             loss_sum = torch.zeros((), device=device)
             for m in range(A):
                 x = torch.from_numpy(np.ascontiguousarray(rows[m * B : (m + 1) * B])).to(device)
                 with par.grad_sync(fwd, m == A - 1):
                     with autocast():
-                        _, loss, _ = forward_loss(fwd, x, kind, src_len, tok.bos_id)
+                        if masks is not None:
+                            xm = torch.from_numpy(masks[m * B : (m + 1) * B]).to(device)
+                            _, loss, _ = span_loss(fwd, x, xm, tok)
+                        else:
+                            _, loss, _ = forward_loss(fwd, x, kind, src_len, tok.bos_id)
                     (loss / A).backward()
                 loss_sum += loss.detach()
             if cfg.grad_clip > 0:
@@ -432,8 +446,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                     total = _fit_steps(cfg, step, step_s, elapsed0 + time.perf_counter() - t_start, dd, device,
                                        first=not total)
                     progress.set_total(total)
-            targets = rows[:, 1:] if kind == "enbert" else rows[:, src_len:]
-            bases_since_log += float(bpt_np[targets].sum()) * W  # all ranks (theirs are alike in size)
+            if masks is not None:
+                n_targets, n_bases = objective.counts(rows, masks, bpt_np)
+            else:
+                targets = rows[:, 1:] if kind == "enbert" else rows[:, src_len:]
+                n_targets, n_bases = targets.size, float(bpt_np[targets].sum())
+            bases_since_log += n_bases * W  # all ranks (theirs are alike in size)
 
             sig = stop.signum
             late = int(cfg.max_time > 0 and elapsed0 + time.perf_counter() - t_start > cfg.max_time)
@@ -447,14 +465,14 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                     dist.all_reduce(mean_loss, op=dist.ReduceOp.SUM)
                     mean_loss /= W
                 lval = float(mean_loss)
-                tpb = targets.size / float(bpt_np[targets].sum())  # tokens per base of this batch
+                tpb = n_targets / n_bases  # tokens per base of this batch
                 now = time.perf_counter()
                 rate = bases_since_log / max(now - t_log, 1e-9)
                 t_log, bases_since_log = now, 0.0
                 bpb = lval * tpb / math.log(2)
                 progress.update(step, loss=lval, bpb=bpb, lr=lr, bases_s=rate)
                 if metrics is not None:
-                    metrics.log(step, "train", tokens=step * global_batch * targets.shape[1], lr=lr, loss=lval,
+                    metrics.log(step, "train", tokens=step * global_batch * n_targets // len(rows), lr=lr, loss=lval,
                                 bpb=bpb, elapsed_s=elapsed0 + now - t_start, bases_per_s=rate)
             else:
                 progress.update(step)
@@ -494,7 +512,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         summary.update(val=final, eval_s=eval_s, baseline=baseline)
         whole.save_pretrained(run / "final")
         summary["final_model"] = str(run / "final")
-        if cfg.sample_tokens:
+        if objective is not None:  # the EnBERT comparison on the same spans, and a filled held-out gap
+            summary.update(span_summary(cfg, whole, tok, store.tokens, val_segs, val_windows, bpt, device))
+        elif cfg.sample_tokens:
             seg = val_segs[int(np.argmax(val_segs[:, 1]))]
             n = min(cfg.sample_prompt, int(seg[1]) - 1)
             prompt = np.asarray(store.tokens[seg[0] : seg[0] + n], dtype=np.int64)

@@ -1,0 +1,290 @@
+"""The span-corruption objective of Enigma: training batches, held-out infill bits per base, and the left-context
+score of the same bases by an EnBERT.
+
+Training (``--objective span``): each window of step s is corrupted by its mask from
+``enigma_fast.data.spans.train_span_masks(seed, s, ...)`` (``Enigma.span_corrupt``) and the loss is the mean
+cross-entropy of every target token (sentinels, span tokens, ``<eos>``).
+
+Held-out score: the held-out segments are tiled into windows (``span_eval_windows``), each masked by its own
+deterministic mask (``eval_span_masks``). For a masked token x at target position t::
+
+    bits(x) = -log2 softmax(logits_t restricted to the non-special tokens)[x]
+
+i.e. the probability that x is the token given that a base comes here (the span length known, as in infilling with
+an exact length), and
+
+    infill bits/base = sum over masked tokens of bits(x) / bases those tokens stand for.
+
+``bpb_with_ends`` adds the unrestricted cost of each target token (sentinels and ``<eos>``: where each span ends)
+over the same bases. An EnBERT scores the same tokens from their left context alone (up to ``context`` tokens before
+the window, within the segment), with the same restriction to non-special tokens, so the two figures differ only in
+the context each model sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from enigma_fast.data.spans import eval_span_masks, span_counts, span_eval_windows, train_span_masks
+from enigma_fast.models.base import IGNORE_INDEX
+
+__all__ = ["SpanEval", "SpanObjective", "bases_per_token", "check_same_tokens", "check_span_fit", "enbert_span_score",
+           "load_enbert", "special_mask", "span_loss", "span_summary"]
+
+logger = logging.getLogger(__name__)
+
+
+def special_mask(tok: Any, vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(vocab_size,)`` bool: True at the ids of the tokenizer's special tokens (pad, unk, bos, eos, mask,
+    sentinels)."""
+    out = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    ids = [i for i in tok.special_ids.values() if i < vocab_size]
+    out[torch.tensor(ids, dtype=torch.long, device=device)] = True
+    return out
+
+
+def check_span_fit(window: int, noise_density: float, mean_span: float, num_sentinels: int, block_size: int) -> None:
+    """ValueError unless a window of ``window`` tokens has at most ``num_sentinels`` spans and its source
+    (``window - n + m`` tokens: n masked in m spans) fits the model's ``block_size`` (decoder tokens sit at the
+    positions of their sentinels, inside the source)."""
+    n, m = span_counts(window, noise_density, mean_span)
+    if m > num_sentinels:
+        raise ValueError(f"a window of {window} tokens gets {m} spans at noise_density {noise_density} and mean_span "
+                         f"{mean_span}, but the tokenizer has {num_sentinels} sentinels; use a smaller --window, a "
+                         "larger --mean-span or a tokenizer with more sentinels")
+    if window - n + m > block_size:
+        raise ValueError(f"span corruption of a {window}-token window makes a source of {window - n + m} tokens, "
+                         f"more than the model's block_size {block_size}; use a smaller --window")
+
+
+def span_loss(model: Any, rows: torch.Tensor, masks: torch.Tensor, tok: Any) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                       torch.Tensor]:
+    """Logits ``(B, T, V)``, mean loss and targets ``(B, T)`` of windows ``rows`` ``(B, L)`` corrupted by ``masks``
+    ``(B, L)`` bool."""
+    from enigma_fast.models import Enigma
+
+    sb = Enigma.span_corrupt(rows, masks, tok.sentinel_ids, tok.bos_id, tok.eos_id, tok.pad_id)
+    logits, loss = model(sb.src, sb.tgt_in, sb.targets, src_start=sb.src_start, tgt_pos=sb.tgt_pos)
+    return logits, loss, sb.targets
+
+
+@dataclass
+class SpanObjective:
+    """Span corruption with the run's options; ``masks(step, n)`` are the masks of the global batch of a step."""
+
+    seed: int
+    window: int
+    noise_density: float
+    mean_span: float
+
+    def masks(self, step: int, n: int) -> np.ndarray:
+        """``(n, window)`` bool masks of step ``step``: a pure function of (seed, step)."""
+        return train_span_masks(self.seed, step, n, self.window, self.noise_density, self.mean_span)
+
+    def counts(self, rows: np.ndarray, masks: np.ndarray, bases_per_token: np.ndarray) -> tuple[int, float]:
+        """Target tokens (spans' tokens, one sentinel per span, one ``<eos>`` per row) and the bases they stand for."""
+        _, m = span_counts(rows.shape[1], self.noise_density, self.mean_span)
+        return int(masks.sum()) + rows.shape[0] * (m + 1), float(bases_per_token[rows[masks]].sum())
+
+
+class SpanEval:
+    """The held-out windows and masks of one (segments, window, noise_density, mean_span, seed): the same spans for
+    the trainer's figure, an EnBERT's figure and ``python -m enigma_fast.train.infill_eval``."""
+
+    def __init__(self, tokens: np.ndarray, segments: np.ndarray, window: int, noise_density: float, mean_span: float,
+                 seed: int = 0, max_windows: int = 0) -> None:
+        self.tokens = tokens
+        wins = span_eval_windows(segments, window)
+        if max_windows and len(wins) > max_windows:  # evenly spread, always the same ones
+            wins = wins[np.unique(np.linspace(0, len(wins) - 1, max_windows).round().astype(np.int64))]
+        if not len(wins):
+            raise ValueError(f"the held-out part holds no window of {min(window, 16)} tokens or more to mask")
+        self.windows = wins  # (N, 3): start, length, segment start
+        self.masks = eval_span_masks(seed, [int(n) for n in wins[:, 1]], noise_density, mean_span)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def subset(self, count: int) -> SpanEval:
+        """The same evaluation on ``count`` windows spread over the held-out part (periodic evaluations)."""
+        pick = np.unique(np.linspace(0, len(self.windows) - 1, min(count, len(self.windows))).round().astype(int))
+        out = SpanEval.__new__(SpanEval)
+        out.tokens, out.windows, out.masks = self.tokens, self.windows[pick], [self.masks[i] for i in pick]
+        return out
+
+    def _groups(self, batch_size: int):
+        """Batches of window indices of equal length (equal lengths give equal mask counts)."""
+        i, n = 0, len(self.windows)
+        while i < n:
+            j = i
+            while j < n and j - i < batch_size and self.windows[j, 1] == self.windows[i, 1]:
+                j += 1
+            yield list(range(i, j))
+            i = j
+
+    def _rows(self, idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.stack([np.asarray(self.tokens[s : s + n], dtype=np.int64) for s, n, _ in self.windows[idx].tolist()])
+        return rows, np.stack([self.masks[i] for i in idx])
+
+    @torch.no_grad()
+    def score_enigma(self, model: Any, tok: Any, bases_per_token: torch.Tensor, batch_size: int = 32,
+                     device: torch.device | str = "cpu", autocast: Any = contextlib.nullcontext) -> dict[str, float]:
+        """Infill figures of an Enigma (see the module doc): ``bpb`` (span length known), ``bpb_with_ends``,
+        ``loss`` (nats per target token, the training loss), ``accuracy`` (argmax over non-special tokens),
+        ``tokens`` and ``bases`` scored, ``spans``."""
+        was_training = model.training
+        model.eval()
+        special = special_mask(tok, model.config.vocab_size, device)
+        acc = dict.fromkeys(("nll", "nll_all", "tok_all", "bases", "correct", "tokens", "spans"), 0.0)
+        for idx in self._groups(batch_size):
+            rows, masks = self._rows(idx)
+            x = torch.from_numpy(rows).to(device)
+            m = torch.from_numpy(masks).to(device)
+            with autocast():
+                logits, _, targets = span_loss(model, x, m, tok)
+            logits = logits.float()
+            valid = targets != IGNORE_INDEX
+            t = targets.clamp_min(0)
+            is_base = valid & ~special[t]
+            ce_all = F.cross_entropy(logits.transpose(1, 2), t, reduction="none")  # (B, T)
+            restricted = logits.masked_fill(special, float("-inf"))
+            ce_base = F.cross_entropy(restricted.transpose(1, 2), t, reduction="none")
+            acc["nll"] += float(torch.where(is_base, ce_base, 0.0).sum())  # (inf at special targets, left out)
+            acc["nll_all"] += float((ce_all * valid).sum())
+            acc["tok_all"] += float(valid.sum())
+            acc["bases"] += float((bases_per_token[t] * is_base).sum())
+            acc["correct"] += float(((restricted.argmax(-1) == t) & is_base).sum())
+            acc["tokens"] += float(is_base.sum())
+            acc["spans"] += float((m & ~torch.cat([torch.zeros_like(m[:, :1]), m[:, :-1]], 1)).sum())
+        model.train(was_training)
+        bases = max(acc["bases"], 1.0)
+        return {"loss": acc["nll_all"] / max(acc["tok_all"], 1.0), "bpb": acc["nll"] / bases / math.log(2),
+                "bpb_with_ends": acc["nll_all"] / bases / math.log(2),
+                "accuracy": acc["correct"] / max(acc["tokens"], 1.0), "tokens": acc["tokens"], "bases": acc["bases"],
+                "spans": acc["spans"]}
+
+    @torch.no_grad()
+    def score_left_to_right(self, model: Any, tok: Any, bases_per_token: torch.Tensor, context: int = 128,
+                            batch_size: int = 32, device: torch.device | str = "cpu") -> dict[str, float]:
+        """The same masked tokens scored by a left-to-right model (EnBERT) from up to ``context`` tokens before the
+        window plus the window's own tokens before each one (never from the right): ``bpb``, ``accuracy``,
+        ``tokens``, ``bases``. See ``enbert_span_score``."""
+        return enbert_span_score(model, tok, self, bases_per_token, context, batch_size, device)
+
+
+@torch.no_grad()
+def enbert_span_score(model: Any, tok: Any, ev: SpanEval, bases_per_token: torch.Tensor, context: int = 128,
+                      batch_size: int = 32, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Score the masked tokens of ``ev`` with a left-to-right model: input ``tokens[c : start + length]`` with
+    ``c = max(segment_start, start - context)``; the logits at input position i - 1 give token i's probability,
+    restricted to the non-special tokens of ``tok`` (as the Enigma's figure). Returns ``bpb`` (bits per base),
+    ``accuracy``, ``tokens``, ``bases``."""
+    was_training = model.training
+    model.eval()
+    special = special_mask(tok, model.config.vocab_size, device)
+    items = []
+    for k, (s, n, seg) in enumerate(ev.windows.tolist()):
+        c = max(seg, s - context)
+        items.append((s + n - c, k, c))
+    items.sort()
+    nll = bases = correct = count = 0.0
+    i = 0
+    while i < len(items):
+        j = i
+        while j < len(items) and j - i < batch_size and items[j][0] == items[i][0]:
+            j += 1
+        group = items[i:j]
+        i = j
+        length = group[0][0]
+        rows = np.stack([np.asarray(ev.tokens[c : c + length], dtype=np.int64) for _, _, c in group])
+        # positions of the masked tokens within each input row
+        scored = np.zeros(rows.shape, dtype=bool)
+        for r, (_, k, c) in enumerate(group):
+            s, n, _ = ev.windows[k].tolist()
+            scored[r, s - c : s - c + n] = ev.masks[k]
+        x = torch.from_numpy(rows).to(device)
+        logits, _ = model(x[:, :-1])
+        logits = logits.float().masked_fill(special, float("-inf"))
+        t = x[:, 1:]
+        sc = torch.from_numpy(scored[:, 1:]).to(device)  # the first input token is never scored (no left context)
+        ce = F.cross_entropy(logits.transpose(1, 2), t, reduction="none")
+        nll += float(torch.where(sc, ce, 0.0).sum())
+        bases += float((bases_per_token[t] * sc).sum())
+        correct += float(((logits.argmax(-1) == t) & sc).sum())
+        count += float(sc.sum())
+    model.train(was_training)
+    return {"bpb": nll / max(bases, 1.0) / math.log(2), "accuracy": correct / max(count, 1.0), "tokens": count,
+            "bases": bases}
+
+
+def bases_per_token(tok: Any) -> np.ndarray:
+    """``(vocab,)`` float64: bases each id stands for (a k-mer min(k, stride), a tail piece or byte its length, a
+    special 0), as ``TokenStore.bases_per_token``."""
+    out = np.zeros(tok.vocab_size, dtype=np.float64)
+    cover = min(tok.k, tok.stride)
+    for piece, i in tok.pieces.items():
+        out[i] = cover if len(piece) == tok.k else len(piece)
+    for ch, i in tok.fallback_ids.items():
+        out[i] = len(ch)
+    return out
+
+
+def check_same_tokens(a: Any, b: Any, what: str) -> None:
+    """ValueError naming ``what`` unless tokenizers ``a`` and ``b`` give DNA the same ids (same k, stride, pieces
+    and fallback ids; their special tokens may differ)."""
+    if (a.k, a.stride, a.pieces, a.fallback_ids) != (b.k, b.stride, b.pieces, b.fallback_ids):
+        raise ValueError(f"{what}: its tokenizer ({a!r}) does not give DNA the same ids as the Enigma's ({b!r}); "
+                         "the two models must score the same tokens")
+
+
+def load_enbert(path: str, tok: Any, device: torch.device | str) -> Any:
+    """The EnBERT model folder ``path`` (checked: an EnBERT, with a tokenizer giving DNA ``tok``'s ids)."""
+    from enigma_fast.models import load_model
+
+    model = load_model(path, device=str(device))
+    if model.config.model_type != "enbert":
+        raise ValueError(f"{path}: an EnBERT model folder is needed here, got a {model.config.model_type} model")
+    if model.tokenizer is None:
+        raise ValueError(f"{path}: the model folder has no tokenizer.json")
+    check_same_tokens(model.tokenizer, tok, path)
+    return model
+
+
+def span_summary(cfg: Any, model: Any, tok: Any, tokens: np.ndarray, val_segs: np.ndarray, ev: SpanEval,
+                 bpt: torch.Tensor, device: torch.device) -> dict[str, Any]:
+    """End of a span run: the objective's options, the EnBERT's left-context score of the same held-out spans
+    (``cfg.compare_enbert``), and a filled held-out gap (``cfg.sample_tokens`` > 0: a gap of min(sample_tokens, 50)
+    tokens between two flanks of ``sample_prompt`` tokens)."""
+    out: dict[str, Any] = {"objective": {"name": "span", "noise_density": cfg.noise_density,
+                                         "mean_span": cfg.mean_span, "windows": len(ev.windows)}}
+    if cfg.compare_enbert:
+        enbert = load_enbert(cfg.compare_enbert, tok, device)
+        ebpt = torch.from_numpy(bases_per_token(enbert.tokenizer)).to(device)
+        res = ev.score_left_to_right(enbert, enbert.tokenizer, ebpt, context=cfg.window, device=device)
+        out["infill_compare"] = {"enbert": cfg.compare_enbert, **res}
+        logger.info("same held-out spans: EnBERT (left context only) %.4f bits/base over %d bases", res["bpb"],
+                 int(res["bases"]))
+    if cfg.sample_tokens:
+        seg = val_segs[int(np.argmax(val_segs[:, 1]))]
+        flank = min(cfg.sample_prompt, int(seg[1]) // 3)
+        gap = min(cfg.sample_tokens, 50, max(1, int(seg[1]) - 2 * flank))
+        a = int(seg[0])
+        piece = lambda i, j: tok.decode(torch.from_numpy(np.asarray(tokens[a + i : a + j], dtype=np.int64)))  # noqa: E731
+        left, truth, right = piece(0, flank), piece(flank, flank + gap), piece(flank + gap, 2 * flank + gap)
+        try:
+            from enigma_fast.generation import fill_gaps
+
+            fill = fill_gaps(model, tok, (left, len(truth), right), seed=cfg.seed)[0][0][0]
+        except ValueError as err:  # e.g. a model too small for the flanks and the gap
+            logger.warning("no infill sample: %s", err)
+        else:
+            out["sample"] = {"kind": "infill", "left": left, "right": right, "fill": fill, "truth": truth}
+    return out
