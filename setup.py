@@ -29,7 +29,9 @@ def _flag(name: str) -> bool:
 
 def _sources(pattern: str) -> list[str]:
     # Relative paths keep the build reproducible and the object names short.
-    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "csrc", "**", pattern), recursive=True))
+    return sorted(
+        os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "csrc", "**", pattern), recursive=True)
+    )
 
 
 def _write_build_info(torch_version: str, with_cuda: bool, arch_list: str) -> None:
@@ -55,8 +57,10 @@ def _find_cuda_home(ce) -> bool:
     if nvcc:
         candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
     for home in candidates:
-        if home and os.path.exists(os.path.join(home, "bin", "nvcc")) and os.path.exists(
-            os.path.join(home, "include", "cuda_runtime.h")
+        if (
+            home
+            and os.path.exists(os.path.join(home, "bin", "nvcc"))
+            and os.path.exists(os.path.join(home, "include", "cuda_runtime.h"))
         ):
             ce.CUDA_HOME = home
             os.environ["CUDA_HOME"] = home
@@ -78,8 +82,16 @@ def _extensions():
     # -ffp-contract=fast: a * b + c in the CPU kernels' vector code becomes one FMA where the ISA level has it
     # (ISO C++ mode turns contraction off). -Wno-psabi: those kernels pass vectors between always_inline
     # functions, which never cross a real call (common/simd.h), so GCC's ABI notes about them do not apply.
-    cxx = [*opt, "-fopenmp", "-ffp-contract=fast", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-psabi",
-           "-fvisibility=hidden"]
+    cxx = [
+        *opt,
+        "-fopenmp",
+        "-ffp-contract=fast",
+        "-Wall",
+        "-Wextra",
+        "-Wno-unused-parameter",
+        "-Wno-psabi",
+        "-fvisibility=hidden",
+    ]
     if _flag("ENIGMA_FAST_WERROR"):
         cxx.append("-Werror")
     sources = _sources("*.cpp")

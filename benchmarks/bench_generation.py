@@ -115,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         model = make_model(args.preset, args.device, block_size=max(args.seq + 1, 1024)).train()
         print(f"{args.preset}: {model.num_parameters() / 1e6:.1f}M parameters")
         idx = torch.randint(0, VOCAB, (args.batch, args.seq + 1), device=args.device)
-        case = Case(f"train step {args.preset} b{args.batch} t{args.seq}",
-                    {"reference ops": train_step_fn(model, idx, True), "fused ops": train_step_fn(model, idx, False)},
-                    device=args.device)
+        case = Case(
+            f"train step {args.preset} b{args.batch} t{args.seq}",
+            {"reference ops": train_step_fn(model, idx, True), "fused ops": train_step_fn(model, idx, False)},
+            device=args.device,
+        )
         compare(case, rounds=args.rounds, warmup=1)
         print(format_table([case], peer="reference ops"))
         ratio = case.medians_s["reference ops"] / case.medians_s["fused ops"]
@@ -129,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     providers = generation_providers(model, idx, args.new, with_seed=not args.no_seed_style)
     outs = {name: fn() for name, fn in providers.items()}  # also the warm-up (compiles)
     same = all(torch.equal(o, outs["cached"]) for o in outs.values())
-    case = compare(Case(f"{args.preset} b{args.batch} p{args.prompt} n{args.new}", providers, device=args.device),
-                   rounds=args.rounds, warmup=0)
+    case = compare(
+        Case(f"{args.preset} b{args.batch} p{args.prompt} n{args.new}", providers, device=args.device),
+        rounds=args.rounds,
+        warmup=0,
+    )
     print(format_table([case], peer="seed-style" if not args.no_seed_style else "cached"))
     print()
     for name, t in case.medians_s.items():

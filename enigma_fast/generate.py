@@ -77,8 +77,12 @@ def _check_options(args: argparse.Namespace) -> None:
     checks = [
         ("--max-new-tokens", args.max_new_tokens >= 1, ">= 1", args.max_new_tokens),
         ("--num-samples", args.num_samples >= 1, ">= 1", args.num_samples),
-        ("--temperature", math.isfinite(args.temperature) and args.temperature >= 0, "a finite number >= 0 "
-         "(0 = greedy)", args.temperature),
+        (
+            "--temperature",
+            math.isfinite(args.temperature) and args.temperature >= 0,
+            "a finite number >= 0 (0 = greedy)",
+            args.temperature,
+        ),
         ("--top-k", args.top_k is None or args.top_k >= 1, ">= 1", args.top_k),
         ("--top-p", args.top_p is None or 0.0 < args.top_p <= 1.0, "in (0, 1]", args.top_p),
         ("--max-gap-length", args.max_gap_length >= 1, ">= 1", args.max_gap_length),
@@ -120,17 +124,21 @@ def _check_prompts(prompts: Sequence[str]) -> None:
             raise UsageError(f"prompt {i + 1} holds characters that are not DNA bases: {''.join(bad)!r}")
 
 
-def _write_fasta(path: str | None, batch: Sequence[str], texts: Sequence[str], num_samples: int,
-                 max_new_tokens: int) -> None:
+def _write_fasta(
+    path: str | None, batch: Sequence[str], texts: Sequence[str], num_samples: int, max_new_tokens: int
+) -> None:
     """The records, to stdout or into ``path`` through a temporary sibling renamed over it at the end."""
-    records = [(f"sample_{i + 1} prompt={i // num_samples + 1} new_tokens={max_new_tokens}", prompt + cont)
-               for i, (prompt, cont) in enumerate(zip(batch, texts, strict=True))]
+    records = [
+        (f"sample_{i + 1} prompt={i // num_samples + 1} new_tokens={max_new_tokens}", prompt + cont)
+        for i, (prompt, cont) in enumerate(zip(batch, texts, strict=True))
+    ]
     _write_records(path, records)
 
 
 def _write_records(path: str | None, records: Sequence[tuple[str, str]]) -> None:
     """FASTA ``>header`` + sequence (80 columns) records, to stdout or into ``path`` through a temporary sibling
     renamed over it at the end."""
+
     def write(sink) -> None:
         for header, seq in records:
             sink.write(f">{header}\n")
@@ -170,8 +178,9 @@ def _infill_items(args: argparse.Namespace) -> tuple[list[str], list[Any]]:
             raise UsageError(f"--infill-fasta {args.infill_fasta}: record {rec.name!r} has no run of N to fill")
         bad = sorted(set(seq) - set(FALLBACK_ALPHABET))
         if bad:
-            raise UsageError(f"--infill-fasta {args.infill_fasta}: record {rec.name!r} holds {''.join(bad)!r}, "
-                             "not DNA letters")
+            raise UsageError(
+                f"--infill-fasta {args.infill_fasta}: record {rec.name!r} holds {''.join(bad)!r}, not DNA letters"
+            )
         names.append(rec.name.split()[0] if rec.name.split() else f"record_{len(names) + 1}")
         items.append(_N_RUN.sub(lambda m: f"[N:{len(m.group())}]", seq))
     if not items:
@@ -188,8 +197,17 @@ def _run_infill(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.model} has no tokenizer.json")
     t0 = time.perf_counter()
     try:
-        fills = fill_gaps(model, model.tokenizer, items, num_samples=args.num_samples, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p, seed=args.seed, max_gap_length=args.max_gap_length)
+        fills = fill_gaps(
+            model,
+            model.tokenizer,
+            items,
+            num_samples=args.num_samples,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+            max_gap_length=args.max_gap_length,
+        )
     except ValueError as err:  # name the record instead of the list position
         m = re.match(r"text\[(\d+)\]: (.*)", str(err))
         if m is None:
@@ -230,13 +248,23 @@ def _run(args: argparse.Namespace) -> int:
         )
     ids, lengths = ids.to(args.device), lengths.to(args.device)
     t0 = time.perf_counter()
-    out = generate(model, ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, prompt_lengths=lengths, eos_id=tok.eos_id, pad_id=tok.pad_id,
-                   seed=args.seed, compile=args.compile)
+    out = generate(
+        model,
+        ids,
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        prompt_lengths=lengths,
+        eos_id=tok.eos_id,
+        pad_id=tok.pad_id,
+        seed=args.seed,
+        compile=args.compile,
+    )
     if out.is_cuda:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    new = out[:, ids.shape[1]:]
+    new = out[:, ids.shape[1] :]
     n_tokens = new.numel()
     log.info("%d tokens in %.2f s: %.1f tokens/s (batch %d)", n_tokens, dt, n_tokens / dt, len(batch))
     _write_fasta(args.out, batch, tok.decode_batch(new.cpu()), args.num_samples, args.max_new_tokens)

@@ -23,9 +23,30 @@ from enigma_fast.tokenizers import CharTokenizer
 from enigma_fast.train.__main__ import main as train_main
 
 # a small model and short windows, as in test_train.py: a step takes milliseconds
-SMALL = ["--model-override", "d_model=32", "--model-override", "n_head=2", "--model-override", "n_layer=1",
-         "--window", "32", "--batch-size", "4", "--threads", "1", "--sample-tokens", "0", "--warmup-steps", "1",
-         "--time-budget", "0", "--max-steps", "1", "--eval-interval", "0"]
+SMALL = [
+    "--model-override",
+    "d_model=32",
+    "--model-override",
+    "n_head=2",
+    "--model-override",
+    "n_layer=1",
+    "--window",
+    "32",
+    "--batch-size",
+    "4",
+    "--threads",
+    "1",
+    "--sample-tokens",
+    "0",
+    "--warmup-steps",
+    "1",
+    "--time-budget",
+    "0",
+    "--max-steps",
+    "1",
+    "--eval-interval",
+    "0",
+]
 
 
 def _fasta(path: Path, n: int = 4000) -> Path:
@@ -42,8 +63,15 @@ def _tree(path: Path) -> dict[str, bytes]:
 
 def _model(tie: bool = True, seed: int = 0) -> EnBERT:
     torch.manual_seed(seed)
-    cfg = EnBERTConfig.from_preset("tiny", vocab_size=CharTokenizer().vocab_size, d_model=32, n_head=2, n_layer=1,
-                                   max_rel_pos=8, tie_embeddings=tie)
+    cfg = EnBERTConfig.from_preset(
+        "tiny",
+        vocab_size=CharTokenizer().vocab_size,
+        d_model=32,
+        n_head=2,
+        n_layer=1,
+        max_rel_pos=8,
+        tie_embeddings=tie,
+    )
     return EnBERT(cfg).eval()
 
 
@@ -239,8 +267,9 @@ def test_unreadable_checkpoint_files_raise_value_errors(tmp_path):
         load_model(str(folder))
 
 
-@pytest.mark.parametrize("field,value", [("tie_embeddings", "false"), ("n_layer", "1"), ("d_model", 32.0),
-                                         ("dropout", "0.1")])
+@pytest.mark.parametrize(
+    "field,value", [("tie_embeddings", "false"), ("n_layer", "1"), ("d_model", 32.0), ("dropout", "0.1")]
+)
 def test_config_field_of_the_wrong_type_refuses_to_load(field, value, tmp_path):
     """Needs the type checks of ``EnBERTConfig.from_dict`` (enigma_fast/models/config.py): "false" is not False."""
     folder = tmp_path / "ckpt"

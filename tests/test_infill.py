@@ -34,8 +34,16 @@ def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def _tiny_enigma(tok, seed: int = 0, **kw) -> Enigma:
     torch.manual_seed(seed)
-    cfg = dict(vocab_size=tok.vocab_size, bos_id=tok.bos_id, d_model=32, n_head=2, n_encoder_layer=1,
-               n_decoder_layer=1, max_rel_pos=16, block_size=128)
+    cfg = dict(
+        vocab_size=tok.vocab_size,
+        bos_id=tok.bos_id,
+        d_model=32,
+        n_head=2,
+        n_encoder_layer=1,
+        n_decoder_layer=1,
+        max_rel_pos=16,
+        block_size=128,
+    )
     model = Enigma(EnigmaConfig(**{**cfg, **kw})).eval()
     model.tokenizer = tok
     return model
@@ -103,11 +111,12 @@ def test_span_corrupt_puts_every_token_in_source_or_span_once(fixed):
         mask[1, :3] = True
         mask[2, -2:] = True
     sent = tok.sentinel_ids
-    src, src_start, tgt_in, targets, tgt_pos = Enigma.span_corrupt(window, mask, sent, tok.bos_id, tok.eos_id,
-                                                                   tok.pad_id)
+    src, src_start, tgt_in, targets, tgt_pos = Enigma.span_corrupt(
+        window, mask, sent, tok.bos_id, tok.eos_id, tok.pad_id
+    )
     assert (src_start is None) == fixed
     for b in range(B):
-        s = src[b, (0 if src_start is None else int(src_start[b])):].tolist()
+        s = src[b, (0 if src_start is None else int(src_start[b])) :].tolist()
         t = [x for x in targets[b].tolist() if x != IGNORE_INDEX]
         spans = _spans(mask[b].numpy())
         kept = [x for x, m in zip(window[b].tolist(), mask[b].tolist(), strict=True) if not m]
@@ -155,21 +164,24 @@ def test_parse_masked_forms():
     assert m.join(["x" * 12, "yy"]) == "ACGT" + "x" * 12 + "TTGAyyCC"
 
 
-@pytest.mark.parametrize("text, match", [
-    ("ACGT[N:0]TTGA", r"^text: empty gap '\[N:0\]' at position 4; a gap needs a length >= 1$"),
-    ("ACGT[N:x]TT", r"^text: malformed gap at position 4: '\[N:x\]TT'"),
-    ("ACGT[N:12TT", r"^text: malformed gap at position 4"),
-    ("ACGT]TT[N:3]", r"^text: malformed gap at position 4"),
-    ("ACGT[X:3]TT", r"^text: malformed gap at position 4"),
-    ("ACGT[N:-3]TT", r"^text: malformed gap at position 4"),
-    ("AC[N:3][N:4]GT", r"^text: the gaps at position 7 and before it touch"),
-    ("ACXT[N:3]", r"^text: 'X' at position 2 is not a DNA letter"),
-    ("ACGT", r"^text: no gap to fill"),
-    ("[N:5]", r"^text: no flanking bases"),
-    (("AC", 0, "GT"), r"^text: empty gap \(length 0\)"),
-    (("AC", 3), r"^text must be a \(left, length, right\) tuple, got 2 items"),
-    (("AZ", 3, "GT"), r"^text: the left flank holds 'Z' at position 1"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("ACGT[N:0]TTGA", r"^text: empty gap '\[N:0\]' at position 4; a gap needs a length >= 1$"),
+        ("ACGT[N:x]TT", r"^text: malformed gap at position 4: '\[N:x\]TT'"),
+        ("ACGT[N:12TT", r"^text: malformed gap at position 4"),
+        ("ACGT]TT[N:3]", r"^text: malformed gap at position 4"),
+        ("ACGT[X:3]TT", r"^text: malformed gap at position 4"),
+        ("ACGT[N:-3]TT", r"^text: malformed gap at position 4"),
+        ("AC[N:3][N:4]GT", r"^text: the gaps at position 7 and before it touch"),
+        ("ACXT[N:3]", r"^text: 'X' at position 2 is not a DNA letter"),
+        ("ACGT", r"^text: no gap to fill"),
+        ("[N:5]", r"^text: no flanking bases"),
+        (("AC", 0, "GT"), r"^text: empty gap \(length 0\)"),
+        (("AC", 3), r"^text must be a \(left, length, right\) tuple, got 2 items"),
+        (("AZ", 3, "GT"), r"^text: the left flank holds 'Z' at position 1"),
+    ],
+)
 def test_bad_gaps_are_one_line_errors_naming_the_argument(text, match):
     with pytest.raises(ValueError, match=match) as err:
         parse_masked(text)
@@ -183,8 +195,11 @@ def test_infill_errors_name_the_item_or_option():
         infill(model, tok, ["A[N:1]C", "A[N:1]C[N:1]G[N:1]T"])
     with pytest.raises(ValueError, match=r"^text\[0\]: empty gap"):
         infill(model, tok, ["A[N:0]C"])
-    with pytest.raises(ValueError, match=r"^text: the flanks and sentinels make 131 source tokens, more than the "
-                                         r"model's block_size 128"):
+    with pytest.raises(
+        ValueError,
+        match=r"^text: the flanks and sentinels make 131 source tokens, more than the "
+        r"model's block_size 128",
+    ):
         infill(model, tok, "A" * 130 + "[N:40]")
     with pytest.raises(ValueError, match=r"^num_samples must be an int >= 1, got 0"):
         infill(model, tok, "A[N:1]C", num_samples=0)
@@ -228,8 +243,13 @@ def test_cached_infill_equals_full_recompute():
     text = "ACGTTGCAAC[N:6]GGTACCA[N:4]TTG"
     m = parse_masked(text)
     fills = fill_gaps(model, tok, text, temperature=0)[0][0]
-    src = tok.encode(m.flanks[0]) + [tok.sentinel_id(0)] + tok.encode(m.flanks[1]) + [tok.sentinel_id(1)] \
+    src = (
+        tok.encode(m.flanks[0])
+        + [tok.sentinel_id(0)]
+        + tok.encode(m.flanks[1])
+        + [tok.sentinel_id(1)]
         + tok.encode(m.flanks[2])
+    )
     tgt = [tok.sentinel_id(0), *tok.encode(fills[0]), tok.sentinel_id(1), *tok.encode(fills[1]), tok.eos_id]
     p0, p1 = len(tok.encode(m.flanks[0])), len(tok.encode(m.flanks[0])) + 1 + len(tok.encode(m.flanks[1]))
     pos = [p0] * (2 + len(fills[0])) + [p1] * (len(tgt) - 2 - len(fills[0]))  # bos, span 0 | span 1
@@ -275,11 +295,40 @@ def test_a_tiny_enigma_learns_a_toy_infill_task():
 
 
 # ---- the trainer --------------------------------------------------------------------------------------------------
-SMALL = ["--model", "enigma", "--objective", "span", "--model-override", "d_model=32", "--model-override", "n_head=2",
-         "--model-override", "n_encoder_layer=1", "--model-override", "n_decoder_layer=1",
-         "--model-override", "max_rel_pos=16", "--window", "32", "--batch-size", "4", "--threads", "1",
-         "--log-interval", "1", "--warmup-steps", "2", "--time-budget", "0", "--eval-interval", "0",
-         "--sample-tokens", "8", "--sample-prompt", "8"]
+SMALL = [
+    "--model",
+    "enigma",
+    "--objective",
+    "span",
+    "--model-override",
+    "d_model=32",
+    "--model-override",
+    "n_head=2",
+    "--model-override",
+    "n_encoder_layer=1",
+    "--model-override",
+    "n_decoder_layer=1",
+    "--model-override",
+    "max_rel_pos=16",
+    "--window",
+    "32",
+    "--batch-size",
+    "4",
+    "--threads",
+    "1",
+    "--log-interval",
+    "1",
+    "--warmup-steps",
+    "2",
+    "--time-budget",
+    "0",
+    "--eval-interval",
+    "0",
+    "--sample-tokens",
+    "8",
+    "--sample-prompt",
+    "8",
+]
 
 
 @pytest.fixture(scope="module")
@@ -299,8 +348,12 @@ def _losses(run: Path) -> dict[int, str]:
 @pytest.fixture(scope="module")
 def span_run(fasta, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("span") / "run"
-    assert train_main([str(fasta), *SMALL, "--max-steps", "12", "--ckpt-interval", "6", "--keep-last", "5",
-                       "--out", str(out)]) == 0
+    assert (
+        train_main(
+            [str(fasta), *SMALL, "--max-steps", "12", "--ckpt-interval", "6", "--keep-last", "5", "--out", str(out)]
+        )
+        == 0
+    )
     return out
 
 
@@ -313,18 +366,50 @@ def test_span_run_reports_infill_and_compares_an_enbert(span_run, fasta, tmp_pat
     assert s["sample"]["kind"] == "infill" and len(s["sample"]["fill"]) == len(s["sample"]["truth"])
     # an EnBERT on the same data, then the same spans scored by both
     enbert = tmp_path / "enbert"
-    assert train_main([str(fasta), "--model-override", "d_model=32", "--model-override", "n_head=2",
-                       "--model-override", "n_layer=1", "--window", "32", "--batch-size", "4", "--threads", "1",
-                       "--warmup-steps", "2", "--time-budget", "0", "--eval-interval", "0", "--sample-tokens", "0",
-                       "--max-steps", "2", "--out", str(enbert)]) == 0
+    assert (
+        train_main(
+            [
+                str(fasta),
+                "--model-override",
+                "d_model=32",
+                "--model-override",
+                "n_head=2",
+                "--model-override",
+                "n_layer=1",
+                "--window",
+                "32",
+                "--batch-size",
+                "4",
+                "--threads",
+                "1",
+                "--warmup-steps",
+                "2",
+                "--time-budget",
+                "0",
+                "--eval-interval",
+                "0",
+                "--sample-tokens",
+                "0",
+                "--max-steps",
+                "2",
+                "--out",
+                str(enbert),
+            ]
+        )
+        == 0
+    )
     from enigma_fast.train.infill_eval import evaluate_pair
 
     res = evaluate_pair(str(span_run / "final"), str(enbert / "final"), [str(fasta)], window=32)
     assert res["enigma"]["bases"] == res["enbert"]["bases"] > 0
     assert res["enigma"]["bpb"] == pytest.approx(s["val"]["bpb"], rel=1e-6)  # the trainer's spans, the same
     run2 = tmp_path / "run2"
-    assert train_main([str(fasta), *SMALL, "--max-steps", "2", "--compare-enbert", str(enbert / "final"),
-                       "--out", str(run2)]) == 0
+    assert (
+        train_main(
+            [str(fasta), *SMALL, "--max-steps", "2", "--compare-enbert", str(enbert / "final"), "--out", str(run2)]
+        )
+        == 0
+    )
     s2 = json.loads((run2 / "summary.json").read_text())
     assert s2["infill_compare"]["bases"] == s2["val"]["bases"]
     assert "same spans, EnBERT from the left only" in capsys.readouterr().out
@@ -344,8 +429,19 @@ def test_span_run_resumes_exactly(span_run, tmp_path):
 
 def test_old_run_without_objective_resumes_as_continuation(fasta, tmp_path):
     ref = tmp_path / "ref"
-    args = [str(fasta), *SMALL[:2], *SMALL[4:], "--max-steps", "6", "--ckpt-interval", "3",
-            "--keep-last", "5", "--sample-tokens", "0"]
+    args = [
+        str(fasta),
+        *SMALL[:2],
+        *SMALL[4:],
+        "--max-steps",
+        "6",
+        "--ckpt-interval",
+        "3",
+        "--keep-last",
+        "5",
+        "--sample-tokens",
+        "0",
+    ]
     assert train_main([*args, "--out", str(ref)]) == 0
     run = tmp_path / "old"
     shutil.copytree(ref, run)
@@ -374,8 +470,12 @@ def test_span_objective_needs_enigma_and_sentinels(fasta, tmp_path, caplog):
 # ---- the CLI ------------------------------------------------------------------------------------------------------
 def test_generate_infill_cli(span_run, tmp_path, capsys):
     model = str(span_run / "final")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "enigma_fast.generate", "--model", model, *a],  # noqa: E731
-                                    capture_output=True, text=True, cwd=ROOT)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "enigma_fast.generate", "--model", model, *a],  # noqa: E731
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     r = run("--infill", "ACGTACGTAC[N:12]TTGACCGT", "--num-samples", "2", "--seed", "0")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -392,10 +492,12 @@ def test_generate_infill_cli(span_run, tmp_path, capsys):
     assert s1[:8] == "ACGTACGT" and s1[-6:] == "ACGTTT" and "N" not in s1[8:13] and len(s1) == 19
     from enigma_fast.generate import main as generate_main
 
-    for args, msg in [(["--infill", "AC[N:0]GT"], "--infill: empty gap"),
-                      (["--infill", "AC[N:3GT"], "--infill: malformed gap at position 2"),
-                      (["--infill", "AC[N:3]GT", "--max-gap-length", "0"], "--max-gap-length must be >= 1"),
-                      (["--infill", "A" * 300 + "[N:3]"], "--infill: the flanks and sentinels make 301 source tokens")]:
+    for args, msg in [
+        (["--infill", "AC[N:0]GT"], "--infill: empty gap"),
+        (["--infill", "AC[N:3GT"], "--infill: malformed gap at position 2"),
+        (["--infill", "AC[N:3]GT", "--max-gap-length", "0"], "--max-gap-length must be >= 1"),
+        (["--infill", "A" * 300 + "[N:3]"], "--infill: the flanks and sentinels make 301 source tokens"),
+    ]:
         capsys.readouterr()
         assert generate_main(["--model", model, *args]) == 2
         err = capsys.readouterr().err.strip()

@@ -25,8 +25,17 @@ def small_enbert(**kw) -> EnBERT:
 
 
 def small_enigma(**kw) -> Enigma:
-    cfg = EnigmaConfig.from_preset("tiny", vocab_size=V, d_model=64, n_head=4, n_encoder_layer=2, n_decoder_layer=2,
-                                   max_rel_pos=16, block_size=128, **kw)
+    cfg = EnigmaConfig.from_preset(
+        "tiny",
+        vocab_size=V,
+        d_model=64,
+        n_head=4,
+        n_encoder_layer=2,
+        n_decoder_layer=2,
+        max_rel_pos=16,
+        block_size=128,
+        **kw,
+    )
     return Enigma(cfg).eval()
 
 
@@ -174,7 +183,9 @@ def test_loading_mismatched_checkpoint_lists_the_problems(tmp_path):
         EnBERT.from_pretrained(tmp_path / "a")
     cfg["n_layer"], cfg["d_model"] = 2, 32
     (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="mismatched shapes: .*tok_emb.weight: checkpoint \\(12, 64\\), model \\(12, 32\\)"):
+    with pytest.raises(
+        ValueError, match="mismatched shapes: .*tok_emb.weight: checkpoint \\(12, 64\\), model \\(12, 32\\)"
+    ):
         EnBERT.from_pretrained(tmp_path / "a")
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
         EnBERT.from_pretrained(tmp_path / "nothing")
@@ -239,26 +250,31 @@ def test_config_fields_reject_wrong_types_by_name(cls):
     base = cls.from_preset("tiny", vocab_size=V).to_dict()
     for f in dataclasses.fields(cls):
         for bad in _wrong_values(str(f.type), base[f.name]):
-            for make in (lambda kw: cls.from_dict({**base, **kw}),
-                         lambda kw: cls.from_preset("tiny", **{"vocab_size": V, **kw}),
-                         lambda kw: cls(**kw)):
+            for make in (
+                lambda kw: cls.from_dict({**base, **kw}),
+                lambda kw: cls.from_preset("tiny", **{"vocab_size": V, **kw}),
+                lambda kw: cls(**kw),
+            ):
                 with pytest.raises(TypeError, match=rf"^{cls.__name__}\.{f.name} must be a") as err:
                     make({f.name: bad})
                 assert "\n" not in str(err.value) and "got " + type(bad).__name__ in str(err.value)
 
 
 @pytest.mark.parametrize("cls", [EnBERTConfig, EnigmaConfig])
-@pytest.mark.parametrize("field, value, match", [
-    ("vocab_size", 0, r"vocab_size must be an int in \[1, 2147483647\], got 0"),
-    ("d_model", -64, r"d_model must be an int in \[1, .*got -64"),
-    ("n_head", 0, r"n_head must be an int in \[1, .*got 0"),
-    ("block_size", 2**40, r"block_size must be an int in \[1, 2147483647\], got 1099511627776"),
-    ("n_head", 3, r"d_model must be divisible by n_head=3, got 128"),
-    ("dropout", 1.0, r"dropout must be in \[0, 1\), got 1.0"),
-    ("dropout", float("nan"), r"dropout must be a finite number, got nan"),
-    ("norm_eps", -1e-6, r"norm_eps must be >= 0, got -1e-06"),
-    ("norm_eps", float("inf"), r"norm_eps must be a finite number, got inf"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("vocab_size", 0, r"vocab_size must be an int in \[1, 2147483647\], got 0"),
+        ("d_model", -64, r"d_model must be an int in \[1, .*got -64"),
+        ("n_head", 0, r"n_head must be an int in \[1, .*got 0"),
+        ("block_size", 2**40, r"block_size must be an int in \[1, 2147483647\], got 1099511627776"),
+        ("n_head", 3, r"d_model must be divisible by n_head=3, got 128"),
+        ("dropout", 1.0, r"dropout must be in \[0, 1\), got 1.0"),
+        ("dropout", float("nan"), r"dropout must be a finite number, got nan"),
+        ("norm_eps", -1e-6, r"norm_eps must be >= 0, got -1e-06"),
+        ("norm_eps", float("inf"), r"norm_eps must be a finite number, got inf"),
+    ],
+)
 def test_config_fields_reject_bad_values_by_name(cls, field, value, match):
     with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{match}$"):
         cls.from_preset("tiny", **{"vocab_size": V, field: value})
@@ -296,9 +312,13 @@ def test_config_from_dict_needs_a_complete_object_of_its_type():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(st.sampled_from(sorted(_FIELD_KINDS)),
-                       st.one_of(st.integers(-5, 600), st.floats(allow_nan=True), st.booleans(), st.text(max_size=4),
-                                 st.none()), max_size=4))
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(_FIELD_KINDS)),
+        st.one_of(st.integers(-5, 600), st.floats(allow_nan=True), st.booleans(), st.text(max_size=4), st.none()),
+        max_size=4,
+    )
+)
 def test_config_fuzz_valid_or_one_line_error(overrides):
     """Any mix of overrides: a config whose every field has its declared type, or a one-line TypeError/ValueError
     naming one of the fields."""
@@ -329,14 +349,20 @@ def test_out_of_range_ids_raise_one_line_value_error(make, bad):
     ids = torch.randint(0, V, (2, 9))
     ids[1, 6] = bad
     name, where = ("tgt_in", "[1, 1]") if isinstance(model, Enigma) else ("idx", "[1, 6]")
-    with pytest.raises(ValueError, match=rf"^{name} must hold token ids in \[0, vocab_size={V}\), got {bad} at "
-                                         rf"{name}\{where[:-1]}\]$"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{name} must hold token ids in \[0, vocab_size={V}\), got {bad} at "
+        rf"{name}\{where[:-1]}\]$",
+    ):
         _forward(model, ids)
     ids[1, 6] = 0
     ids[0, 2] = bad  # in the source of Enigma
     name = "src" if isinstance(model, Enigma) else "idx"
-    with pytest.raises(ValueError, match=rf"^{name} must hold token ids in \[0, vocab_size={V}\), got {bad} at "
-                                         rf"{name}\[0, 2\]$"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{name} must hold token ids in \[0, vocab_size={V}\), got {bad} at "
+        rf"{name}\[0, 2\]$",
+    ):
         _forward(model, ids)
 
 
@@ -351,8 +377,11 @@ def test_targets_and_left_padding_are_range_checked(make):
     assert torch.isfinite(ref)
     targets[1, 2] = -5  # ... but any other negative id is an error, even next to -100
     snapshot = targets.clone()
-    with pytest.raises(ValueError, match=rf"^targets must hold token ids in \[0, vocab_size={V}\) or -100, got -5 "
-                                         r"at targets\[1, 2\]$"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^targets must hold token ids in \[0, vocab_size={V}\) or -100, got -5 "
+        r"at targets\[1, 2\]$",
+    ):
         _forward(model, ids, targets)
     assert torch.equal(targets, snapshot)  # the caller's tensor is untouched
     targets[1, 2] = V
@@ -361,12 +390,16 @@ def test_targets_and_left_padding_are_range_checked(make):
     with pytest.raises(ValueError, match=rf"^targets must be \(B, T\) = \(2, {T}\), got \(2, {T + 1}\)$"):
         _forward(model, ids, torch.zeros(2, T + 1, dtype=torch.long))
     # int32 targets work like int64 (cross_entropy alone wants int64)
-    torch.testing.assert_close(_forward(model, ids, targets.clamp(0, V - 1).int())[1],
-                               _forward(model, ids, targets.clamp(0, V - 1))[1])
+    torch.testing.assert_close(
+        _forward(model, ids, targets.clamp(0, V - 1).int())[1], _forward(model, ids, targets.clamp(0, V - 1))[1]
+    )
     name, S = ("src_start", 5) if isinstance(model, Enigma) else ("key_start", 9)
     for bad in (S, -1):
-        with pytest.raises(ValueError, match=rf"^{name} must hold left-padding starts in \[0, {S}\) .* got {bad} at "
-                                             rf"{name}\[1\]$"):
+        with pytest.raises(
+            ValueError,
+            match=rf"^{name} must hold left-padding starts in \[0, {S}\) .* got {bad} at "
+            rf"{name}\[1\]$",
+        ):
             _forward(model, ids, start=torch.tensor([0, bad], dtype=torch.int32))
     with pytest.raises(ValueError, match=rf"^{name} must be \(B,\) = \(2,\), got \(3,\)$"):
         _forward(model, ids, start=torch.zeros(3, dtype=torch.int32))
@@ -378,8 +411,13 @@ def test_targets_and_left_padding_are_range_checked(make):
 def test_wrong_id_dtypes_shapes_and_devices(make):
     model = make()
     name = "src" if isinstance(model, Enigma) else "idx"
-    for bad in (torch.zeros(2, 9), torch.zeros(2, 9, dtype=torch.int16), torch.zeros(2, 9, dtype=torch.bool),
-                torch.zeros(9, dtype=torch.long), torch.zeros(1, 2, 9, dtype=torch.long)):
+    for bad in (
+        torch.zeros(2, 9),
+        torch.zeros(2, 9, dtype=torch.int16),
+        torch.zeros(2, 9, dtype=torch.bool),
+        torch.zeros(9, dtype=torch.long),
+        torch.zeros(1, 2, 9, dtype=torch.long),
+    ):
         with pytest.raises(ValueError, match=rf"^{name} must be a \(B, T\) int32/int64 tensor, got {bad.dtype} "):
             model(bad, bad) if isinstance(model, Enigma) else model(bad)
     with pytest.raises(TypeError, match=rf"^{name} must be a \(B, T\) int32/int64 tensor, got list$"):
@@ -398,8 +436,12 @@ def test_wrong_id_dtypes_shapes_and_devices(make):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.sampled_from(["enbert", "enigma"]), st.integers(1, 3), st.integers(6, 12),
-       st.lists(st.integers(-3, V + 3), min_size=1, max_size=3))
+@given(
+    st.sampled_from(["enbert", "enigma"]),
+    st.integers(1, 3),
+    st.integers(6, 12),
+    st.lists(st.integers(-3, V + 3), min_size=1, max_size=3),
+)
 def test_fuzz_ids_give_logits_or_a_value_error(kind, B, T, values):
     """Random ids, some out of range: the model's logits equal those of the same valid ids, or a ValueError that
     names the tensor; never an IndexError, and the caller's tensor is never changed."""
@@ -421,14 +463,22 @@ def test_fuzz_ids_give_logits_or_a_value_error(kind, B, T, values):
 _FUZZ_MODELS = {"enbert": small_enbert(), "enigma": small_enigma()}
 
 
-@pytest.mark.parametrize("field, value, exc, match", [
-    ("tie_embeddings", "false", ValueError, r"EnBERTConfig\.tie_embeddings must be a bool \(true or false\), got str "
-                                           r"'false'"),
-    ("d_model", "64", ValueError, r"EnBERTConfig\.d_model must be an int, got str '64'"),
-    ("n_layer", 2.0, ValueError, r"EnBERTConfig\.n_layer must be an int, got float 2\.0"),
-    ("n_head", 3, ValueError, r"EnBERTConfig\.d_model must be divisible by n_head=3, got 64"),
-    ("norm_eps", None, ValueError, r"EnBERTConfig\.norm_eps must be a number, got NoneType None"),
-])
+@pytest.mark.parametrize(
+    "field, value, exc, match",
+    [
+        (
+            "tie_embeddings",
+            "false",
+            ValueError,
+            r"EnBERTConfig\.tie_embeddings must be a bool \(true or false\), got str "
+            r"'false'",
+        ),
+        ("d_model", "64", ValueError, r"EnBERTConfig\.d_model must be an int, got str '64'"),
+        ("n_layer", 2.0, ValueError, r"EnBERTConfig\.n_layer must be an int, got float 2\.0"),
+        ("n_head", 3, ValueError, r"EnBERTConfig\.d_model must be divisible by n_head=3, got 64"),
+        ("norm_eps", None, ValueError, r"EnBERTConfig\.norm_eps must be a number, got NoneType None"),
+    ],
+)
 def test_checkpoint_config_with_wrong_field_names_file_and_field(tmp_path, field, value, exc, match):
     small_enbert().save_pretrained(tmp_path / "a")
     f = tmp_path / "a" / "config.json"

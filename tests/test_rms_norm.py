@@ -321,7 +321,9 @@ def test_module_residual_form_and_mixed_dtype():
 
 
 def test_replace_rms_norm_in_place():
-    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.RMSNorm(16), torch.nn.Sequential(torch.nn.RMSNorm(16)))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 16), torch.nn.RMSNorm(16), torch.nn.Sequential(torch.nn.RMSNorm(16))
+    )
     with torch.no_grad():
         model[1].weight.uniform_(0.5, 1.5)
     x = torch.randn(4, 16)

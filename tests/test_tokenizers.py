@@ -241,7 +241,14 @@ def test_files_round_trip(tmp_path) -> None:
     assert s.encode("TTTTTGGGCCACGTA") == [0, 5, 1]
     assert s.encode("TTTTTGGGCCACGTAC") == [0, 5, 1, s.fallback_ids["C"]]
     assert json.loads((tmp_path / "tok" / "vocab.json").read_text()) == tok.vocab
-    for bad in ('{"AC": -1}', '{"AC": "x"}', "[1, 2]", '{"AC": 1, "GT": 1}', '{"AC": 4294967296}', '{"format": "other"}'):
+    for bad in (
+        '{"AC": -1}',
+        '{"AC": "x"}',
+        "[1, 2]",
+        '{"AC": 1, "GT": 1}',
+        '{"AC": 4294967296}',
+        '{"format": "other"}',
+    ):
         (tmp_path / "bad.json").write_text(bad)
         with pytest.raises(ValueError):
             KMerTokenizer(2).load_model(tmp_path / "bad.json")
@@ -367,8 +374,12 @@ def test_malformed_tokenizer_files_name_the_key(tmp_path, d, match) -> None:
 
 
 def test_tokenizer_files_that_are_not_json(tmp_path) -> None:
-    for name, raw in (("empty", b""), ("binary", bytes(range(256))), ("cut", b'{"format": "enigma_fast.tok'),
-                      ("deep", b"[" * 100_000)):
+    for name, raw in (
+        ("empty", b""),
+        ("binary", bytes(range(256))),
+        ("cut", b'{"format": "enigma_fast.tok'),
+        ("deep", b"[" * 100_000),
+    ):
         (tmp_path / name).write_bytes(raw)
         for load in (from_file, lambda p: KMerTokenizer(3).load_model(p)):
             with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / name))}: not a JSON file \(") as err:
@@ -384,8 +395,11 @@ def test_seed_vocabulary_with_absurd_ids_is_refused_before_allocating(tmp_path) 
     before = tok.to_dict()
     (tmp_path / "seed.json").write_text(json.dumps({"ACGTA": 0, "TTTTT": 10_000_000}))
     t0 = time.perf_counter()
-    with pytest.raises(ValueError, match=r"seed\.json: tokenizer ids must be dense: the largest id is 10000035 for 37 "
-                                         r"distinct ids \(at most 2 \* 37 \+ 1024 - 1 = 1097 allowed\); renumber"):
+    with pytest.raises(
+        ValueError,
+        match=r"seed\.json: tokenizer ids must be dense: the largest id is 10000035 for 37 "
+        r"distinct ids \(at most 2 \* 37 \+ 1024 - 1 = 1097 allowed\); renumber",
+    ):
         tok.load_model(tmp_path / "seed.json")
     assert time.perf_counter() - t0 < 0.5  # it used to build tables of 10 million entries (1.35 GB)
     assert tok.to_dict() == before  # a failed load changes nothing
@@ -402,8 +416,11 @@ def test_build_vocab_follows_the_invalid_policy() -> None:
     # default invalid="error": text that is not DNA is refused (it used to become pieces like 'GÃ' and '©')
     for bad, text, pos in (("ACGé", "é", 3), ("ACGTTT\nAC", "\n", 6), ("AC GT", " ", 2), (b"AC\xffGT", "0xff", 2)):
         tok = KMerTokenizer(2)
-        with pytest.raises(ValueError, match=rf"^sequences\[1\] holds {re.escape(repr(text))} at position {pos}, not a "
-                                             r"letter of FALLBACK_ALPHABET \(DNA/IUPAC\); use invalid='unk'"):
+        with pytest.raises(
+            ValueError,
+            match=rf"^sequences\[1\] holds {re.escape(repr(text))} at position {pos}, not a "
+            r"letter of FALLBACK_ALPHABET \(DNA/IUPAC\); use invalid='unk'",
+        ):
             tok.build_vocab(["ACGT", bad])
         assert tok.vocab == {}  # nothing was built
     # invalid="unk": windows holding such bytes stay out of the vocabulary, encode maps the bytes to <unk>
@@ -423,17 +440,22 @@ def test_build_vocab_follows_the_invalid_policy() -> None:
 
 
 _JSON_VALUES = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-5, 2**33), st.floats(),
-              st.text(alphabet="ACGTNé<> x", max_size=5)),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text("ACGTNx", max_size=4), inner,
-                                                                          max_size=3)),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-5, 2**33), st.floats(), st.text(alphabet="ACGTNé<> x", max_size=5)
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text("ACGTNx", max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(key=st.sampled_from(["k", "stride", "case", "pieces", "special_tokens", "fallback", "type", "version"]),
-       inner=st.booleans(), value=_JSON_VALUES)
+@given(
+    key=st.sampled_from(["k", "stride", "case", "pieces", "special_tokens", "fallback", "type", "version"]),
+    inner=st.booleans(),
+    value=_JSON_VALUES,
+)
 def test_fuzz_tokenizer_dicts_load_or_raise_one_line_value_error(key, inner, value) -> None:
     """A valid tokenizer.json with one value (or one entry of a table) replaced by random JSON: it loads and
     round-trips, or raises a one-line ValueError; never a KeyError/TypeError/IndexError from deep inside."""

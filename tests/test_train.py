@@ -29,12 +29,30 @@ from enigma_fast.train.metrics import read_metrics
 from enigma_fast.train.state import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-       "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
 # a small model and short windows: a step takes milliseconds
-SMALL = ["--model-override", "d_model=32", "--model-override", "n_head=2", "--window", "32", "--batch-size", "4",
-         "--threads", "1", "--log-interval", "1", "--sample-tokens", "16",
-         "--sample-prompt", "16", "--warmup-steps", "5", "--time-budget", "0"]
+SMALL = [
+    "--model-override",
+    "d_model=32",
+    "--model-override",
+    "n_head=2",
+    "--window",
+    "32",
+    "--batch-size",
+    "4",
+    "--threads",
+    "1",
+    "--log-interval",
+    "1",
+    "--sample-tokens",
+    "16",
+    "--sample-prompt",
+    "16",
+    "--warmup-steps",
+    "5",
+    "--time-budget",
+    "0",
+]
 LAYERS = ["--model-override", "n_layer=2"]
 
 
@@ -165,7 +183,7 @@ def test_lr_schedule():
 
 def test_config_precedence_and_files(tmp_path):
     f = tmp_path / "run.toml"
-    f.write_text('[train]\nlr = 0.002\nwindow = 64\nmodel_overrides = {d_model = 64}\n')
+    f.write_text("[train]\nlr = 0.002\nwindow = 64\nmodel_overrides = {d_model = 64}\n")
     cfg = TrainConfig.resolve(file_values=load_config_file(str(f)), flags={"window": 32})
     assert (cfg.lr, cfg.window, cfg.model_overrides, cfg.preset) == (0.002, 32, {"d_model": 64}, "tiny")
     j = tmp_path / "run.json"
@@ -219,14 +237,38 @@ def test_checkpoint_atomic_and_keep_last(tmp_path, monkeypatch):
 def reference_run(fasta, tmp_path_factory) -> Path:
     """An uninterrupted small run: 120 steps, a checkpoint every 5."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    assert main([str(fasta), *SMALL, *LAYERS, "--max-steps", "120", "--ckpt-interval", "5", "--keep-last", "30",
-                 "--eval-interval", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                str(fasta),
+                *SMALL,
+                *LAYERS,
+                "--max-steps",
+                "120",
+                "--ckpt-interval",
+                "5",
+                "--keep-last",
+                "30",
+                "--eval-interval",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def _run_cli(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "enigma_fast.train", *args], env=ENV, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "enigma_fast.train", *args],
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for(cond, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -281,8 +323,23 @@ def test_resume_with_more_steps_trains_on(reference_run, tmp_path):
 @pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
 def test_interrupted_run_resumes_exactly(how, reference_run, fasta, tmp_path):
     run = tmp_path / "run"
-    proc = _run_cli([str(fasta), *SMALL, *LAYERS, "--max-steps", "120", "--ckpt-interval", "5", "--keep-last", "30",
-                     "--eval-interval", "0", "--out", str(run)])
+    proc = _run_cli(
+        [
+            str(fasta),
+            *SMALL,
+            *LAYERS,
+            "--max-steps",
+            "120",
+            "--ckpt-interval",
+            "5",
+            "--keep-last",
+            "30",
+            "--eval-interval",
+            "0",
+            "--out",
+            str(run),
+        ]
+    )
     _wait_for(lambda: latest_checkpoint(run) is not None, proc)
     proc.send_signal(getattr(signal, how))
     out, _ = proc.communicate(timeout=120)
@@ -312,10 +369,36 @@ def test_default_run_end_to_end(tmp_path):
     """The zero-config command with a reduced step count (and a smaller held-out part to keep it fast)."""
     run = tmp_path / "default"
     proc = subprocess.run(
-        [sys.executable, "-m", "enigma_fast.train", "--time-budget", "0", "--max-steps", "6", "--eval-interval", "3",
-         "--log-interval", "2", "--window", "64", "--batch-size", "4", "--val-fraction", "0.01", "--eval-windows", "4",
-         "--sample-tokens", "30", "--out", str(run)],
-        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "enigma_fast.train",
+            "--time-budget",
+            "0",
+            "--max-steps",
+            "6",
+            "--eval-interval",
+            "3",
+            "--log-interval",
+            "2",
+            "--window",
+            "64",
+            "--batch-size",
+            "4",
+            "--val-fraction",
+            "0.01",
+            "--eval-windows",
+            "4",
+            "--sample-tokens",
+            "30",
+            "--out",
+            str(run),
+        ],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "held-out bits/base:" in proc.stdout and "Markov baseline:" in proc.stdout
@@ -337,21 +420,67 @@ def test_default_run_end_to_end(tmp_path):
     assert model.config.d_model == 128 and model.tokenizer is not None
     cfg = json.loads((run / "train_config.json").read_text())
     assert cfg["preset"] == "tiny" and cfg["tokenizer"] == "char" and cfg["data"] == []
-    gen = subprocess.run([sys.executable, "-m", "enigma_fast.generate", "--model", str(run / "final"), "--prompt",
-                          "ACGTACGTGG", "--max-new-tokens", "20", "--seed", "0"],
-                         env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    gen = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "enigma_fast.generate",
+            "--model",
+            str(run / "final"),
+            "--prompt",
+            "ACGTACGTGG",
+            "--max-new-tokens",
+            "20",
+            "--seed",
+            "0",
+        ],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert gen.returncode == 0, gen.stderr
     lines = gen.stdout.splitlines()
     assert lines[0].startswith(">sample_1") and lines[1].startswith("ACGTACGTGG") and 10 < len(lines[1]) <= 30
 
 
-@pytest.mark.parametrize("extra", [["--tokenizer", "kmer", "--k", "3", "--rc-augment", "0.5", *LAYERS],
-                                   ["--preset", "enigma-tiny", "--grad-accum", "2", "--model-override",
-                                    "n_encoder_layer=1", "--model-override", "n_decoder_layer=1"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--tokenizer", "kmer", "--k", "3", "--rc-augment", "0.5", *LAYERS],
+        [
+            "--preset",
+            "enigma-tiny",
+            "--grad-accum",
+            "2",
+            "--model-override",
+            "n_encoder_layer=1",
+            "--model-override",
+            "n_decoder_layer=1",
+        ],
+    ],
+)
 def test_kmer_and_enigma_runs(extra, fasta, tmp_path):
     run = tmp_path / "run"
-    assert main([str(fasta), *SMALL, "--max-steps", "4", "--eval-interval", "2", "--out", str(run),
-                 "--model-override", "max_rel_pos=16", *extra]) == 0
+    assert (
+        main(
+            [
+                str(fasta),
+                *SMALL,
+                "--max-steps",
+                "4",
+                "--eval-interval",
+                "2",
+                "--out",
+                str(run),
+                "--model-override",
+                "max_rel_pos=16",
+                *extra,
+            ]
+        )
+        == 0
+    )
     s = json.loads((run / "summary.json").read_text())
     held_out = sum(r for r in [round(0.1 * 16_000), round(0.1 * 8_000)])
     assert 0.9 * held_out < s["val"]["bases"] <= held_out  # counted per base, whatever the tokens
@@ -365,9 +494,26 @@ def test_ddp_matches_single_process(fasta, tmp_path):
     assert main([*common, "--batch-size", "4", "--out", str(single)]) == 0
     double = tmp_path / "two"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "enigma_fast.train", *common, "--batch-size", "2", "--out", str(double)],
-        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "enigma_fast.train",
+            *common,
+            "--batch-size",
+            "2",
+            "--out",
+            str(double),
+        ],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _losses(single), _losses(double)
@@ -378,8 +524,9 @@ def test_ddp_matches_single_process(fasta, tmp_path):
 
 
 # ---- bad input: a clear error before any training --------------------------------------------------------------
-@pytest.mark.parametrize("case", ["missing", "empty", "headers_only", "not_dna", "protein", "preset",
-                                  "model_preset", "window", "folder"])
+@pytest.mark.parametrize(
+    "case", ["missing", "empty", "headers_only", "not_dna", "protein", "preset", "model_preset", "window", "folder"]
+)
 def test_bad_input_fails_before_training(case, tmp_path, caplog):
     f = tmp_path / "in.fa"
     args, expect = [str(f)], ""
@@ -418,8 +565,21 @@ def test_bad_input_fails_before_training(case, tmp_path, caplog):
         assert not run.exists()
 
 
-@pytest.mark.parametrize("case", ["override_type", "override_bool", "override_form", "config_type", "config_toml",
-                                  "device", "resume_not_a_run", "prepare_k", "prepare_missing", "flag_type"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "override_type",
+        "override_bool",
+        "override_form",
+        "config_type",
+        "config_toml",
+        "device",
+        "resume_not_a_run",
+        "prepare_k",
+        "prepare_missing",
+        "flag_type",
+    ],
+)
 def test_user_errors_are_one_line_with_exit_code_2(case, fasta, tmp_path, caplog, capsys):
     run = str(tmp_path / "run")
     conf = tmp_path / "run.toml"
@@ -450,10 +610,18 @@ def test_user_errors_are_one_line_with_exit_code_2(case, fasta, tmp_path, caplog
 
 
 def test_cli_user_error_has_no_traceback(fasta, tmp_path):
-    for args in ([str(fasta), "--model-override", "d_model=abc", "--out", str(tmp_path / "run")],
-                 ["prepare", str(fasta), "--out", str(tmp_path / "s"), "--k", "99"]):
-        p = subprocess.run([sys.executable, "-m", "enigma_fast.train", *args], env=ENV, cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
+    for args in (
+        [str(fasta), "--model-override", "d_model=abc", "--out", str(tmp_path / "run")],
+        ["prepare", str(fasta), "--out", str(tmp_path / "s"), "--k", "99"],
+    ):
+        p = subprocess.run(
+            [sys.executable, "-m", "enigma_fast.train", *args],
+            env=ENV,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
@@ -470,8 +638,28 @@ def test_prepare_command_and_prepared_input(fasta, tmp_path):
 
 def test_time_budget_fits_the_step_count(fasta, tmp_path):
     run = tmp_path / "run"
-    assert main([str(fasta), *SMALL, *LAYERS, "--time-budget", "3", "--warmup-steps", "50", "--max-steps", "100000",
-                 "--eval-interval", "0", "--sample-tokens", "0", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                str(fasta),
+                *SMALL,
+                *LAYERS,
+                "--time-budget",
+                "3",
+                "--warmup-steps",
+                "50",
+                "--max-steps",
+                "100000",
+                "--eval-interval",
+                "0",
+                "--sample-tokens",
+                "0",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     s = json.loads((run / "summary.json").read_text())
     assert 50 < s["max_steps"] < 100000 and s["step"] == s["max_steps"]
     state = json.loads((latest_checkpoint(run) / "trainer_state.json").read_text())

@@ -613,8 +613,20 @@ def test_readme_quick_start_files_on_the_shipped_genome(tmp_path):
     model_dir = tmp_path / "model"
     _enbert(CharTokenizer()).save_pretrained(model_dir)
     out = tmp_path / "scored.vcf.gz"
-    rc = vep.main(["--model", str(model_dir), "--fasta", str(shipped_genome_path()), "--vcf",
-                   str(examples / "shipped_genome.vcf"), "--out", str(out), "--tsv", str(tmp_path / "scored.tsv")])
+    rc = vep.main(
+        [
+            "--model",
+            str(model_dir),
+            "--fasta",
+            str(shipped_genome_path()),
+            "--vcf",
+            str(examples / "shipped_genome.vcf"),
+            "--out",
+            str(out),
+            "--tsv",
+            str(tmp_path / "scored.tsv"),
+        ]
+    )
     assert rc == 0
     recs, _, _, _ = read_vcf(out)
     by_id = {r[2]: r for r in recs}

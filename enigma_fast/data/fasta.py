@@ -108,9 +108,7 @@ def _open_binary(path: str) -> tuple[BinaryIO, BinaryIO]:
     return raw, raw
 
 
-def iter_sequence_chunks(
-    path: str | os.PathLike, on_read: Callable[[int], None] | None = None
-) -> Iterator[SeqChunk]:
+def iter_sequence_chunks(path: str | os.PathLike, on_read: Callable[[int], None] | None = None) -> Iterator[SeqChunk]:
     """The records of a sequence file as :class:`SeqChunk` pieces of at most ``READ_BYTES`` bases, in file order.
 
     A FASTA file (plain, gzip, bz2 or xz) is parsed here, a block of ``READ_BYTES`` at a time: memory stays
@@ -162,8 +160,9 @@ def _whole_records(path: str, on_read: Callable[[int], None] | None) -> Iterator
         try:
             data = rec.sequence.encode("ascii")
         except UnicodeEncodeError:
-            raise SequenceFileError(f"{path}: record {rec.name!r} holds non-ASCII characters; "
-                                    "is this a DNA FASTA/FASTQ file?") from None
+            raise SequenceFileError(
+                f"{path}: record {rec.name!r} holds non-ASCII characters; is this a DNA FASTA/FASTQ file?"
+            ) from None
         yield SeqChunk(i, rec.name, data.translate(None, _WHITESPACE))
     if on_read is not None:
         on_read(os.path.getsize(path))
@@ -205,8 +204,9 @@ def _parse_fasta(stream: BinaryIO, first: bytes, path: str) -> Iterator[SeqChunk
             try:
                 name = header.decode("ascii")
             except UnicodeDecodeError:
-                raise SequenceFileError(f"{path}: the header of record {record + 1} holds non-ASCII characters; "
-                                        "is this a DNA FASTA file?") from None
+                raise SequenceFileError(
+                    f"{path}: the header of record {record + 1} holds non-ASCII characters; is this a DNA FASTA file?"
+                ) from None
             pos = nl + 1
             continue
         j = buf.find(b">", pos)  # the next header: a '>' at the start of a line

@@ -84,8 +84,10 @@ def train_span_masks(seed: int, step: int, n: int, length: int, noise_density: f
 
 def eval_span_masks(seed: int, lengths: list[int], noise_density: float, mean_span: float) -> list[np.ndarray]:
     """The mask of each held-out window ``i`` (of ``lengths[i]`` tokens), each drawn from ``(seed, i)`` alone."""
-    return [random_span_mask(n, noise_density, mean_span, np.random.default_rng([seed, i, EVAL_STREAM]))
-            for i, n in enumerate(lengths)]
+    return [
+        random_span_mask(n, noise_density, mean_span, np.random.default_rng([seed, i, EVAL_STREAM]))
+        for i, n in enumerate(lengths)
+    ]
 
 
 def span_eval_windows(segments: np.ndarray, window: int, min_length: int = 16) -> np.ndarray:

@@ -82,8 +82,10 @@ def check_target(path: str | os.PathLike, own_names: set[str], is_own: Callable[
     if not os.path.lexists(path):
         return
     if not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder; {what} writes its folder only where nothing "
-                              "is, into an empty folder or over its own earlier output")
+        raise FileExistsError(
+            f"{path} exists and is not a folder; {what} writes its folder only where nothing "
+            "is, into an empty folder or over its own earlier output"
+        )
     names = sorted(os.listdir(path))
     if not names:
         return
@@ -91,8 +93,10 @@ def check_target(path: str | os.PathLike, own_names: set[str], is_own: Callable[
     if foreign or not is_own(path):
         shown = foreign or names
         more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
-        raise FileExistsError(f"{path} holds files that {what} did not write ({', '.join(shown[:5])}{more}) and "
-                              "it never removes or replaces those: choose a new or empty folder")
+        raise FileExistsError(
+            f"{path} holds files that {what} did not write ({', '.join(shown[:5])}{more}) and "
+            "it never removes or replaces those: choose a new or empty folder"
+        )
 
 
 def install_folder(tmp: str | os.PathLike, target: str | os.PathLike, last: str | None = None) -> None:
@@ -171,8 +175,9 @@ class TokenStore:
         n = int(meta["num_tokens"])
         size = (path / TOKENS_NAME).stat().st_size
         if size != n * dtype.itemsize:
-            raise ValueError(f"{path / TOKENS_NAME}: {size} bytes, expected {n} {dtype} ids "
-                             f"({n * dtype.itemsize} bytes)")
+            raise ValueError(
+                f"{path / TOKENS_NAME}: {size} bytes, expected {n} {dtype} ids ({n * dtype.itemsize} bytes)"
+            )
         tokens = np.memmap(path / TOKENS_NAME, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
         segments = np.asarray(meta["segments"], dtype=np.int64).reshape(-1, 3)
         return cls(path, tokens, segments, meta["records"], from_file(str(path / TOKENIZER_NAME)), meta)
@@ -349,8 +354,13 @@ class _Progress:
         now = time.perf_counter()
         if self.enabled and now - self.last >= 30.0:
             self.last = now
-            logger.info("prepare: %.1f of %.1f MB read (%.0f%%), %.1f MB/s", self.done / 1e6, self.total / 1e6,
-                        100.0 * self.done / max(self.total, 1), self.done / 1e6 / (now - self.t0))
+            logger.info(
+                "prepare: %.1f of %.1f MB read (%.0f%%), %.1f MB/s",
+                self.done / 1e6,
+                self.total / 1e6,
+                100.0 * self.done / max(self.total, 1),
+                self.done / 1e6 / (now - self.t0),
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -436,9 +446,16 @@ def prepare_tokens(
             )
         tokenizer.save(tmp / TOKENIZER_NAME)
         meta = {
-            "format": FORMAT, "version": FORMAT_VERSION, "dtype": dtype.name, "num_tokens": offset,
-            "num_bases": bases, "case": case, "n_policy": n_policy, "inputs": [os.fspath(p) for p in inputs],
-            "records": records, "segments": segments,
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "dtype": dtype.name,
+            "num_tokens": offset,
+            "num_bases": bases,
+            "case": case,
+            "n_policy": n_policy,
+            "inputs": [os.fspath(p) for p in inputs],
+            "records": records,
+            "segments": segments,
         }
         (tmp / META_NAME).write_text(json.dumps(meta) + "\n")
         check_target(out_dir, _STORE_NAMES, _is_own_store, what)  # again: it may have changed meanwhile
@@ -449,6 +466,14 @@ def prepare_tokens(
     finally:
         bar.close()
     secs = time.perf_counter() - t0
-    logger.info("prepared %d tokens (%d bases, %d records, %d segments) in %s: %.1f s, %.1f Mbases/s", offset,
-                bases, len(records), len(segments), out_dir, secs, sum(r["bases"] for r in records) / 1e6 / secs)
+    logger.info(
+        "prepared %d tokens (%d bases, %d records, %d segments) in %s: %.1f s, %.1f Mbases/s",
+        offset,
+        bases,
+        len(records),
+        len(segments),
+        out_dir,
+        secs,
+        sum(r["bases"] for r in records) / 1e6 / secs,
+    )
     return TokenStore.open(out_dir)

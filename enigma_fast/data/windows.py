@@ -23,9 +23,7 @@ __all__ = ["EvalWindow", "WindowSampler", "eval_windows", "split_segments"]
 SPLITS = ("position", "record")
 
 
-def split_segments(
-    segments: np.ndarray, fraction: float, by: str = "position"
-) -> tuple[np.ndarray, np.ndarray]:
+def split_segments(segments: np.ndarray, fraction: float, by: str = "position") -> tuple[np.ndarray, np.ndarray]:
     """Split store segments ``(S, 3)`` rows ``(record, offset, length)`` into train and validation ``(N, 2)``
     rows ``(offset, length)``; see the module doc for the two rules."""
     if by not in SPLITS:

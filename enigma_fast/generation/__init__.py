@@ -5,5 +5,13 @@ from enigma_fast.generation.generator import generate, stream
 from enigma_fast.generation.infill import MaskedSequence, fill_gaps, infill, parse_masked
 from enigma_fast.generation.sampling import check_sampling_args, sample
 
-__all__ = ["MaskedSequence", "check_sampling_args", "fill_gaps", "generate", "infill", "parse_masked", "sample",
-           "stream"]
+__all__ = [
+    "MaskedSequence",
+    "check_sampling_args",
+    "fill_gaps",
+    "generate",
+    "infill",
+    "parse_masked",
+    "sample",
+    "stream",
+]

@@ -65,12 +65,16 @@ def _check(
         if not isinstance(prompt_lengths, torch.Tensor):
             raise TypeError(f"prompt_lengths must be None or a ({B},) int tensor, got {type(prompt_lengths).__name__}")
         if prompt_lengths.shape != (B,) or prompt_lengths.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"prompt_lengths must be a ({B},) int32/int64 tensor, got {prompt_lengths.dtype} "
-                             f"{tuple(prompt_lengths.shape)}")
-    check_id_ranges([
-        IdRange("idx", idx, 0, V, f"token ids in [0, vocab_size={V})"),
-        IdRange("prompt_lengths", prompt_lengths, 1, T + 1, f"prompt lengths in [1, {T}]"),
-    ])
+            raise ValueError(
+                f"prompt_lengths must be a ({B},) int32/int64 tensor, got {prompt_lengths.dtype} "
+                f"{tuple(prompt_lengths.shape)}"
+            )
+    check_id_ranges(
+        [
+            IdRange("idx", idx, 0, V, f"token ids in [0, vocab_size={V})"),
+            IdRange("prompt_lengths", prompt_lengths, 1, T + 1, f"prompt lengths in [1, {T}]"),
+        ]
+    )
 
 
 def stream(
@@ -100,8 +104,20 @@ def stream(
     _int_arg("sync_every", sync_every, 1)
     if not isinstance(compile, bool):
         raise TypeError(f"compile must be a bool, got {type(compile).__name__} {compile!r}")
-    return _stream(model, idx, int(max_new_tokens), temperature, top_k, top_p, prompt_lengths, eos_id, pad_id,
-                   seed, compile, sync_every)
+    return _stream(
+        model,
+        idx,
+        int(max_new_tokens),
+        temperature,
+        top_k,
+        top_p,
+        prompt_lengths,
+        eos_id,
+        pad_id,
+        seed,
+        compile,
+        sync_every,
+    )
 
 
 def _stream(
@@ -188,8 +204,19 @@ def generate(
         ``[0, vocab_size)``, wrong shapes/dtypes/devices, options out of range (see ``check_sampling_args``).
     """
     toks = list(
-        stream(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-               prompt_lengths=prompt_lengths, eos_id=eos_id, pad_id=pad_id, seed=seed, compile=compile)
+        stream(
+            model,
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            prompt_lengths=prompt_lengths,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            seed=seed,
+            compile=compile,
+        )
     )
     new = torch.stack(toks, dim=1) if toks else idx.new_empty((idx.shape[0], 0))
     return torch.cat([idx.long(), new.long()], dim=1)

@@ -64,11 +64,13 @@ def parse_masked(item: Any, name: str = "text") -> MaskedSequence:
             raise ValueError(f"{name} must be a (left, length, right) tuple, got {len(item)} items")
         left, length, right = item
         if not isinstance(left, str) or not isinstance(right, str):
-            raise TypeError(f"{name}: left and right flanks must be str, got {type(left).__name__} and "
-                            f"{type(right).__name__}")
+            raise TypeError(
+                f"{name}: left and right flanks must be str, got {type(left).__name__} and {type(right).__name__}"
+            )
         if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
-            raise TypeError(f"{name}: the gap length must be an int >= 1 or None, got {type(length).__name__} "
-                            f"{length!r}")
+            raise TypeError(
+                f"{name}: the gap length must be an int >= 1 or None, got {type(length).__name__} {length!r}"
+            )
         if length is not None and length < 1:
             raise ValueError(f"{name}: empty gap (length {length}); a gap needs a length >= 1 or None (free)")
         for flank, which in ((left, "left"), (right, "right")):
@@ -83,15 +85,19 @@ def parse_masked(item: Any, name: str = "text") -> MaskedSequence:
             flank = item[pos:] if nxt < 0 else item[pos:nxt]
             bad = next((j for j, ch in enumerate(flank) if ch not in _DNA), None)
             if bad is not None:
-                raise ValueError(f"{name}: {flank[bad]!r} at position {pos + bad} is not a DNA letter or a gap "
-                                 "'[N:<length>]' / '[N]'")
+                raise ValueError(
+                    f"{name}: {flank[bad]!r} at position {pos + bad} is not a DNA letter or a gap "
+                    "'[N:<length>]' / '[N]'"
+                )
             flanks.append(flank)
             if nxt < 0:
                 break
             m = _GAP.match(item, nxt)
             if m is None:
-                raise ValueError(f"{name}: malformed gap at position {nxt}: {item[nxt : nxt + 12]!r}; write a gap as "
-                                 "'[N:<length>]' (length >= 1 bases) or '[N]' (free length)")
+                raise ValueError(
+                    f"{name}: malformed gap at position {nxt}: {item[nxt : nxt + 12]!r}; write a gap as "
+                    "'[N:<length>]' (length >= 1 bases) or '[N]' (free length)"
+                )
             if m.group(1) is not None and int(m.group(1)) == 0:
                 raise ValueError(f"{name}: empty gap '[N:0]' at position {nxt}; a gap needs a length >= 1")
             if gaps and not flank:
@@ -154,8 +160,10 @@ def fill_gaps(
     _int_arg("seed", seed, -(2**63), 2**64, allow_none=True)
     n_sent = tokenizer.num_sentinels
     if n_sent == 0:
-        raise ValueError("the tokenizer has no sentinel tokens (<mask_0>, ...): infill needs a model trained with "
-                         "span corruption (python -m enigma_fast.train --model enigma --objective span)")
+        raise ValueError(
+            "the tokenizer has no sentinel tokens (<mask_0>, ...): infill needs a model trained with "
+            "span corruption (python -m enigma_fast.train --model enigma --objective span)"
+        )
     V = model.config.vocab_size
     if tokenizer.vocab_size > V:
         raise ValueError(f"the tokenizer's {tokenizer.vocab_size} ids do not fit the model's vocab_size {V}")
@@ -165,8 +173,10 @@ def fill_gaps(
     for name, item in _items(text):
         masked = parse_masked(item, name)
         if len(masked.gaps) > n_sent:
-            raise ValueError(f"{name}: {len(masked.gaps)} gaps, but the tokenizer has {n_sent} sentinels "
-                             f"(<mask_0> .. <mask_{n_sent - 1}>); fill at most {n_sent} gaps at a time")
+            raise ValueError(
+                f"{name}: {len(masked.gaps)} gaps, but the tokenizer has {n_sent} sentinels "
+                f"(<mask_0> .. <mask_{n_sent - 1}>); fill at most {n_sent} gaps at a time"
+            )
         src = []
         for j, flank in enumerate(masked.flanks):
             src += tokenizer.encode(flank)
@@ -176,8 +186,10 @@ def fill_gaps(
         steps = sum(1 + n for n in lens) + 1  # sentinels, at most one token per base, <eos>
         limit = model.config.block_size
         if len(src) > limit:
-            raise ValueError(f"{name}: the flanks and sentinels make {len(src)} source tokens, more than the model's "
-                             f"block_size {limit}; use shorter flanks")
+            raise ValueError(
+                f"{name}: the flanks and sentinels make {len(src)} source tokens, more than the model's "
+                f"block_size {limit}; use shorter flanks"
+            )
         parsed.append((masked, src, steps))
     gen = None
     if seed is not None:
@@ -187,8 +199,9 @@ def fill_gaps(
     i = 0
     while i < len(parsed):  # batches of at most max_batch rows
         j = min(len(parsed), i + max(1, max_batch // num_samples))
-        out += _fill_batch(model, tokenizer, parsed[i:j], num_samples, temperature, top_k, top_p, gen,
-                           max_gap_length, bpt, device)
+        out += _fill_batch(
+            model, tokenizer, parsed[i:j], num_samples, temperature, top_k, top_p, gen, max_gap_length, bpt, device
+        )
         i = j
     return out
 
@@ -207,7 +220,7 @@ def _fill_batch(model, tok, batch, num_samples, temperature, top_k, top_p, gen, 
     sent_pos = torch.zeros((B, G), dtype=torch.long)  # source position of each gap's sentinel (unpadded)
     sentinel_set = set(tok.sentinel_ids)
     for b, (masked, src) in enumerate(rows):
-        idx[b, S - len(src):] = torch.tensor(src, dtype=torch.long)
+        idx[b, S - len(src) :] = torch.tensor(src, dtype=torch.long)
         src_start[b] = S - len(src)
         where = [p for p, t in enumerate(src) if t in sentinel_set]
         sent_pos[b, : len(where)] = torch.tensor(where, dtype=torch.long)
@@ -216,11 +229,13 @@ def _fill_batch(model, tok, batch, num_samples, temperature, top_k, top_p, gen, 
             free[b, g] = n is None
         n_gaps[b] = len(masked.gaps)
     idx, src_start, gap_len, free, n_gaps, sent_pos = (
-        t.to(device) for t in (idx, src_start, gap_len, free, n_gaps, sent_pos))
+        t.to(device) for t in (idx, src_start, gap_len, free, n_gaps, sent_pos)
+    )
     key_start = src_start if bool((src_start > 0).any()) else None
     # markers[b, g]: the token that opens gap g (sentinel g), or <eos> at g == number of gaps
-    sent = torch.tensor(tok.sentinel_ids[: G + 1] + [tok.eos_id] * max(0, G + 1 - tok.num_sentinels),
-                        dtype=torch.long, device=device)
+    sent = torch.tensor(
+        tok.sentinel_ids[: G + 1] + [tok.eos_id] * max(0, G + 1 - tok.num_sentinels), dtype=torch.long, device=device
+    )
     markers = sent[None, : G + 1].expand(B, G + 1).clone()
     markers[torch.arange(B, device=device), n_gaps] = tok.eos_id
     special = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
@@ -327,7 +342,17 @@ def infill(
         option: malformed gaps, more gaps than sentinels, a tokenizer without sentinels, flanks longer than
         block_size, sampling options out of range.
     """
-    fills = fill_gaps(model, tokenizer, text, num_samples=num_samples, temperature=temperature, top_k=top_k,
-                      top_p=top_p, seed=seed, max_gap_length=max_gap_length, max_batch=max_batch)
+    fills = fill_gaps(
+        model,
+        tokenizer,
+        text,
+        num_samples=num_samples,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        max_gap_length=max_gap_length,
+        max_batch=max_batch,
+    )
     items = [parse_masked(item, name) for name, item in _items(text)]
     return [[m.join(f) for f in samples] for m, samples in zip(items, fills, strict=True)]

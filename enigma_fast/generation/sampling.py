@@ -77,8 +77,9 @@ def sample(
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a (B, V) floating-point tensor, got {type(logits).__name__}")
     if logits.dim() != 2 or not logits.dtype.is_floating_point or logits.shape[1] == 0:
-        raise ValueError(f"logits must be a (B, V) floating-point tensor with V >= 1, got {logits.dtype} "
-                         f"{tuple(logits.shape)}")
+        raise ValueError(
+            f"logits must be a (B, V) floating-point tensor with V >= 1, got {logits.dtype} {tuple(logits.shape)}"
+        )
     return _sample(logits, *check_sampling_args(temperature, top_k, top_p), generator)
 
 

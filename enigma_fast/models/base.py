@@ -98,8 +98,9 @@ class DNALanguageModel(nn.Module):
     def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
         """Mean next-token cross-entropy (nats) over targets != ignore_index; logits ``(B, T, V)``, targets
         ``(B, T)``."""
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1).long(),
-                               ignore_index=ignore_index)
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1).long(), ignore_index=ignore_index
+        )
 
     def num_parameters(self) -> int:
         """Number of distinct parameters (a tied head counted once)."""

@@ -125,8 +125,10 @@ def load_state(model: torch.nn.Module, path: str | os.PathLike) -> None:
         raise ValueError(f"{f} is not a readable safetensors file ({err})") from None
     expected = model.state_dict()
     distinct = _unique_state(model)
-    tied = {k: next(n for n in distinct if expected[n].data_ptr() == expected[k].data_ptr())
-            for k in set(expected) - set(distinct)}
+    tied = {
+        k: next(n for n in distinct if expected[n].data_ptr() == expected[k].data_ptr())
+        for k in set(expected) - set(distinct)
+    }
     missing = sorted(set(distinct) - set(loaded))
     unexpected = sorted(
         f"{k} (the config ties it to {tied[k]})" if k in tied else k for k in set(loaded) - set(distinct)
@@ -151,8 +153,9 @@ def load_state(model: torch.nn.Module, path: str | os.PathLike) -> None:
     if wrong_dtype:
         problems.append("mismatched dtypes: " + "; ".join(wrong_dtype))
     if problems:
-        raise ValueError(f"cannot load {f}: its tensors are not those of the model its config describes: "
-                         + " | ".join(problems))
+        raise ValueError(
+            f"cannot load {f}: its tensors are not those of the model its config describes: " + " | ".join(problems)
+        )
     with torch.no_grad():
         for k, t in loaded.items():
             expected[k].copy_(t)

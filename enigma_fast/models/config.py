@@ -207,10 +207,8 @@ class EnigmaConfig(_Config):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(d_model=128, n_head=4, n_encoder_layer=2, n_decoder_layer=2, max_rel_pos=64, block_size=256),
         # the seed's Enigma: d_model 384, 12 heads, 12 layers, block 512
-        "seed": dict(d_model=384, n_head=12, n_encoder_layer=12, n_decoder_layer=12, max_rel_pos=128,
-                     block_size=512),
-        "750m": dict(d_model=1280, n_head=20, n_encoder_layer=14, n_decoder_layer=14, max_rel_pos=256,
-                     block_size=2048),
+        "seed": dict(d_model=384, n_head=12, n_encoder_layer=12, n_decoder_layer=12, max_rel_pos=128, block_size=512),
+        "750m": dict(d_model=1280, n_head=20, n_encoder_layer=14, n_decoder_layer=14, max_rel_pos=256, block_size=2048),
     }
 
     def validate(self) -> None:
@@ -225,8 +223,11 @@ class EnigmaConfig(_Config):
         emb = self.vocab_size * self.d_model + self.block_size * self.d_model
         head = 0 if self.tie_embeddings else self.vocab_size * self.d_model
         enc = self.n_encoder_layer * self._block_params() + self.d_model
-        dec = self.n_decoder_layer * (self._block_params(cross=True) + self.n_head * (2 * self.cross_rel_pos + 1)
-                                      * (self.cross_rel_pos > 0)) + self.d_model
+        dec = (
+            self.n_decoder_layer
+            * (self._block_params(cross=True) + self.n_head * (2 * self.cross_rel_pos + 1) * (self.cross_rel_pos > 0))
+            + self.d_model
+        )
         return emb + head + enc + dec
 
 

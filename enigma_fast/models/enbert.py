@@ -32,8 +32,17 @@ class EnBERT(DNALanguageModel):
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            Block(c.d_model, c.n_head, c.ffn_mult, c.max_rel_pos, causal=True, cross=False, bias=c.bias,
-                  dropout=c.dropout, norm_eps=c.norm_eps)
+            Block(
+                c.d_model,
+                c.n_head,
+                c.ffn_mult,
+                c.max_rel_pos,
+                causal=True,
+                cross=False,
+                bias=c.bias,
+                dropout=c.dropout,
+                norm_eps=c.norm_eps,
+            )
             for _ in range(c.n_layer)
         )
         self.norm_f = RMSNorm(c.d_model, eps=c.norm_eps)
@@ -51,8 +60,13 @@ class EnBERT(DNALanguageModel):
             check_id_tensor("targets", targets, dev, shape=(B, T))
         if key_start is not None:
             check_id_tensor("key_start", key_start, dev, dims=1, shape=(B,))
-        check_id_ranges([self._id_range("idx", idx), self._id_range("targets", targets, targets=True),
-                         self._start_range("key_start", key_start, T)])
+        check_id_ranges(
+            [
+                self._id_range("idx", idx),
+                self._id_range("targets", targets, targets=True),
+                self._start_range("key_start", key_start, T),
+            ]
+        )
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, key_start: torch.Tensor | None = None

@@ -58,8 +58,18 @@ class Enigma(DNALanguageModel):
 
         def blocks(n: int, decoder: bool) -> nn.ModuleList:
             return nn.ModuleList(
-                Block(c.d_model, c.n_head, c.ffn_mult, c.max_rel_pos, causal=decoder, cross=decoder, bias=c.bias,
-                      dropout=c.dropout, norm_eps=c.norm_eps, cross_rel_pos=c.cross_rel_pos if decoder else 0)
+                Block(
+                    c.d_model,
+                    c.n_head,
+                    c.ffn_mult,
+                    c.max_rel_pos,
+                    causal=decoder,
+                    cross=decoder,
+                    bias=c.bias,
+                    dropout=c.dropout,
+                    norm_eps=c.norm_eps,
+                    cross_rel_pos=c.cross_rel_pos if decoder else 0,
+                )
                 for _ in range(n)
             )
 
@@ -115,8 +125,10 @@ class Enigma(DNALanguageModel):
         """
         check_id_tensor("window", window)
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != window.shape:
-            raise ValueError(f"mask must be a bool tensor of the window's shape {tuple(window.shape)}, got "
-                             f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
+            raise ValueError(
+                f"mask must be a bool tensor of the window's shape {tuple(window.shape)}, got "
+                f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}"
+            )
         B, L = window.shape
         dev = window.device
         window = window.long()
@@ -220,13 +232,15 @@ class Enigma(DNALanguageModel):
                 f"source + target length {S} + {tgt_in.shape[1]} exceeds block_size {self.config.block_size}"
             )
         P = self.config.block_size
-        check_id_ranges([
-            self._id_range("src", src),
-            self._id_range("tgt_in", tgt_in),
-            self._id_range("targets", targets, targets=True),
-            self._start_range("src_start", src_start, S),
-            IdRange("tgt_pos", tgt_pos, 0, P, f"positions in [0, block_size={P})"),
-        ])
+        check_id_ranges(
+            [
+                self._id_range("src", src),
+                self._id_range("tgt_in", tgt_in),
+                self._id_range("targets", targets, targets=True),
+                self._start_range("src_start", src_start, S),
+                IdRange("tgt_pos", tgt_pos, 0, P, f"positions in [0, block_size={P})"),
+            ]
+        )
         memory = self._encode(src, src_start)
         if tgt_pos is None:
             tgt_pos = self._src_len(src, src_start)[:, None] + torch.arange(tgt_in.shape[1], device=dev)[None, :]
@@ -257,8 +271,16 @@ class Enigma(DNALanguageModel):
         bos = torch.full((idx.shape[0], 1), self.config.bos_id, dtype=idx.dtype, device=idx.device)
         pos = (cache["first_pos"] if bos_pos is None else bos_pos.long())[:, None]  # (B, 1)
         h = self.drop(self.tok_emb(bos) + self.pos_emb(pos))
-        y = run_blocks(self.decoder, self.norm_f, h, caches=cache["layers"], prefill=True,
-                       memory_kv=cache["memory_kv"], memory_start=key_start, cross_pos=pos)
+        y = run_blocks(
+            self.decoder,
+            self.norm_f,
+            h,
+            caches=cache["layers"],
+            prefill=True,
+            memory_kv=cache["memory_kv"],
+            memory_start=key_start,
+            cross_pos=pos,
+        )
         cache["seqlens"].fill_(1)
         return self.lm_head(y[:, -1])
 
@@ -269,8 +291,15 @@ class Enigma(DNALanguageModel):
             pos = cache["first_pos"] + cache["seqlens"].long()
         pos = pos.long()[:, None]  # (B, 1)
         h = self.drop(self.tok_emb(tok) + self.pos_emb(pos))
-        y = run_blocks(self.decoder, self.norm_f, h, caches=cache["layers"], memory_kv=cache["memory_kv"],
-                       memory_start=cache["memory_start"], cross_pos=pos)
+        y = run_blocks(
+            self.decoder,
+            self.norm_f,
+            h,
+            caches=cache["layers"],
+            memory_kv=cache["memory_kv"],
+            memory_start=cache["memory_start"],
+            cross_pos=pos,
+        )
         cache["seqlens"].add_(1)
         return self.lm_head(y[:, -1])
 

@@ -109,9 +109,7 @@ class CrossAttention(nn.Module):
             if mask is not None:
                 bias = bias.masked_fill(~mask, float("-inf"))
             mask = bias
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -166,8 +164,15 @@ class Block(nn.Module):
         cache), the block runs under non-reentrant ``torch.utils.checkpoint``: same results and gradients, only
         ``(f, h)`` kept for the backward.
         """
-        kw = dict(key_start=key_start, cache=cache, prefill=prefill, memory=memory, memory_kv=memory_kv,
-                  memory_start=memory_start, cross_pos=cross_pos)
+        kw = dict(
+            key_start=key_start,
+            cache=cache,
+            prefill=prefill,
+            memory=memory,
+            memory_kv=memory_kv,
+            memory_start=memory_start,
+            cross_pos=cross_pos,
+        )
         if self.activation_checkpointing and cache is None and torch.is_grad_enabled():
             return checkpoint(self._forward, f, h, use_reentrant=False, **kw)
         return self._forward(f, h, **kw)
@@ -218,8 +223,16 @@ def run_blocks(
     """
     f = None
     for i, blk in enumerate(blocks):
-        f, h = blk(f, h, key_start=key_start, cache=caches[i] if caches is not None else None, prefill=prefill,
-                   memory=memory, memory_kv=memory_kv[i] if memory_kv is not None else None,
-                   memory_start=memory_start, cross_pos=cross_pos)
+        f, h = blk(
+            f,
+            h,
+            key_start=key_start,
+            cache=caches[i] if caches is not None else None,
+            prefill=prefill,
+            memory=memory,
+            memory_kv=memory_kv[i] if memory_kv is not None else None,
+            memory_start=memory_start,
+            cross_pos=cross_pos,
+        )
     y, _ = final_norm(f, h)
     return y

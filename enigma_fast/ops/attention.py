@@ -185,4 +185,3 @@ def _register() -> None:
 
 if _extension.EXTENSION is not None:
     _register()
-

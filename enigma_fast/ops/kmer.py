@@ -358,4 +358,3 @@ def _register() -> None:
 
 if _extension.EXTENSION is not None:
     _register()
-

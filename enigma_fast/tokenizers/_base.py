@@ -39,8 +39,19 @@ INVALID_POLICIES = ("error", "unk")
 FORMAT = "enigma_fast.tokenizer"
 FORMAT_VERSION = 1
 # tokenizer.json keys, all required
-FILE_KEYS = ("format", "version", "type", "k", "stride", "case", "unknown", "invalid", "pieces", "special_tokens",
-             "fallback")
+FILE_KEYS = (
+    "format",
+    "version",
+    "type",
+    "k",
+    "stride",
+    "case",
+    "unknown",
+    "invalid",
+    "pieces",
+    "special_tokens",
+    "fallback",
+)
 # Ids need not be 0..n-1, but the tables are sized by the largest id: it must stay below 2 * n + MAX_ID_SLACK for
 # n distinct ids (a seed vocabulary with a gap is fine; one id of 10,000,000 would allocate gigabytes).
 MAX_ID_SLACK = 1024
@@ -165,13 +176,19 @@ class DNATokenizer:
             if not isinstance(text, str) or not 0 < len(text) <= self.k or not _ALPHABET_SET.issuperset(text):
                 raise ValueError(
                     f"tokenizer 'pieces' must be 1..k={self.k} letters of FALLBACK_ALPHABET, got {_got(text)}"
-                    + (f"; a {len(text)}-mer vocabulary needs k={len(text)}" if isinstance(text, str)
-                       and len(text) > self.k and _ALPHABET_SET.issuperset(text) else "")
+                    + (
+                        f"; a {len(text)}-mer vocabulary needs k={len(text)}"
+                        if isinstance(text, str) and len(text) > self.k and _ALPHABET_SET.issuperset(text)
+                        else ""
+                    )
                 )
         extra = [s for s in special_ids if s not in SPECIAL_TOKENS]
         n_sent = len(extra)
-        if (not set(SPECIAL_TOKENS) <= set(special_ids) or n_sent > MAX_SENTINELS
-                or set(extra) != {sentinel_name(j) for j in range(n_sent)}):
+        if (
+            not set(SPECIAL_TOKENS) <= set(special_ids)
+            or n_sent > MAX_SENTINELS
+            or set(extra) != {sentinel_name(j) for j in range(n_sent)}
+        ):
             shown = list(special_ids)
             shown = shown if len(shown) <= 8 else [*shown[:8], f"... ({len(shown)} keys)"]
             raise ValueError(
@@ -180,8 +197,9 @@ class DNATokenizer:
             )
         for text in fallback:
             if not isinstance(text, str) or len(text) != 1 or text not in _ALPHABET_SET:
-                raise ValueError(f"tokenizer 'fallback' keys must be single letters of FALLBACK_ALPHABET, got "
-                                 f"{_got(text)}")
+                raise ValueError(
+                    f"tokenizer 'fallback' keys must be single letters of FALLBACK_ALPHABET, got {_got(text)}"
+                )
         # One id, one string: a piece and a fallback byte may share an id only when they are the same text.
         owner: dict[int, str] = {}
         for key, table in tables.items():
@@ -273,8 +291,9 @@ class DNATokenizer:
         """Id of sentinel ``<mask_i>``; ValueError naming ``i`` and how many sentinels there are otherwise."""
         n = self.num_sentinels
         if not _is_int(i) or not 0 <= i < n:
-            raise ValueError(f"sentinel index must be an int in [0, {n}) (this tokenizer has {n} sentinels), "
-                             f"got {_got(i)}")
+            raise ValueError(
+                f"sentinel index must be an int in [0, {n}) (this tokenizer has {n} sentinels), got {_got(i)}"
+            )
         return self.special_ids[sentinel_name(i)]
 
     def is_sentinel(self, token_id: int) -> bool:

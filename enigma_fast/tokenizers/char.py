@@ -30,7 +30,10 @@ class CharTokenizer(DNATokenizer):
     kind = "char"
 
     def __init__(
-        self, case: str = "keep", unknown: str = "fallback", invalid: str = "error",
+        self,
+        case: str = "keep",
+        unknown: str = "fallback",
+        invalid: str = "error",
         num_sentinels: int = DEFAULT_SENTINELS,
     ) -> None:
         super().__init__(1, 1, case, unknown, invalid)

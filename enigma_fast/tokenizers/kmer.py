@@ -121,8 +121,10 @@ class KMerTokenizer(DNATokenizer):
         be an iterable of str/bytes, not one str (that would count its letters as sequences).
         """
         if isinstance(sequences, str | bytes | bytearray):
-            raise TypeError(f"sequences must be an iterable of DNA strings, got a single {type(sequences).__name__}; "
-                            "wrap it in a list")
+            raise TypeError(
+                f"sequences must be an iterable of DNA strings, got a single {type(sequences).__name__}; "
+                "wrap it in a list"
+            )
         seqs = list(sequences)
         datas = [self._prepare(_to_bytes(s)) for s in seqs]
         skip_invalid = False

@@ -39,16 +39,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m enigma_fast.train", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", nargs="*", default=argparse.SUPPRESS,
-                   help="FASTA/FASTQ files (plain or gzip) or one prepared token folder; none = the shipped genome")
+    p = _Parser(
+        prog="python -m enigma_fast.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "data",
+        nargs="*",
+        default=argparse.SUPPRESS,
+        help="FASTA/FASTQ files (plain or gzip) or one prepared token folder; none = the shipped genome",
+    )
     p.add_argument("--config", help="TOML or JSON file of options (field names as keys)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print parameters, memory per GPU and tokens per step (model on the meta device), then exit")
-    p.add_argument("--world-size", type=int, metavar="N",
-                   help="ranks the --dry-run estimate assumes (default: WORLD_SIZE under torchrun, else 1)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print parameters, memory per GPU and tokens per step (model on the meta device), then exit",
+    )
+    p.add_argument(
+        "--world-size",
+        type=int,
+        metavar="N",
+        help="ranks the --dry-run estimate assumes (default: WORLD_SIZE under torchrun, else 1)",
+    )
     add_flags(p)
     p.epilog = "presets: " + ", ".join(sorted(PRESETS))
     return p
@@ -65,11 +77,16 @@ def _prepare_main(argv: Sequence[str]) -> int:
     from enigma_fast.tokenizers import DEFAULT_SENTINELS
     from enigma_fast.train.data import make_tokenizer
 
-    p = _Parser(prog="python -m enigma_fast.train prepare",
-                description="Tokenize FASTA/FASTQ files into a memory-mapped token folder.")
+    p = _Parser(
+        prog="python -m enigma_fast.train prepare",
+        description="Tokenize FASTA/FASTQ files into a memory-mapped token folder.",
+    )
     p.add_argument("inputs", nargs="+")
-    p.add_argument("--out", required=True,
-                   help="the store folder: new, empty, or a store prepared before (replaced); nothing else is touched")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the store folder: new, empty, or a store prepared before (replaced); nothing else is touched",
+    )
     p.add_argument("--tokenizer", default="char")
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--case", default="upper", choices=["upper", "keep"])
@@ -139,18 +156,24 @@ def _report(s: dict) -> None:
     print(f"run folder: {s['run_dir']}  (final model: {s.get('final_model', '-')})")
     if "val" in s and "objective" in s:  # span corruption: masked held-out spans, both flanks
         v = s["val"]
-        print(f"held-out infill bits/base (masked spans, both flanks): {v['bpb']:.4f}  (accuracy {v['accuracy']:.3f}, "
-              f"{int(v['bases'])} bases in {int(v['spans'])} spans; {v['bpb_with_ends']:.4f} counting span ends)")
+        print(
+            f"held-out infill bits/base (masked spans, both flanks): {v['bpb']:.4f}  (accuracy {v['accuracy']:.3f}, "
+            f"{int(v['bases'])} bases in {int(v['spans'])} spans; {v['bpb_with_ends']:.4f} counting span ends)"
+        )
         if "infill_compare" in s:
             c = s["infill_compare"]
             print(f"same spans, EnBERT from the left only ({c['enbert']}): {c['bpb']:.4f} bits/base")
     if "val" in s:
         v, b = s["val"], s["baseline"]
         if "objective" not in s:
-            print(f"held-out bits/base: {v['bpb']:.4f}  (next-token accuracy {v['accuracy']:.3f}, "
-                  f"{int(v['bases'])} bases scored)")
-        print(f"order-{b['order']} Markov baseline: {b['bpb']:.4f} bits/base  "
-              f"({'model better' if v['bpb'] < b['bpb'] else 'baseline better'} by {abs(b['bpb'] - v['bpb']):.4f})")
+            print(
+                f"held-out bits/base: {v['bpb']:.4f}  (next-token accuracy {v['accuracy']:.3f}, "
+                f"{int(v['bases'])} bases scored)"
+            )
+        print(
+            f"order-{b['order']} Markov baseline: {b['bpb']:.4f} bits/base  "
+            f"({'model better' if v['bpb'] < b['bpb'] else 'baseline better'} by {abs(b['bpb'] - v['bpb']):.4f})"
+        )
     if s.get("sample", {}).get("kind") == "infill":
         sm = s["sample"]
         print(f"held-out gap of {len(sm['truth'])} bases between {len(sm['left'])}-base flanks:")
@@ -167,8 +190,12 @@ def _report(s: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and train (or ``prepare``); returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
     if argv[:1] == ["prepare"]:
         return _prepare_main(argv[1:])
     from enigma_fast.train.loop import train  # torch and the models load only when training

@@ -83,12 +83,18 @@ class TrainConfig:
         self._check_types()
         checks = [
             ("objective", self.objective in ("continuation", "span"), "'continuation' or 'span'"),
-            ("objective", self.objective != "span" or self.model == "enigma", "'continuation' for --model enbert "
-             "(span corruption needs the encoder-decoder)"),
+            (
+                "objective",
+                self.objective != "span" or self.model == "enigma",
+                "'continuation' for --model enbert (span corruption needs the encoder-decoder)",
+            ),
             ("noise_density", 0.0 < self.noise_density < 1.0, "in (0, 1)"),
             ("mean_span", self.mean_span >= 1.0, ">= 1"),
-            ("tokenizer", self.tokenizer in ("char", "kmer") or self.tokenizer.endswith(".json")
-             or Path(self.tokenizer).is_dir(), "'char', 'kmer' or a tokenizer.json path"),
+            (
+                "tokenizer",
+                self.tokenizer in ("char", "kmer") or self.tokenizer.endswith(".json") or Path(self.tokenizer).is_dir(),
+                "'char', 'kmer' or a tokenizer.json path",
+            ),
             ("case", self.case in ("upper", "keep"), "'upper' or 'keep'"),
             ("n_policy", self.n_policy in ("split", "keep"), "'split' or 'keep'"),
             ("split", self.split in ("position", "record"), "'position' or 'record'"),
@@ -113,8 +119,11 @@ class TrainConfig:
             ("ckpt_interval", self.ckpt_interval >= 0, ">= 0 (0 = only at the end)"),
             ("keep_last", self.keep_last >= 1, ">= 1"),
             ("time_budget", self.time_budget >= 0, ">= 0"),
-            ("warmup_steps", self.time_budget == 0 or self.warmup_steps >= 50,
-             ">= 50 with a time_budget (the step time is measured during warmup)"),
+            (
+                "warmup_steps",
+                self.time_budget == 0 or self.warmup_steps >= 50,
+                ">= 50 with a time_budget (the step time is measured during warmup)",
+            ),
             ("src_len", self.src_len == 0 or 0 < self.src_len < self.window, f"0 or in (0, window={self.window})"),
             ("max_time", self.max_time >= 0, ">= 0 (0 = no limit)"),
             ("eval_windows", self.eval_windows >= 1, ">= 1"),
@@ -162,8 +171,9 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def resolve(cls, preset: str | None = None, file_values: dict[str, Any] | None = None,
-                flags: dict[str, Any] | None = None) -> TrainConfig:
+    def resolve(
+        cls, preset: str | None = None, file_values: dict[str, Any] | None = None, flags: dict[str, Any] | None = None
+    ) -> TrainConfig:
         """Defaults < preset < file < flags (see the module doc). Unknown preset or key: ValueError."""
         file_values, flags = dict(file_values or {}), dict(flags or {})
         name = flags.get("preset") or file_values.get("preset") or preset or "tiny"
@@ -176,14 +186,46 @@ class TrainConfig:
 # Named recipes. "tiny" is the zero-config default: the tiny EnBERT on the shipped genome within ~10 minutes
 # on a 2-core CPU.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(model="enbert", model_preset="tiny", window=128, batch_size=16, lr=2e-3, min_lr=2e-4,
-                 warmup_steps=100, time_budget=480.0, max_time=570.0, max_steps=50_000),
+    "tiny": dict(
+        model="enbert",
+        model_preset="tiny",
+        window=128,
+        batch_size=16,
+        lr=2e-3,
+        min_lr=2e-4,
+        warmup_steps=100,
+        time_budget=480.0,
+        max_time=570.0,
+        max_steps=50_000,
+    ),
     "tiny-kmer": dict(model="enbert", model_preset="tiny", tokenizer="kmer", k=3, window=128),
     "enigma-tiny": dict(model="enigma", model_preset="tiny", window=256, lr=2e-3, min_lr=2e-4),
-    "47m": dict(model="enbert", model_preset="47m", window=1024, batch_size=8, grad_accum=4, lr=6e-4,
-                min_lr=6e-5, warmup_steps=1000, max_steps=50000, eval_interval=1000, ckpt_interval=2000),
-    "seed": dict(model="enigma", model_preset="seed", window=512, batch_size=8, grad_accum=4, lr=6e-4,
-                 min_lr=6e-5, warmup_steps=1000, max_steps=50000, eval_interval=1000, ckpt_interval=2000),
+    "47m": dict(
+        model="enbert",
+        model_preset="47m",
+        window=1024,
+        batch_size=8,
+        grad_accum=4,
+        lr=6e-4,
+        min_lr=6e-5,
+        warmup_steps=1000,
+        max_steps=50000,
+        eval_interval=1000,
+        ckpt_interval=2000,
+    ),
+    "seed": dict(
+        model="enigma",
+        model_preset="seed",
+        window=512,
+        batch_size=8,
+        grad_accum=4,
+        lr=6e-4,
+        min_lr=6e-5,
+        warmup_steps=1000,
+        max_steps=50000,
+        eval_interval=1000,
+        ckpt_interval=2000,
+    ),
 }
 
 
@@ -211,8 +253,14 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         if f.name == "data":
             continue  # positional
         if f.name == "model_overrides":
-            p.add_argument("--model-override", dest="model_overrides", action="append", metavar="KEY=VALUE",
-                           default=argparse.SUPPRESS, help="model config field, e.g. d_model=256 (repeatable)")
+            p.add_argument(
+                "--model-override",
+                dest="model_overrides",
+                action="append",
+                metavar="KEY=VALUE",
+                default=argparse.SUPPRESS,
+                help="model config field, e.g. d_model=256 (repeatable)",
+            )
             continue
         if f.type == "bool":
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)

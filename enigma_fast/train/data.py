@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 def make_tokenizer(cfg: TrainConfig, num_sentinels: int | None = None) -> DNATokenizer:
-    """"char": single base; "kmer": every one of the 4^k k-mers (stride k; a complete vocabulary, so the
+    """ "char": single base; "kmer": every one of the 4^k k-mers (stride k; a complete vocabulary, so the
     reverse complement of every k-mer has an id); otherwise a tokenizer.json path. Enigma runs get the 64 sentinel
     tokens (span corruption, infilling), EnBERT runs none (a next-token model never sees them, and its vocabulary
     stays what it was before sentinels existed), unless ``num_sentinels`` says otherwise; a tokenizer.json is used

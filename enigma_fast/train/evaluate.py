@@ -66,11 +66,12 @@ def evaluate(
         i = j
         length = group[0].length
         sl = min(src_len, length - 1) if kind == "enigma" else 0
-        rows = torch.from_numpy(np.stack([np.asarray(tokens[w.start : w.start + length], dtype=np.int64)
-                                          for w in group])).to(device)
+        rows = torch.from_numpy(
+            np.stack([np.asarray(tokens[w.start : w.start + length], dtype=np.int64) for w in group])
+        ).to(device)
         with autocast():
             logits, _, targets = forward_loss(model, rows, kind, sl, bos_id)
-        first = (1 if kind == "enbert" else sl)  # window position of targets[:, 0]
+        first = 1 if kind == "enbert" else sl  # window position of targets[:, 0]
         pos = torch.arange(targets.shape[1], device=device) + first
         score_from = torch.tensor([max(w.score_from, sl) for w in group], device=device)
         mask = pos[None, :] >= score_from[:, None]  # (B, T)
@@ -99,4 +100,4 @@ def sample_continuation(
     idx = torch.as_tensor(np.asarray(prompt_ids, dtype=np.int64), device=device)[None]
     new_tokens = max(1, min(new_tokens, model.max_new_tokens_for(idx.shape[1])))
     out = model.generate(idx, new_tokens, temperature=1.0, seed=seed)
-    return tokenizer.decode(idx[0].cpu()), tokenizer.decode(out[0, idx.shape[1]:].cpu())
+    return tokenizer.decode(idx[0].cpu()), tokenizer.decode(out[0, idx.shape[1] :].cpu())

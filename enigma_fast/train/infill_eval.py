@@ -43,10 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-density", type=float, default=0.15, help="masked fraction of each window (default 0.15)")
     p.add_argument("--mean-span", type=float, default=3.0, help="mean span length in tokens (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the span choice (default 0)")
-    p.add_argument("--context", type=int, default=128,
-                   help="EnBERT: tokens of left context before each window, within its segment (default 128)")
-    p.add_argument("--max-windows", type=int, default=0, help="score at most this many windows, evenly spread "
-                   "(default 0 = all)")
+    p.add_argument(
+        "--context",
+        type=int,
+        default=128,
+        help="EnBERT: tokens of left context before each window, within its segment (default 128)",
+    )
+    p.add_argument(
+        "--max-windows", type=int, default=0, help="score at most this many windows, evenly spread (default 0 = all)"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object instead")
@@ -82,10 +87,13 @@ def evaluate_pair(
     if not enigma and not enbert:
         raise ValueError("give --enigma, --enbert or both")
     check_span_options(noise_density, mean_span)
-    for name, value, ok in (("--window", window, window >= 2), ("--context", context, context >= 0),
-                            ("--max-windows", max_windows, max_windows >= 0),
-                            ("--batch-size", batch_size, batch_size >= 1),
-                            ("--val-fraction", val_fraction, 0.0 < val_fraction < 1.0)):
+    for name, value, ok in (
+        ("--window", window, window >= 2),
+        ("--context", context, context >= 0),
+        ("--max-windows", max_windows, max_windows >= 0),
+        ("--batch-size", batch_size, batch_size >= 1),
+        ("--val-fraction", val_fraction, 0.0 < val_fraction < 1.0),
+    ):
         if not ok:
             raise ValueError(f"{name} out of range, got {value}")
     models = {}
@@ -109,8 +117,17 @@ def evaluate_pair(
         _, val = split_segments(store.segments, val_fraction, "position")
         tokens = store.tokens
         ev = SpanEval(tokens, val, window, noise_density, mean_span, seed, max_windows)
-        out: dict = {"spans": {"windows": len(ev), "window": window, "noise_density": noise_density,
-                               "mean_span": mean_span, "seed": seed, "val_fraction": val_fraction, "data": inputs}}
+        out: dict = {
+            "spans": {
+                "windows": len(ev),
+                "window": window,
+                "noise_density": noise_density,
+                "mean_span": mean_span,
+                "seed": seed,
+                "val_fraction": val_fraction,
+                "data": inputs,
+            }
+        }
         dev = torch.device(device)
         if "enigma" in models:
             path, m = models["enigma"]
@@ -120,8 +137,11 @@ def evaluate_pair(
         if "enbert" in models:
             path, m = models["enbert"]
             bpt = torch.from_numpy(bases_per_token(m.tokenizer)).to(dev)
-            out["enbert"] = {"model": path, "context": context,
-                             **ev.score_left_to_right(m, m.tokenizer, bpt, context, batch_size, dev)}
+            out["enbert"] = {
+                "model": path,
+                "context": context,
+                **ev.score_left_to_right(m, m.tokenizer, bpt, context, batch_size, dev),
+            }
             out["spans"].setdefault("bases", out["enbert"]["bases"])
         del tokens, store, ev  # the memory map, before the folder goes
     return out
@@ -132,9 +152,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:
-        res = evaluate_pair(a.enigma, a.enbert, a.data, val_fraction=a.val_fraction, window=a.window,
-                            noise_density=a.noise_density, mean_span=a.mean_span, seed=a.seed, context=a.context,
-                            max_windows=a.max_windows, batch_size=a.batch_size, device=a.device)
+        res = evaluate_pair(
+            a.enigma,
+            a.enbert,
+            a.data,
+            val_fraction=a.val_fraction,
+            window=a.window,
+            noise_density=a.noise_density,
+            mean_span=a.mean_span,
+            seed=a.seed,
+            context=a.context,
+            max_windows=a.max_windows,
+            batch_size=a.batch_size,
+            device=a.device,
+        )
     except (OSError, ValueError) as err:
         print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
@@ -142,17 +173,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(res, indent=1))
         return 0
     sp = res["spans"]
-    print(f"held-out spans: {sp['windows']} windows of up to {sp['window']} tokens, noise density "
-          f"{sp['noise_density']}, mean span {sp['mean_span']}, seed {sp['seed']}: {int(sp['bases'])} bases"
-          + (f" in {int(sp['spans'])} spans" if "spans" in sp else ""))
+    print(
+        f"held-out spans: {sp['windows']} windows of up to {sp['window']} tokens, noise density "
+        f"{sp['noise_density']}, mean span {sp['mean_span']}, seed {sp['seed']}: {int(sp['bases'])} bases"
+        + (f" in {int(sp['spans'])} spans" if "spans" in sp else "")
+    )
     if "enigma" in res:
         e = res["enigma"]
-        print(f"Enigma, both flanks      {e['model']}: {e['bpb']:.4f} bits/base (accuracy {e['accuracy']:.3f}; "
-              f"{e['bpb_with_ends']:.4f} counting where each span ends)")
+        print(
+            f"Enigma, both flanks      {e['model']}: {e['bpb']:.4f} bits/base (accuracy {e['accuracy']:.3f}; "
+            f"{e['bpb_with_ends']:.4f} counting where each span ends)"
+        )
     if "enbert" in res:
         e = res["enbert"]
-        print(f"EnBERT, left context only {e['model']}: {e['bpb']:.4f} bits/base (accuracy {e['accuracy']:.3f}; "
-              f"up to {e['context']} tokens before each window)")
+        print(
+            f"EnBERT, left context only {e['model']}: {e['bpb']:.4f} bits/base (accuracy {e['accuracy']:.3f}; "
+            f"up to {e['context']} tokens before each window)"
+        )
     return 0
 
 

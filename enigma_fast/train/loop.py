@@ -86,8 +86,12 @@ def _init_distributed(device_type: str) -> _Dist:
         return _Dist()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
-                 int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+    return _Dist(
+        dist.get_rank(),
+        dist.get_world_size(),
+        int(os.environ.get("LOCAL_RANK", "0")),
+        int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
+    )
 
 
 def _device(cfg: TrainConfig) -> str:
@@ -107,8 +111,16 @@ def _device(cfg: TrainConfig) -> str:
 
 
 # what a run writes into its folder (besides .tmp siblings); a fresh run never replaces any of them it did not write
-RUN_NAMES = ("train_config.json", "metrics.csv", "summary.json", "loss.png", "tensorboard", "data", "checkpoints",
-             "final")
+RUN_NAMES = (
+    "train_config.json",
+    "metrics.csv",
+    "summary.json",
+    "loss.png",
+    "tensorboard",
+    "data",
+    "checkpoints",
+    "final",
+)
 
 
 def _is_own_config(path: Path) -> bool:
@@ -136,8 +148,10 @@ def _new_run_dir(cfg: TrainConfig, run_dir: str | os.PathLike | None = None) -> 
             raise FileExistsError(f"run folder {path} already holds a run; use --resume {path} or another --out")
         present = [n for n in RUN_NAMES if os.path.lexists(path / n)]
         if present and not _is_own_config(path / "train_config.json"):
-            raise FileExistsError(f"run folder {path} already holds {', '.join(present)}, not written by a run of "
-                                  "enigma_fast; a run never replaces files it did not write: use another --out")
+            raise FileExistsError(
+                f"run folder {path} already holds {', '.join(present)}, not written by a run of "
+                "enigma_fast; a run never replaces files it did not write: use another --out"
+            )
         return path
     base = Path("runs") / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = base, 1
@@ -189,16 +203,21 @@ def _build_model(cfg: TrainConfig, tok: Any) -> torch.nn.Module:
     return model
 
 
-def _autocast_works(model: torch.nn.Module, cfg: TrainConfig, tok: Any, device: torch.device,
-                    dtype: torch.dtype) -> bool:
+def _autocast_works(
+    model: torch.nn.Module, cfg: TrainConfig, tok: Any, device: torch.device, dtype: torch.dtype
+) -> bool:
     """Probe one small forward under autocast (every op of the model must accept the mixed dtypes)."""
     x = torch.full((1, 8), tok.pieces.get("A", 0), dtype=torch.long, device=device)
     try:
         with torch.no_grad(), torch.autocast(device.type, dtype=dtype):
             forward_loss(model, x, cfg.model, 4, tok.bos_id)
     except RuntimeError as err:
-        logger.warning("%s autocast unavailable for this model on %s (%s): training in float32",
-                       dtype, device, str(err).splitlines()[0])
+        logger.warning(
+            "%s autocast unavailable for this model on %s (%s): training in float32",
+            dtype,
+            device,
+            str(err).splitlines()[0],
+        )
         return False
     return True
 
@@ -214,11 +233,11 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
         return torch.optim.AdamW(groups, **kw)
 
 
-def _fit_steps(cfg: TrainConfig, step: int, step_s: float, elapsed: float, dd: _Dist, device: torch.device,
-               first: bool = True) -> int:
+def _fit_steps(
+    cfg: TrainConfig, step: int, step_s: float, elapsed: float, dd: _Dist, device: torch.device, first: bool = True
+) -> int:
     """The step count that fills ``cfg.time_budget`` at ``step_s`` seconds a step (rank 0's figure for all)."""
-    fitted = torch.tensor([min(cfg.max_steps, step + int(max(0.0, cfg.time_budget - elapsed) / step_s))],
-                          device=device)
+    fitted = torch.tensor([min(cfg.max_steps, step + int(max(0.0, cfg.time_budget - elapsed) / step_s))], device=device)
     if dd.enabled:
         dist.broadcast(fitted, src=0)
     total = max(int(fitted), cfg.warmup_steps + 1, step + 1)
@@ -299,8 +318,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     kind, src_len = cfg.model, cfg.enigma_src_len
     rc = tdata.rc_table(tok) if cfg.rc_augment > 0 else None
     if cfg.rc_augment > 0 and rc is None:
-        raise ValueError("rc_augment needs a tokenizer whose stride is k and whose vocabulary holds the reverse "
-                         "complement of every piece (the 'char' and 'kmer' tokenizers do)")
+        raise ValueError(
+            "rc_augment needs a tokenizer whose stride is k and whose vocabulary holds the reverse "
+            "complement of every piece (the 'char' and 'kmer' tokenizers do)"
+        )
     span = cfg.window + 1 if kind == "enbert" else cfg.window
     sampler = WindowSampler(store.tokens, train_segs, span, cfg.seed, cfg.rc_augment)
     stride = cfg.eval_stride or max(1, 3 * cfg.window // 4)
@@ -348,21 +369,34 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         if "max_steps" in changed or "time_budget" in changed:
             planned = 0  # a new schedule: max_steps, or fitted again to the time budget
             if not cfg.time_budget and cfg.max_steps < start:
-                raise ValueError(f"max_steps must be >= {start}, the step the run in {run} has reached; "
-                                 f"got {cfg.max_steps}")
+                raise ValueError(
+                    f"max_steps must be >= {start}, the step the run in {run} has reached; got {cfg.max_steps}"
+                )
             if dd.main:
-                logger.info("resuming at step %d with a new schedule: %s", start,
-                            f"{cfg.max_steps} steps" if not cfg.time_budget else "fitted to the time budget")
+                logger.info(
+                    "resuming at step %d with a new schedule: %s",
+                    start,
+                    f"{cfg.max_steps} steps" if not cfg.time_budget else "fitted to the time budget",
+                )
 
     baseline = None
     if dd.main:
         b = markov_baseline(tdata.store_base_codes(store, train_segs), tdata.store_base_codes(store, val_segs))
         baseline = {"order": b.best_order, "bpb": b.best_bits, "by_order": b.bits}
-        logger.info("order-%d Markov baseline (add-one, fitted on the training part): %.4f held-out bits/base",
-                    b.best_order, b.best_bits)
-        logger.info("model: %s %s, %.2fM parameters; data: %d train / %d held-out tokens; run folder %s",
-                    kind, cfg.model_preset, model.num_parameters() / 1e6, int(train_segs[:, 1].sum()),
-                    int(val_segs[:, 1].sum()), run)
+        logger.info(
+            "order-%d Markov baseline (add-one, fitted on the training part): %.4f held-out bits/base",
+            b.best_order,
+            b.best_bits,
+        )
+        logger.info(
+            "model: %s %s, %.2fM parameters; data: %d train / %d held-out tokens; run folder %s",
+            kind,
+            cfg.model_preset,
+            model.num_parameters() / 1e6,
+            int(train_segs[:, 1].sum()),
+            int(val_segs[:, 1].sum()),
+            run,
+        )
 
     if cfg.compile:
         fwd = torch.compile(fwd)
@@ -371,8 +405,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     global_batch = B * A * W
     ckpt_batch = int((state.get("data") or {}).get("global_batch") or global_batch)
     if dd.main and ckpt_batch != global_batch:  # e.g. another number of ranks: keep it with --batch-size/--grad-accum
-        logger.warning("global batch of %d windows, the checkpoint's was %d (batch_size x grad_accum x ranks): the "
-                       "run is no longer an exact continuation", global_batch, ckpt_batch)
+        logger.warning(
+            "global batch of %d windows, the checkpoint's was %d (batch_size x grad_accum x ranks): the "
+            "run is no longer an exact continuation",
+            global_batch,
+            ckpt_batch,
+        )
     metrics = MetricsLog(run, resume_step=start if resume else None) if dd.main else None
     # the step count: max_steps, or fitted to time_budget from the step time measured during warmup
     total = planned or (cfg.max_steps if not cfg.time_budget else 0)
@@ -387,9 +425,14 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     flags = torch.zeros(2, dtype=torch.int64, device=device)  # (signal, out of time), max-reduced (NCCL: on GPU)
 
     def trainer_state() -> dict[str, Any]:
-        return {"elapsed_s": elapsed0 + time.perf_counter() - t_start, "planned_steps": total,
-                "data": {"sampler": "stateless", "seed": cfg.seed, "next_step": step, "global_batch": global_batch},
-                "last_val": last_val, "config": cfg.to_dict(), "resumes": resumes}
+        return {
+            "elapsed_s": elapsed0 + time.perf_counter() - t_start,
+            "planned_steps": total,
+            "data": {"sampler": "stateless", "seed": cfg.seed, "next_step": step, "global_batch": global_batch},
+            "last_val": last_val,
+            "config": cfg.to_dict(),
+            "resumes": resumes,
+        }
 
     def checkpoint() -> None:
         nonlocal last_ckpt
@@ -440,11 +483,13 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                 step_times.append(time.perf_counter())
                 del step_times[: -REFIT_STEPS - 1]
                 fit = (not total and step == start + CALIBRATION_STEPS) or (
-                    total and step < total and (step - start) % REFIT_STEPS == 0)
+                    total and step < total and (step - start) % REFIT_STEPS == 0
+                )
                 if fit:  # median step time: robust to evaluations, checkpoints and passing load spikes
                     step_s = float(np.median(np.diff(step_times[1:] if not total else step_times)))
-                    total = _fit_steps(cfg, step, step_s, elapsed0 + time.perf_counter() - t_start, dd, device,
-                                       first=not total)
+                    total = _fit_steps(
+                        cfg, step, step_s, elapsed0 + time.perf_counter() - t_start, dd, device, first=not total
+                    )
                     progress.set_total(total)
             if masks is not None:
                 n_targets, n_bases = objective.counts(rows, masks, bpt_np)
@@ -472,18 +517,27 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                 bpb = lval * tpb / math.log(2)
                 progress.update(step, loss=lval, bpb=bpb, lr=lr, bases_s=rate)
                 if metrics is not None:
-                    metrics.log(step, "train", tokens=step * global_batch * n_targets // len(rows), lr=lr, loss=lval,
-                                bpb=bpb, elapsed_s=elapsed0 + now - t_start, bases_per_s=rate)
+                    metrics.log(
+                        step,
+                        "train",
+                        tokens=step * global_batch * n_targets // len(rows),
+                        lr=lr,
+                        loss=lval,
+                        bpb=bpb,
+                        elapsed_s=elapsed0 + now - t_start,
+                        bases_per_s=rate,
+                    )
             else:
                 progress.update(step)
             if cfg.eval_interval and step % cfg.eval_interval == 0 and step < (total or cfg.max_steps):
                 if dd.main or par.sharded:  # fsdp: every rank takes part in the forward passes
                     last_val = run_eval(periodic_windows)
                 if dd.main:
-                    metrics.log(step, "val", loss=last_val["loss"], bpb=last_val["bpb"],
-                                accuracy=last_val["accuracy"])
-                    progress.write(f"step {step}: held-out {last_val['bpb']:.4f} bits/base, "
-                                   f"accuracy {last_val['accuracy']:.3f} ({len(periodic_windows)} windows)")
+                    metrics.log(step, "val", loss=last_val["loss"], bpb=last_val["bpb"], accuracy=last_val["accuracy"])
+                    progress.write(
+                        f"step {step}: held-out {last_val['bpb']:.4f} bits/base, "
+                        f"accuracy {last_val['accuracy']:.3f} ({len(periodic_windows)} windows)"
+                    )
                 dd.barrier()
             if sig:
                 stopped = sig
@@ -496,8 +550,13 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     progress.close()
     if last_ckpt != step:
         checkpoint()
-    summary: dict[str, Any] = {"run_dir": str(run), "step": step, "max_steps": total or cfg.max_steps,
-                               "interrupted_by_signal": stopped, "parameters": model.num_parameters()}
+    summary: dict[str, Any] = {
+        "run_dir": str(run),
+        "step": step,
+        "max_steps": total or cfg.max_steps,
+        "interrupted_by_signal": stopped,
+        "parameters": model.num_parameters(),
+    }
     if resumes:
         summary["resumes"] = resumes
     if stopped:
@@ -518,15 +577,24 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             seg = val_segs[int(np.argmax(val_segs[:, 1]))]
             n = min(cfg.sample_prompt, int(seg[1]) - 1)
             prompt = np.asarray(store.tokens[seg[0] : seg[0] + n], dtype=np.int64)
-            truth = tok.decode(torch.from_numpy(np.asarray(
-                store.tokens[seg[0] + n : seg[0] + min(int(seg[1]), n + cfg.sample_tokens)], dtype=np.int64)))
+            truth = tok.decode(
+                torch.from_numpy(
+                    np.asarray(
+                        store.tokens[seg[0] + n : seg[0] + min(int(seg[1]), n + cfg.sample_tokens)], dtype=np.int64
+                    )
+                )
+            )
             p_text, c_text = sample_continuation(whole.to(device), tok, prompt, cfg.sample_tokens, cfg.seed, device)
             summary["sample"] = {"prompt": p_text, "continuation": c_text, "truth": truth}
     if dd.main:
         summary["train_s"] = elapsed0 + time.perf_counter() - t_start
         metrics.close()
-        plot_losses(run / "metrics.csv", run / "loss.png", baseline["bpb"] if baseline else None,
-                    title=f"{cfg.preset}: {kind} {cfg.model_preset}, {cfg.tokenizer} tokens")
+        plot_losses(
+            run / "metrics.csv",
+            run / "loss.png",
+            baseline["bpb"] if baseline else None,
+            title=f"{cfg.preset}: {kind} {cfg.model_preset}, {cfg.tokenizer} tokens",
+        )
         (run / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     dd.barrier()
     return summary

@@ -85,8 +85,7 @@ class Progress:
         try:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
-                            mininterval=1.0)
+            self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
         except ImportError:
             pass
 
@@ -117,8 +116,9 @@ class Progress:
             self.bar.close()
 
 
-def plot_losses(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, baseline_bpb: float | None = None,
-                title: str = "") -> bool:
+def plot_losses(
+    metrics_csv: str | os.PathLike, out_png: str | os.PathLike, baseline_bpb: float | None = None, title: str = ""
+) -> bool:
     """Plot training and validation bits/base against step into ``out_png``; False when matplotlib is missing."""
     try:
         import matplotlib

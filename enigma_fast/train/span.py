@@ -36,8 +36,18 @@ import torch.nn.functional as F
 from enigma_fast.data.spans import eval_span_masks, span_counts, span_eval_windows, train_span_masks
 from enigma_fast.models.base import IGNORE_INDEX
 
-__all__ = ["SpanEval", "SpanObjective", "bases_per_token", "check_same_tokens", "check_span_fit", "enbert_span_score",
-           "load_enbert", "special_mask", "span_loss", "span_summary"]
+__all__ = [
+    "SpanEval",
+    "SpanObjective",
+    "bases_per_token",
+    "check_same_tokens",
+    "check_span_fit",
+    "enbert_span_score",
+    "load_enbert",
+    "special_mask",
+    "span_loss",
+    "span_summary",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +67,21 @@ def check_span_fit(window: int, noise_density: float, mean_span: float, num_sent
     positions of their sentinels, inside the source)."""
     n, m = span_counts(window, noise_density, mean_span)
     if m > num_sentinels:
-        raise ValueError(f"a window of {window} tokens gets {m} spans at noise_density {noise_density} and mean_span "
-                         f"{mean_span}, but the tokenizer has {num_sentinels} sentinels; use a smaller --window, a "
-                         "larger --mean-span or a tokenizer with more sentinels")
+        raise ValueError(
+            f"a window of {window} tokens gets {m} spans at noise_density {noise_density} and mean_span "
+            f"{mean_span}, but the tokenizer has {num_sentinels} sentinels; use a smaller --window, a "
+            "larger --mean-span or a tokenizer with more sentinels"
+        )
     if window - n + m > block_size:
-        raise ValueError(f"span corruption of a {window}-token window makes a source of {window - n + m} tokens, "
-                         f"more than the model's block_size {block_size}; use a smaller --window")
+        raise ValueError(
+            f"span corruption of a {window}-token window makes a source of {window - n + m} tokens, "
+            f"more than the model's block_size {block_size}; use a smaller --window"
+        )
 
 
-def span_loss(model: Any, rows: torch.Tensor, masks: torch.Tensor, tok: Any) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                       torch.Tensor]:
+def span_loss(
+    model: Any, rows: torch.Tensor, masks: torch.Tensor, tok: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits ``(B, T, V)``, mean loss and targets ``(B, T)`` of windows ``rows`` ``(B, L)`` corrupted by ``masks``
     ``(B, L)`` bool."""
     from enigma_fast.models import Enigma
@@ -99,8 +114,16 @@ class SpanEval:
     """The held-out windows and masks of one (segments, window, noise_density, mean_span, seed): the same spans for
     the trainer's figure, an EnBERT's figure and ``python -m enigma_fast.train.infill_eval``."""
 
-    def __init__(self, tokens: np.ndarray, segments: np.ndarray, window: int, noise_density: float, mean_span: float,
-                 seed: int = 0, max_windows: int = 0) -> None:
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        segments: np.ndarray,
+        window: int,
+        noise_density: float,
+        mean_span: float,
+        seed: int = 0,
+        max_windows: int = 0,
+    ) -> None:
         self.tokens = tokens
         wins = span_eval_windows(segments, window)
         if max_windows and len(wins) > max_windows:  # evenly spread, always the same ones
@@ -135,8 +158,15 @@ class SpanEval:
         return rows, np.stack([self.masks[i] for i in idx])
 
     @torch.no_grad()
-    def score_enigma(self, model: Any, tok: Any, bases_per_token: torch.Tensor, batch_size: int = 32,
-                     device: torch.device | str = "cpu", autocast: Any = contextlib.nullcontext) -> dict[str, float]:
+    def score_enigma(
+        self,
+        model: Any,
+        tok: Any,
+        bases_per_token: torch.Tensor,
+        batch_size: int = 32,
+        device: torch.device | str = "cpu",
+        autocast: Any = contextlib.nullcontext,
+    ) -> dict[str, float]:
         """Infill figures of an Enigma (see the module doc): ``bpb`` (span length known), ``bpb_with_ends``,
         ``loss`` (nats per target token, the training loss), ``accuracy`` (argmax over non-special tokens),
         ``tokens`` and ``bases`` scored, ``spans``."""
@@ -166,14 +196,26 @@ class SpanEval:
             acc["spans"] += float((m & ~torch.cat([torch.zeros_like(m[:, :1]), m[:, :-1]], 1)).sum())
         model.train(was_training)
         bases = max(acc["bases"], 1.0)
-        return {"loss": acc["nll_all"] / max(acc["tok_all"], 1.0), "bpb": acc["nll"] / bases / math.log(2),
-                "bpb_with_ends": acc["nll_all"] / bases / math.log(2),
-                "accuracy": acc["correct"] / max(acc["tokens"], 1.0), "tokens": acc["tokens"], "bases": acc["bases"],
-                "spans": acc["spans"]}
+        return {
+            "loss": acc["nll_all"] / max(acc["tok_all"], 1.0),
+            "bpb": acc["nll"] / bases / math.log(2),
+            "bpb_with_ends": acc["nll_all"] / bases / math.log(2),
+            "accuracy": acc["correct"] / max(acc["tokens"], 1.0),
+            "tokens": acc["tokens"],
+            "bases": acc["bases"],
+            "spans": acc["spans"],
+        }
 
     @torch.no_grad()
-    def score_left_to_right(self, model: Any, tok: Any, bases_per_token: torch.Tensor, context: int = 128,
-                            batch_size: int = 32, device: torch.device | str = "cpu") -> dict[str, float]:
+    def score_left_to_right(
+        self,
+        model: Any,
+        tok: Any,
+        bases_per_token: torch.Tensor,
+        context: int = 128,
+        batch_size: int = 32,
+        device: torch.device | str = "cpu",
+    ) -> dict[str, float]:
         """The same masked tokens scored by a left-to-right model (EnBERT) from up to ``context`` tokens before the
         window plus the window's own tokens before each one (never from the right): ``bpb``, ``accuracy``,
         ``tokens``, ``bases``. See ``enbert_span_score``."""
@@ -181,8 +223,15 @@ class SpanEval:
 
 
 @torch.no_grad()
-def enbert_span_score(model: Any, tok: Any, ev: SpanEval, bases_per_token: torch.Tensor, context: int = 128,
-                      batch_size: int = 32, device: torch.device | str = "cpu") -> dict[str, float]:
+def enbert_span_score(
+    model: Any,
+    tok: Any,
+    ev: SpanEval,
+    bases_per_token: torch.Tensor,
+    context: int = 128,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
     """Score the masked tokens of ``ev`` with a left-to-right model: input ``tokens[c : start + length]`` with
     ``c = max(segment_start, start - context)``; the logits at input position i - 1 give token i's probability,
     restricted to the non-special tokens of ``tok`` (as the Enigma's figure). Returns ``bpb`` (bits per base),
@@ -221,8 +270,12 @@ def enbert_span_score(model: Any, tok: Any, ev: SpanEval, bases_per_token: torch
         correct += float(((logits.argmax(-1) == t) & sc).sum())
         count += float(sc.sum())
     model.train(was_training)
-    return {"bpb": nll / max(bases, 1.0) / math.log(2), "accuracy": correct / max(count, 1.0), "tokens": count,
-            "bases": bases}
+    return {
+        "bpb": nll / max(bases, 1.0) / math.log(2),
+        "accuracy": correct / max(count, 1.0),
+        "tokens": count,
+        "bases": bases,
+    }
 
 
 def bases_per_token(tok: Any) -> np.ndarray:
@@ -241,8 +294,10 @@ def check_same_tokens(a: Any, b: Any, what: str) -> None:
     """ValueError naming ``what`` unless tokenizers ``a`` and ``b`` give DNA the same ids (same k, stride, pieces
     and fallback ids; their special tokens may differ)."""
     if (a.k, a.stride, a.pieces, a.fallback_ids) != (b.k, b.stride, b.pieces, b.fallback_ids):
-        raise ValueError(f"{what}: its tokenizer ({a!r}) does not give DNA the same ids as the Enigma's ({b!r}); "
-                         "the two models must score the same tokens")
+        raise ValueError(
+            f"{what}: its tokenizer ({a!r}) does not give DNA the same ids as the Enigma's ({b!r}); "
+            "the two models must score the same tokens"
+        )
 
 
 def load_enbert(path: str, tok: Any, device: torch.device | str) -> Any:
@@ -258,20 +313,37 @@ def load_enbert(path: str, tok: Any, device: torch.device | str) -> Any:
     return model
 
 
-def span_summary(cfg: Any, model: Any, tok: Any, tokens: np.ndarray, val_segs: np.ndarray, ev: SpanEval,
-                 bpt: torch.Tensor, device: torch.device) -> dict[str, Any]:
+def span_summary(
+    cfg: Any,
+    model: Any,
+    tok: Any,
+    tokens: np.ndarray,
+    val_segs: np.ndarray,
+    ev: SpanEval,
+    bpt: torch.Tensor,
+    device: torch.device,
+) -> dict[str, Any]:
     """End of a span run: the objective's options, the EnBERT's left-context score of the same held-out spans
     (``cfg.compare_enbert``), and a filled held-out gap (``cfg.sample_tokens`` > 0: a gap of min(sample_tokens, 50)
     tokens between two flanks of ``sample_prompt`` tokens)."""
-    out: dict[str, Any] = {"objective": {"name": "span", "noise_density": cfg.noise_density,
-                                         "mean_span": cfg.mean_span, "windows": len(ev.windows)}}
+    out: dict[str, Any] = {
+        "objective": {
+            "name": "span",
+            "noise_density": cfg.noise_density,
+            "mean_span": cfg.mean_span,
+            "windows": len(ev.windows),
+        }
+    }
     if cfg.compare_enbert:
         enbert = load_enbert(cfg.compare_enbert, tok, device)
         ebpt = torch.from_numpy(bases_per_token(enbert.tokenizer)).to(device)
         res = ev.score_left_to_right(enbert, enbert.tokenizer, ebpt, context=cfg.window, device=device)
         out["infill_compare"] = {"enbert": cfg.compare_enbert, **res}
-        logger.info("same held-out spans: EnBERT (left context only) %.4f bits/base over %d bases", res["bpb"],
-                 int(res["bases"]))
+        logger.info(
+            "same held-out spans: EnBERT (left context only) %.4f bits/base over %d bases",
+            res["bpb"],
+            int(res["bases"]),
+        )
     if cfg.sample_tokens:
         seg = val_segs[int(np.argmax(val_segs[:, 1]))]
         flank = min(cfg.sample_prompt, int(seg[1]) // 3)
