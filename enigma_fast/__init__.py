@@ -3,8 +3,9 @@
 Layers (each imports only those before it): ``_extension`` and ``reference`` -> ``ops`` and ``tokenizers`` -> ``nn``.
 """
 
-from enigma_fast import _extension, ops, reference
+from enigma_fast import _extension as _extension
 from enigma_fast import nn as nn
+from enigma_fast import ops, reference
 from enigma_fast import scoring as scoring
 from enigma_fast import tokenizers as tokenizers
 from enigma_fast._extension import (

@@ -470,8 +470,8 @@ def test_span_objective_needs_enigma_and_sentinels(fasta, tmp_path, caplog):
 # ---- the CLI ------------------------------------------------------------------------------------------------------
 def test_generate_infill_cli(span_run, tmp_path, capsys):
     model = str(span_run / "final")
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "enigma_fast.generate", "--model", model, *a],  # noqa: E731
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "enigma_fast.generate", "--model", model, *a],
         capture_output=True,
         text=True,
         cwd=ROOT,

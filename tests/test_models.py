@@ -132,7 +132,7 @@ def test_model_on_fused_ops_matches_reference_ops():
         ref_logits, ref_loss = model(idx, idx)
         ref_loss.backward()
     torch.testing.assert_close(fused_logits, ref_logits, atol=1e-10, rtol=1e-10)
-    for g, p in zip(fused_grads, model.parameters()):
+    for g, p in zip(fused_grads, model.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad, atol=1e-10, rtol=1e-8)
 
 
@@ -164,7 +164,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, make):
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["config.json", "model.safetensors", "tokenizer.json"]
     loaded = load_model(str(tmp_path / "ckpt"))
     assert type(loaded) is type(model) and loaded.config == model.config
-    for (n, a), (m, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (n, a), (m, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert n == m and torch.equal(a, b), n
     assert loaded.tokenizer.to_dict() == tok.to_dict()
     if model.config.tie_embeddings:

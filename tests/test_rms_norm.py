@@ -84,7 +84,7 @@ def test_forward_backward_matches_float64_reference(cpu_level, device, shape, we
                 ref_outs, ref_in, (dy.double(), dh.double()) if residual else (dy.double(),), allow_unused=True
             )
         s = _grad_tol(dtype)
-        for got, want in zip(grads, ref_grads):
+        for got, want in zip(grads, ref_grads, strict=True):
             scale = max(1.0, want.abs().max().item())
             torch.testing.assert_close(got.double(), want, atol=atol * s * scale, rtol=rtol * s)
 
@@ -131,7 +131,7 @@ def test_torch_compile_fullgraph_matches_eager():
     torch.testing.assert_close(out_c, out_e)
     out_e.sum().backward()
     out_c.sum().backward()
-    for a, b in zip(comp_args, eager_args):
+    for a, b in zip(comp_args, eager_args, strict=True):
         torch.testing.assert_close(a.grad, b.grad)
 
 

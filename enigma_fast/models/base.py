@@ -146,7 +146,8 @@ class DNALanguageModel(nn.Module):
         cls, path: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
     ) -> DNALanguageModel:
         """Build the model from ``path/config.json`` (validated by ``config_class.from_dict``: a wrong field type
-        or value in the file raises a one-line ValueError naming the file and the field) and load ``path/model.safetensors``
+        or value in the file raises a one-line ValueError naming the file and the field) and load
+        ``path/model.safetensors``
         (errors list every missing, unexpected or mis-shaped tensor); attaches ``path/tokenizer.json`` as
         ``model.tokenizer``."""
         raw = checkpoint.read_config(path)

@@ -70,7 +70,8 @@ class RMSNorm(torch.nn.Module):
     def forward(
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Normalise x ``(..., *normalized_shape)``; with ``residual`` of the same shape return ``(y, x + residual)``."""
+        """Normalise x ``(..., *normalized_shape)``; with ``residual`` of the same shape return
+        ``(y, x + residual)``."""
         eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
         w = self.weight
         if w is not None:
