@@ -144,15 +144,9 @@ class TokenStore:
         return int(self.meta["num_bases"])
 
     def bases_per_token(self) -> np.ndarray:
-        """``(vocab,)`` float64: how many bases each id stands for (a k-mer k, a fallback byte 1, a special 0)."""
-        tok = self.tokenizer
-        cover = min(tok.k, tok.stride)
-        out = np.zeros(tok.vocab_size, dtype=np.float64)
-        for piece, i in tok.pieces.items():
-            out[i] = cover if len(piece) == tok.k else len(piece)
-        for ch, i in tok.fallback_ids.items():
-            out[i] = len(ch)
-        return out
+        """``(vocab,)`` float64: how many bases each id stands for (``DNATokenizer.bases_per_token``: a k-mer
+        ``min(k, stride)``, a fallback byte 1, a special 0)."""
+        return self.tokenizer.bases_per_token().astype(np.float64)
 
     def segment_tokens(self, i: int) -> np.ndarray:
         """The ids of segment ``i`` (a view of the memory map)."""
