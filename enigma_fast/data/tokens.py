@@ -49,7 +49,15 @@ from enigma_fast.data.fasta import SequenceFileError, iter_sequence_chunks
 from enigma_fast.files import check_target, install_folder
 from enigma_fast.tokenizers import FALLBACK_ALPHABET, DNATokenizer, from_file
 
-__all__ = ["TokenStore", "check_target", "install_folder", "is_token_store", "prepare_tokens"]
+__all__ = [
+    "TokenStore",
+    "check_target",
+    "dna_stretches",
+    "encode_ids",
+    "install_folder",
+    "is_token_store",
+    "prepare_tokens",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +197,36 @@ def _acgt_runs(data: bytes, rest: bytes) -> tuple[list[int], list[int]]:
     stops = np.concatenate((gap_start, [len(data)]))
     keep = stops > starts
     return starts[keep].tolist(), stops[keep].tolist()
+
+
+def dna_stretches(
+    data: bytes, path: str, name: str, offset: int = 0, *, fold_case: bool = True, n_policy: str = "split"
+) -> tuple[bytes, list[int], list[int]]:
+    """The bases of ``data`` as the store tokenizes them: ``(bases, starts, stops)``.
+
+    ``data`` (bytes of record ``name`` of file ``path``, starting at ``offset`` in the record) must hold DNA
+    letters only (A/C/G/T, N, IUPAC codes, either case): SequenceFileError naming the file, the record and the
+    position otherwise. ``bases`` is ``data`` upper-cased when ``fold_case`` (the ``case="upper"`` policy), as it
+    is otherwise; ``bases[starts[i]:stops[i]]`` are the stretches to tokenize: with ``n_policy="split"`` the
+    maximal runs of A/C/G/T between N runs and IUPAC codes, with ``"keep"`` (or when there are none) all of it,
+    ``[0, len(data))``. The trainer's stores (``prepare_tokens``) and its held-out data
+    (``enigma_fast.heldout``) are made from these stretches, so both give the same ids.
+    """
+    rest = data.translate(None, b"ACGTacgt")  # what is not A/C/G/T: N runs, IUPAC codes (mostly nothing)
+    _check_bytes(data, rest, path, name, offset)
+    if fold_case:
+        data = data.translate(_UPPER)
+    if n_policy == "keep" or not rest:
+        return data, [0], [len(data)]
+    starts, stops = _acgt_runs(data, rest)
+    return data, starts, stops
+
+
+def encode_ids(tokenizer: DNATokenizer, bases: bytes | bytearray | memoryview, dtype: Any = np.int64) -> np.ndarray:
+    """``(T,)`` ids of ``bases`` (ASCII DNA) as ``dtype``, exactly as the tokenizer gives them for this piece alone
+    (the compiled encoder, reading the bytes in place); the ids a store holds for a stretch (see
+    :func:`dna_stretches`)."""
+    return _encode(tokenizer, bytearray(bases), np.dtype(dtype))
 
 
 def _encode(tok: DNATokenizer, data: bytearray, dtype: np.dtype) -> np.ndarray:
@@ -363,21 +401,16 @@ def prepare_tokens(
                         current = rec
                         records.append({"name": name, "file": os.fspath(path), "bases": 0})
                     rid, done = len(records) - 1, records[-1]["bases"]
-                    rest = data.translate(None, b"ACGTacgt")  # what is not A/C/G/T (mostly nothing)
-                    _check_bytes(data, rest, os.fspath(path), name, done)
                     records[-1]["bases"] = done + len(data)
-                    if fold:
-                        data = data.translate(_UPPER)
-                    if n_policy == "keep" or not rest:
-                        out.add(rid, data)  # all A/C/G/T (or kept whole): the open segment runs on
-                        continue
+                    data, starts, stops = dna_stretches(
+                        data, os.fspath(path), name, done, fold_case=fold, n_policy=n_policy
+                    )
                     view = memoryview(data)
-                    starts, stops = _acgt_runs(data, rest)
                     for start, stop in zip(starts, stops, strict=True):
-                        if start > 0:  # a gap (N, IUPAC) before this run ends the open segment
+                        if start > 0:  # a gap (N, IUPAC) before this stretch ends the open segment
                             out.close()
-                        out.add(rid, view[start:stop])
-                    if not stops or stops[-1] < len(data):
+                        out.add(rid, view[start:stop])  # one stretch reaching the chunk's end: the segment runs on
+                    if not stops or stops[-1] < len(data):  # a gap at the chunk's end ends it
                         out.close()
                 out.close()
             f.flush()
