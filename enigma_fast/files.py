@@ -11,12 +11,15 @@ command-line tools' outputs):
   existing target is replaced only when it is empty or the library's own earlier output, never when it holds a
   file the library did not write.
 
+* :func:`read_json_object`: a JSON file that must hold an object (a config, a trainer state), with one-line errors.
+
 This module imports nothing else of enigma_fast (nor torch): every layer may use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -24,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_path", "check_target", "install_folder", "usual_permissions"]
+__all__ = ["atomic_open", "atomic_path", "check_target", "install_folder", "read_json_object", "usual_permissions"]
 
 
 def usual_permissions(path: str | os.PathLike, folder: bool = False) -> None:
@@ -62,6 +65,18 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         raise ValueError(f"mode must be a write mode ('w', 'wb', 'wt'), got {mode!r}")
     with atomic_path(path) as tmp, open(tmp, mode) as f:
         yield f
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in file ``path``; ValueError naming the file when it is not JSON or holds another type
+    (``FileNotFoundError`` / ``OSError`` when it cannot be read)."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} must be a JSON object, got unreadable JSON ({err})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} must be a JSON object, got a JSON {type(d).__name__}")
+    return d
 
 
 def check_target(path: str | os.PathLike, own_names: set[str], is_own: Callable[[Path], bool], what: str) -> None:

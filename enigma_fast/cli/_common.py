@@ -1,25 +1,17 @@
-"""What every command-line tool shares: the parser, option checks, device and dtype options, the entry point that
-turns a user error into one line, the OpenMP policy, progress bars, and the rules for input and output files.
+"""What every command-line tool shares. A tool (``enigma_fast/cli/<tool>.py``) holds its parser, its option checks
+and ``_run(args) -> int``; its ``main(argv=None)`` is ``run_main(_parser(), _run, argv)``; its library work lives
+outside ``cli/``. Every public name of this module:
 
-A tool (``enigma_fast/cli/<tool>.py``) holds its parser, its option checks and a ``_run(args) -> int``, and its
-``main(argv=None) -> int`` is ``run_main(_parser(), _run, argv)``; its library work lives outside ``cli/``. The
-pieces:
-
-* :class:`ArgumentParser` -- argparse whose errors are one line, ``PROG: error: MESSAGE (see --help)``, exit 2.
-* :class:`UsageError`, :func:`require`, :func:`require_path` -- a bad option or input found after parsing,
-  reported by :func:`run_main` as ``PROG: error: MESSAGE`` with exit code 2. Messages name the option, what was
-  expected and what came: ``--batch-size must be >= 1, got 0``.
-* :func:`int_at_least`, :func:`float_in` -- argparse ``type=`` converters with range checks (messages as above).
-* :func:`add_device_argument` / :func:`parse_device`, :func:`add_dtype_argument` / :func:`autocast_dtype` /
-  :data:`DTYPES` -- ``--device cpu|cuda[:N]`` and ``--dtype auto|float32|bfloat16|float16``.
-* :func:`run_main` -- parse, log INFO lines to stderr, run; ``UsageError``/``OSError``/``ValueError`` become one
-  line on stderr and exit code 2 (no traceback).
-* :func:`passive_openmp` -- ``OMP_WAIT_POLICY=PASSIVE`` for the tools that run long on CPU.
-* :func:`progress_bar` -- a tqdm bar on stderr, or a no-op object.
-* :func:`check_outputs` / :func:`open_output` -- outputs are checked before any work (folder exists and is
-  writable, not a folder, not an input, not another output, replaced only with ``--force``) and written atomically
-  (a temporary sibling renamed over the target at the end, so a failed run never leaves a partial file).
-* :func:`load_checkpoint` -- a checkpoint folder with its tokenizer, on a device.
+* :class:`ArgumentParser` (errors in one line, exit 2), :class:`UsageError`, :func:`require`, :func:`require_path`:
+  a bad option or input is reported as ``PROG: error: MESSAGE`` with exit code 2, the message naming the option,
+  what was expected and what came (``--batch-size must be >= 1, got 0``); :func:`int_at_least`, :func:`float_in`:
+  argparse ``type=`` converters with range checks.
+* :func:`add_device_argument`, :func:`parse_device`, :func:`add_dtype_argument`, :func:`autocast_dtype`,
+  :data:`DTYPES`, :data:`AUTOCAST_HELP`: ``--device cpu|cuda[:N]`` and ``--dtype auto|float32|bfloat16|float16``.
+* :func:`run_main`, :func:`one_line`, :func:`launch`, :func:`passive_openmp`: the entry point (user errors in one
+  line, no traceback), ``python -m``'s ``__main__`` block, and ``OMP_WAIT_POLICY=PASSIVE`` for long CPU runs.
+* :func:`progress_bar` (``enigma_fast.progress``), :func:`check_outputs`, :func:`open_output`,
+  :func:`load_checkpoint`: outputs checked before any work and written atomically, a checkpoint with its tokenizer.
 """
 
 from __future__ import annotations
@@ -37,34 +29,10 @@ from typing import IO, Any, NoReturn
 import torch
 
 from enigma_fast.files import atomic_open
-from enigma_fast.progress import NullBar, progress_bar
-
-__all__ = [
-    "AUTOCAST_HELP",
-    "DTYPES",
-    "ArgumentParser",
-    "NullBar",
-    "UsageError",
-    "add_device_argument",
-    "add_dtype_argument",
-    "autocast_dtype",
-    "check_outputs",
-    "float_in",
-    "int_at_least",
-    "load_checkpoint",
-    "one_line",
-    "open_output",
-    "parse_device",
-    "passive_openmp",
-    "progress_bar",
-    "require",
-    "require_path",
-    "run_main",
-]
+from enigma_fast.progress import progress_bar  # noqa: F401  (the tools take it from here)
 
 DTYPES = ("float32", "bfloat16", "float16")  # the --dtype names (torch dtypes of the same names)
 AUTOCAST_HELP = "auto: bfloat16 autocast on CUDA, float32 on CPU"
-SAME_OUTPUT = "{flag} {path} is also {other}; give each output its own file"
 
 
 class UsageError(Exception):
@@ -72,9 +40,8 @@ class UsageError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error, ``PROG: error: MESSAGE (see --help)``, and exit code 2 instead of the usage
-    block; the description is printed as written (``RawDescriptionHelpFormatter``) unless ``formatter_class`` is
-    given."""
+    """argparse whose errors are one line, ``PROG: error: MESSAGE (see --help)``, with exit code 2; the description is
+    printed as written (``RawDescriptionHelpFormatter``) unless ``formatter_class`` is given."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
@@ -89,9 +56,6 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-# ------------------------------------------------------------------------------------------------------------
-# option values
-# ------------------------------------------------------------------------------------------------------------
 def require(ok: bool, flag: str, expected: str, got: Any) -> None:
     """Raise ``UsageError(f"{flag} must be {expected}, got {got}")`` unless ``ok``."""
     if not ok:
@@ -99,61 +63,44 @@ def require(ok: bool, flag: str, expected: str, got: Any) -> None:
 
 
 def require_path(path: str, what: str, folder: bool = False) -> None:
-    """Raise ``UsageError(f"{what} not found: {path}")`` unless ``path`` is a file (a folder with ``folder``);
-    ``what`` names it, e.g. ``"sequence file"``, ``"--model folder"``."""
+    """``UsageError(f"{what} not found: {path}")`` unless ``path`` is a file (with ``folder``: a folder)."""
     if not (os.path.isdir(path) if folder else os.path.isfile(path)):
         raise UsageError(f"{what} not found: {path}")
 
 
-def int_at_least(lo: int) -> Callable[[str], int]:
-    """An argparse ``type=``: the text as an int ``>= lo``; otherwise argparse reports ``argument --x: must be an
-    int >= lo, got 'text'`` (exit 2)."""
+def _bounded(kind: type, noun: str, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> Any:
+    bounds = [f"{'>' if lo_open else '>='} {lo:g}"] if lo is not None else []
+    bounds += [f"{'<' if hi_open else '<='} {hi:g}"] if hi is not None else []
+    expected = " ".join([noun, " and ".join(bounds)]).strip()
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an int >= {lo}, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+            value = math.nan
+        low_ok = lo is None or (value > lo if lo_open else value >= lo)
+        high_ok = hi is None or (value < hi if hi_open else value <= hi)
+        if not (math.isfinite(value) and low_ok and high_ok):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
         return value
 
     return parse
+
+
+def int_at_least(lo: int) -> Callable[[str], int]:
+    """An argparse ``type=``: an int ``>= lo``, else ``argument --n: must be an int >= 1, got '0'`` (exit 2)."""
+    return _bounded(int, "an int", lo, None, False, False)
 
 
 def float_in(
     lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False
 ) -> Callable[[str], float]:
-    """An argparse ``type=``: the text as a finite float in the interval from ``lo`` to ``hi`` (None: unbounded on
-    that side; ``lo_open``/``hi_open`` exclude the bound), e.g. ``float_in(0, 1, lo_open=True)`` for ``(0, 1]``;
-    otherwise argparse reports ``argument --x: must be a number in (0, 1], got '2'`` (exit 2)."""
-    if lo is not None and hi is not None:
-        expected = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    elif lo is not None:
-        expected = f"{'>' if lo_open else '>='} {lo:g}"
-    elif hi is not None:
-        expected = f"{'<' if hi_open else '<='} {hi:g}"
-    else:
-        expected = "finite"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        ok = math.isfinite(value)
-        ok = ok and (lo is None or (value > lo if lo_open else value >= lo))
-        ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
-        if not ok:
-            raise argparse.ArgumentTypeError(f"must be a number {expected}, got {text!r}")
-        return value
-
-    return parse
+    """An argparse ``type=``: the text as a finite float from ``lo`` to ``hi`` (None: unbounded; ``lo_open`` /
+    ``hi_open`` exclude the bound); otherwise argparse reports ``argument --p: must be a finite number > 0 and <= 1,
+    got '2'`` (exit 2)."""
+    return _bounded(float, "a finite number", lo, hi, lo_open, hi_open)
 
 
-# ------------------------------------------------------------------------------------------------------------
-# device and dtype
-# ------------------------------------------------------------------------------------------------------------
 def add_device_argument(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     """``--device`` (default ``cuda`` when a GPU is available, else ``cpu``); check it with :func:`parse_device`."""
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=help)
@@ -172,8 +119,7 @@ def parse_device(text: str, flag: str = "--device") -> torch.device:
 
 
 def add_dtype_argument(parser: argparse.ArgumentParser, help: str = AUTOCAST_HELP, auto: bool = True) -> None:
-    """``--dtype`` among :data:`DTYPES`; with ``auto`` also ``auto`` (the default; see :func:`autocast_dtype`),
-    without it sorted names and default None."""
+    """``--dtype``: ``auto`` (default, see :func:`autocast_dtype`) or a :data:`DTYPES` name; without ``auto`` None."""
     if auto:
         parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help=help)
     else:
@@ -181,29 +127,26 @@ def add_dtype_argument(parser: argparse.ArgumentParser, help: str = AUTOCAST_HEL
 
 
 def autocast_dtype(choice: str | None, device: torch.device) -> str | None:
-    """The dtype name to run the model under: ``auto`` means bfloat16 autocast on CUDA and float32 (None: no
-    autocast) on CPU, as the trainer; any other choice is returned as it is."""
+    """``auto``: bfloat16 (autocast) on CUDA, None (float32) on CPU, as the trainer; another choice as it is."""
     if choice != "auto":
         return choice
     return "bfloat16" if device.type == "cuda" else None
 
 
-# ------------------------------------------------------------------------------------------------------------
-# the entry point and the process
-# ------------------------------------------------------------------------------------------------------------
 def run_main(
     parser: argparse.ArgumentParser,
     run: Callable[[argparse.Namespace], int],
     argv: Sequence[str] | None = None,
     *,
     errors: tuple[type[BaseException], ...] = (),
+    level: int = logging.INFO,
 ) -> int:
-    """Parse ``argv`` (None: ``sys.argv[1:]``), send INFO log lines to stderr as bare messages, and return
-    ``run(args)``. A :class:`UsageError`, ``OSError`` or ``ValueError`` (and the types in ``errors``) raised by
-    ``run`` -- a bad option, a missing or unreadable file, an option the library rejects -- becomes the line
-    ``PROG: error: MESSAGE`` on stderr and the return value 2; parse errors exit 2 from the parser."""
+    """Parse ``argv`` (None: ``sys.argv[1:]``), log ``level`` and above to stderr as bare messages, and return
+    ``run(args)``. A :class:`UsageError`, ``OSError`` or ``ValueError`` (and ``errors``) raised by ``run`` -- a bad
+    option, a missing or unreadable file, an option the library rejects -- becomes the line ``PROG: error:
+    MESSAGE`` on stderr and the return value 2; parse errors exit 2 from the parser."""
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     try:
         return run(args)
     except (UsageError, OSError, ValueError, *errors) as err:
@@ -222,15 +165,11 @@ def _openmp_loaded() -> bool:
 
 
 def passive_openmp(module: str, argv: Sequence[str] | None = None) -> None:
-    """Make OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``) unless the environment sets a policy.
-
-    Threads that spin while waiting take the cores from each other whenever anything else runs on the machine: on
-    a 2-core CPU sharing with one compiler job the tiny model trained at ~1-4k bases/s with spinning threads, ~10k
-    with passive ones (docs/training.md). The runtime reads the policy once, when it loads, and torch has no call
-    that changes it afterwards: when no runtime is loaded yet the variable is set here; when one is (importing
-    enigma_fast loads torch's), the command is started again as ``python -m module argv`` (``argv`` None:
-    ``sys.argv[1:]``) with the variable set, which happens once since the new process finds it set.
-    """
+    """``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy: spinning OpenMP threads take the cores from
+    each other whenever anything else runs (2 cores shared with a compiler: ~1-4k bases/s of training against ~10k,
+    docs/training.md). The runtime reads the policy when it loads and torch cannot change it later, so once one is
+    loaded (importing enigma_fast loads torch's) the command runs again as ``python -m module argv`` (None:
+    ``sys.argv[1:]``) with the variable set -- once, as the new process finds it set; before, it is just set."""
     if os.environ.get("OMP_WAIT_POLICY") is not None:
         return
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -239,27 +178,28 @@ def passive_openmp(module: str, argv: Sequence[str] | None = None) -> None:
         os.execv(sys.executable, [sys.executable, "-m", module, *args])
 
 
-# ------------------------------------------------------------------------------------------------------------
-# files
-# ------------------------------------------------------------------------------------------------------------
+def launch(module: str, main: Callable[[], int], *, passive: bool = False) -> NoReturn:
+    """The ``if __name__ == "__main__"`` block of ``python -m module``: the OpenMP policy first when ``passive``
+    (:func:`passive_openmp`), then exit with ``main()``'s code."""
+    if passive:
+        passive_openmp(module)
+    raise SystemExit(main())
+
+
 def check_outputs(
     outputs: Sequence[tuple[str, str | None]],
     inputs: Sequence[tuple[str, str]] = (),
     *,
     force: bool | None,
-    same: str = SAME_OUTPUT,
+    same: str = "{flag} {path} is also {other}; give each output its own file",
 ) -> None:
-    """Check the output files ``(flag, path)`` before any work (a None or '-' path is stdout: skipped).
-
-    Each must go into an existing, writable folder, not be a folder, not be one of the ``inputs`` ``(what, path)``
-    (``"--out x is the input file y; it would be overwritten"``, ``what`` e.g. ``"input file y"`` or ``"--vcf
-    file"``), and exist only with ``force`` (``force=None``: existing outputs are always replaced); then no two may
-    be one file (message ``same``, formatted with ``flag``, ``path`` and the ``other`` flag). UsageError naming the
-    flag otherwise.
-    """
+    """Check outputs ``(flag, path)`` (None: stdout, skipped) before any work: each goes into an existing writable
+    folder, is no folder, is none of the ``inputs`` ``(what, path)`` (``--out x is the input file y; it would be
+    overwritten``), and exists only with ``force`` (None: outputs are always replaced); no two are one file
+    (message ``same`` with ``flag``, ``path``, ``other``). UsageError naming the flag otherwise."""
     seen: dict[str, str] = {}
     for flag, path in outputs:
-        if path is None or path == "-":
+        if path is None:
             continue
         out = Path(path)
         parent = out.parent
@@ -275,7 +215,7 @@ def check_outputs(
         if out.exists() and force is False:
             raise UsageError(f"{flag} {path} exists; pass --force to replace it")
     for flag, path in outputs:
-        if path is None or path == "-":
+        if path is None:
             continue
         real = os.path.realpath(path)
         if real in seen:
@@ -285,10 +225,10 @@ def check_outputs(
 
 @contextlib.contextmanager
 def open_output(path: str | None, mode: str = "w") -> Iterator[IO[Any]]:
-    """A stream to write the output ``path`` through: stdout when ``path`` is None or '-', else a temporary sibling
+    """A stream to write the output ``path`` through: stdout when ``path`` is None, else a temporary sibling
     renamed over ``path`` when the block completes (removed on error: a failed run leaves no partial file);
     see :func:`enigma_fast.files.atomic_open`."""
-    if path is None or path == "-":
+    if path is None:
         yield sys.stdout.buffer if "b" in mode else sys.stdout
         return
     with atomic_open(path, mode) as f:
@@ -296,9 +236,8 @@ def open_output(path: str | None, mode: str = "w") -> Iterator[IO[Any]]:
 
 
 def load_checkpoint(path: str, device: torch.device | str) -> Any:
-    """The model of checkpoint folder ``path`` on ``device``, with its tokenizer (``model.tokenizer``); UsageError
-    when the folder has no tokenizer.json. Errors of the folder itself are those of
-    :func:`enigma_fast.models.load_model` (FileNotFoundError, ValueError)."""
+    """The model of checkpoint folder ``path`` on ``device`` with its tokenizer; UsageError without tokenizer.json,
+    the errors of :func:`enigma_fast.models.load_model` for a bad folder."""
     from enigma_fast.models import load_model
 
     model = load_model(path, device=str(device))
