@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Sequence
 
-from enigma_fast.cli._common import ArgumentParser, run_main
+from enigma_fast.cli import _common as common
 from enigma_fast.train.infill_eval import evaluate_pair
 
 __all__ = ["main"]
@@ -29,7 +29,7 @@ OPTIONS = "val_fraction window noise_density mean_span seed context max_windows 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog=PROG, description=__doc__)
+    p = common.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("data", nargs="*", help="FASTA/FASTQ files (plain or gzip); none = the shipped genome")
     p.add_argument("--enigma", help="Enigma model folder (trained with --objective span)")
     p.add_argument("--enbert", help="EnBERT model folder")
@@ -81,4 +81,4 @@ def _run(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, score, print; returns the exit code (2 with a one-line message for a bad argument)."""
-    return run_main(_parser(), _run, argv, level=logging.WARNING)
+    return common.run_main(_parser(), _run, argv, level=logging.WARNING)

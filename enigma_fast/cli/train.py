@@ -24,8 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from enigma_fast.cli import _common
-from enigma_fast.cli._common import ArgumentParser, one_line
+from enigma_fast.cli import _common as common
 from enigma_fast.train.config import PRESETS, TrainConfig, add_flags, load_config_file, parse_overrides
 from enigma_fast.train.resume import resume_values
 
@@ -33,7 +32,7 @@ log = logging.getLogger("enigma_fast.train")
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m enigma_fast.train", description=__doc__)
+    p = common.ArgumentParser(prog="python -m enigma_fast.train", description=__doc__)
     p.add_argument(
         "data",
         nargs="*",
@@ -60,7 +59,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 def _user_error(err: BaseException) -> int:
     """Report a user error as one line on stderr; returns the exit code 2."""
-    log.error("%s", one_line(err) or type(err).__name__)
+    log.error("%s", common.one_line(err) or type(err).__name__)
     return 2
 
 
@@ -69,7 +68,7 @@ def _prepare_main(argv: Sequence[str]) -> int:
     from enigma_fast.tokenizers import DEFAULT_SENTINELS
     from enigma_fast.train.data import make_tokenizer
 
-    p = ArgumentParser(
+    p = common.ArgumentParser(
         prog="python -m enigma_fast.train prepare",
         description="Tokenize FASTA/FASTQ files into a memory-mapped token folder.",
         formatter_class=argparse.HelpFormatter,
@@ -192,4 +191,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 def launch() -> None:
     """``python -m enigma_fast.train``: the OpenMP policy (not for ``prepare``, which runs no OpenMP loop), then
     :func:`main`."""
-    _common.launch("enigma_fast.train", main, passive=sys.argv[1:2] != ["prepare"])
+    common.launch("enigma_fast.train", main, passive=sys.argv[1:2] != ["prepare"])
