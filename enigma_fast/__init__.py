@@ -1,6 +1,8 @@
 """enigma_fast: fast C++/CUDA kernels and models for small DNA language models on PyTorch.
 
-Layers (each imports only those before it): ``_extension`` and ``reference`` -> ``ops`` and ``tokenizers`` -> ``nn``.
+Layers (each imports only those below it; the table is docs/architecture.md): ``files``/``progress`` ->
+``_extension``/``reference`` -> ``ops`` -> ``tokenizers`` -> ``nn``/``data`` -> ``generation`` -> ``models`` ->
+``scoring`` -> ``train``/``heldout``/``variants`` -> ``cli`` -> the ``python -m enigma_fast.<tool>`` modules.
 """
 
 from enigma_fast import _extension as _extension

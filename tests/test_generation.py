@@ -232,7 +232,7 @@ def test_cli_rejects_bad_prompts(saved_model, tmp_path):
     ids=lambda v: v if isinstance(v, str) else "_".join(v)[:30],
 )
 def test_cli_bad_options_fail_in_one_line_before_sampling(args, expect, saved_model, tmp_path, monkeypatch, capsys):
-    from enigma_fast import generate as cli
+    from enigma_fast.cli import generate as cli
 
     def not_called(*a, **k):
         raise AssertionError("sampling started")

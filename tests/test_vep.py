@@ -21,6 +21,7 @@ from enigma_fast.tokenizers import CharTokenizer, KMerTokenizer, reverse_complem
 
 pysam = pytest.importorskip("pysam")
 from enigma_fast import vep  # noqa: E402
+from enigma_fast.variants import reference  # noqa: E402
 
 W = 32  # window of the tests, in bases
 PROG = "python -m enigma_fast.vep: error:"
@@ -445,7 +446,7 @@ def test_compressed_inputs_and_reference_access(enbert, tmp_path, caplog, monkey
 
     ro_fa = write_fasta(ro_dir / "ref.fa")
     real_access = os.access
-    monkeypatch.setattr(vep.os, "access", lambda p, mode: False if str(p) == str(ro_dir) else real_access(p, mode))
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ro_dir) else real_access(p, mode))
     res = vep.variant_scores(enbert, ro_fa, vcf_gz, window=W)
     assert "not writable" in res.summary["reference"] and not os.path.exists(ro_fa + ".fai")
     assert [a.llr for a in res.alleles] == pytest.approx(llrs)
@@ -481,11 +482,11 @@ def test_bad_arguments_raise(enbert, tmp_path):
 
 def test_package_imports_without_pysam(monkeypatch):
     monkeypatch.setitem(sys.modules, "pysam", None)
-    module = importlib.reload(vep)
+    module = importlib.reload(reference)
     with pytest.raises(ImportError, match=r"pip install enigma_fast\[reading\]"):
-        module._pysam()
+        module.require_pysam()
     monkeypatch.undo()
-    importlib.reload(vep)
+    importlib.reload(reference)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
    at least half a window past the cut, are kept.
 2. ``--variants`` coding positions are drawn uniformly without replacement (first and last codon of each gene
    and bases covered by two genes left out), each with a random different base, and written as a VCF.
-3. ``enigma_fast.vep.variant_scores`` scores them (window 128 bases, the trainer's window) into a TSV.
+3. ``enigma_fast.variants.variant_scores`` scores them (window 128 bases, the trainer's window) into a TSV.
 4. The mean |LLR| per codon position 1/2/3 with its count and standard error (sd / sqrt(n)) is printed, written
    to ``results.json`` and drawn in ``codon_llr.png``.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from enigma_fast.data import read_sequences, shipped_genome_path
 from enigma_fast.data.fasta import iter_records
 from enigma_fast.models import load_model
-from enigma_fast.vep import variant_scores
+from enigma_fast.variants import variant_scores
 
 WINDOW = 128
 

@@ -48,6 +48,12 @@ class Record(NamedTuple):
     name: str
     sequence: str
 
+    @property
+    def id(self) -> str:
+        """The header's first word (the whole header when it has no word), as output files name the record."""
+        words = self.name.split(maxsplit=1)
+        return words[0] if words else self.name
+
 
 def iter_records(path: str | os.PathLike) -> Iterator[Record]:
     """Records of a FASTA or FASTQ file (plain or gzip/bz2/xz), in file order.

@@ -24,8 +24,8 @@ A record holding a byte that is no DNA letter (outside A/C/G/T, N and the IUPAC 
 Writing never loses a user's file: the store is written into a fresh temporary sibling of ``out_dir`` and renamed
 into place. An existing ``out_dir`` is replaced only when it is a store this module wrote (its ``meta.json`` carries
 the format tag and the folder holds nothing else); an empty folder is filled; anything else is refused with a
-``FileExistsError`` naming what is in the way. :func:`check_target` and :func:`install_folder` implement that rule
-for every writer of the library (checkpoint folders use them too).
+``FileExistsError`` naming what is in the way (the rule of ``enigma_fast.files.check_target``, which every writer of
+the library follows).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,18 @@ import numpy as np
 import torch
 
 from enigma_fast.data.fasta import SequenceFileError, iter_sequence_chunks
+from enigma_fast.files import check_target, install_folder
 from enigma_fast.tokenizers import FALLBACK_ALPHABET, DNATokenizer, from_file
 
-__all__ = ["TokenStore", "check_target", "install_folder", "is_token_store", "prepare_tokens"]
+__all__ = [
+    "TokenStore",
+    "check_target",
+    "dna_stretches",
+    "encode_ids",
+    "install_folder",
+    "is_token_store",
+    "prepare_tokens",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,55 +81,6 @@ _UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUV
 def is_token_store(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder written by :func:`prepare_tokens`."""
     return (Path(path) / META_NAME).is_file() and (Path(path) / TOKENS_NAME).is_file()
-
-
-def check_target(path: str | os.PathLike, own_names: set[str], is_own: Callable[[Path], bool], what: str) -> None:
-    """Refuse (``FileExistsError``) to write the folder ``path`` unless it is absent, an empty folder, or a folder
-    ``is_own`` recognises as written by the library that holds no name outside ``own_names``. ``what`` names the
-    writer in the message. Nothing is touched."""
-    path = Path(path)
-    if not os.path.lexists(path):
-        return
-    if not path.is_dir():
-        raise FileExistsError(
-            f"{path} exists and is not a folder; {what} writes its folder only where nothing "
-            "is, into an empty folder or over its own earlier output"
-        )
-    names = sorted(os.listdir(path))
-    if not names:
-        return
-    foreign = [n for n in names if n not in own_names]
-    if foreign or not is_own(path):
-        shown = foreign or names
-        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
-        raise FileExistsError(
-            f"{path} holds files that {what} did not write ({', '.join(shown[:5])}{more}) and "
-            "it never removes or replaces those: choose a new or empty folder"
-        )
-
-
-def install_folder(tmp: str | os.PathLike, target: str | os.PathLike, last: str | None = None) -> None:
-    """Move the complete folder ``tmp`` (a sibling of ``target``) to ``target``, which the caller has checked with
-    :func:`check_target`: absent (one rename), an empty folder (its files are moved in, ``last`` after the others,
-    so the folder itself -- a mount point, a working directory -- stays), or the library's earlier output (renamed
-    aside, ``tmp`` renamed in, the old one removed: a crash between the two renames leaves it whole under the
-    hidden name ``.<name>.old.*``)."""
-    tmp, target = Path(tmp), Path(target)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the result gets the usual permissions
-    if not os.path.lexists(target):
-        os.rename(tmp, target)
-        return
-    if target.is_dir() and not os.listdir(target):
-        for name in sorted(os.listdir(tmp), key=lambda n: (n == last, n)):
-            shutil.move(tmp / name, target / name)
-        tmp.rmdir()
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    os.rename(target, aside)  # onto the empty folder just made
-    os.rename(tmp, target)
-    shutil.rmtree(aside)
 
 
 def _is_own_store(path: Path) -> bool:
@@ -192,15 +152,9 @@ class TokenStore:
         return int(self.meta["num_bases"])
 
     def bases_per_token(self) -> np.ndarray:
-        """``(vocab,)`` float64: how many bases each id stands for (a k-mer k, a fallback byte 1, a special 0)."""
-        tok = self.tokenizer
-        cover = min(tok.k, tok.stride)
-        out = np.zeros(tok.vocab_size, dtype=np.float64)
-        for piece, i in tok.pieces.items():
-            out[i] = cover if len(piece) == tok.k else len(piece)
-        for ch, i in tok.fallback_ids.items():
-            out[i] = len(ch)
-        return out
+        """``(vocab,)`` float64: how many bases each id stands for (``DNATokenizer.bases_per_token``: a k-mer
+        ``min(k, stride)``, a fallback byte 1, a special 0)."""
+        return self.tokenizer.bases_per_token().astype(np.float64)
 
     def segment_tokens(self, i: int) -> np.ndarray:
         """The ids of segment ``i`` (a view of the memory map)."""
@@ -243,6 +197,36 @@ def _acgt_runs(data: bytes, rest: bytes) -> tuple[list[int], list[int]]:
     stops = np.concatenate((gap_start, [len(data)]))
     keep = stops > starts
     return starts[keep].tolist(), stops[keep].tolist()
+
+
+def dna_stretches(
+    data: bytes, path: str, name: str, offset: int = 0, *, fold_case: bool = True, n_policy: str = "split"
+) -> tuple[bytes, list[int], list[int]]:
+    """The bases of ``data`` as the store tokenizes them: ``(bases, starts, stops)``.
+
+    ``data`` (bytes of record ``name`` of file ``path``, starting at ``offset`` in the record) must hold DNA
+    letters only (A/C/G/T, N, IUPAC codes, either case): SequenceFileError naming the file, the record and the
+    position otherwise. ``bases`` is ``data`` upper-cased when ``fold_case`` (the ``case="upper"`` policy), as it
+    is otherwise; ``bases[starts[i]:stops[i]]`` are the stretches to tokenize: with ``n_policy="split"`` the
+    maximal runs of A/C/G/T between N runs and IUPAC codes, with ``"keep"`` (or when there are none) all of it,
+    ``[0, len(data))``. The trainer's stores (``prepare_tokens``) and its held-out data
+    (``enigma_fast.heldout``) are made from these stretches, so both give the same ids.
+    """
+    rest = data.translate(None, b"ACGTacgt")  # what is not A/C/G/T: N runs, IUPAC codes (mostly nothing)
+    _check_bytes(data, rest, path, name, offset)
+    if fold_case:
+        data = data.translate(_UPPER)
+    if n_policy == "keep" or not rest:
+        return data, [0], [len(data)]
+    starts, stops = _acgt_runs(data, rest)
+    return data, starts, stops
+
+
+def encode_ids(tokenizer: DNATokenizer, bases: bytes | bytearray | memoryview, dtype: Any = np.int64) -> np.ndarray:
+    """``(T,)`` ids of ``bases`` (ASCII DNA) as ``dtype``, exactly as the tokenizer gives them for this piece alone
+    (the compiled encoder, reading the bytes in place); the ids a store holds for a stretch (see
+    :func:`dna_stretches`)."""
+    return _encode(tokenizer, bytearray(bases), np.dtype(dtype))
 
 
 def _encode(tok: DNATokenizer, data: bytearray, dtype: np.dtype) -> np.ndarray:
@@ -417,21 +401,16 @@ def prepare_tokens(
                         current = rec
                         records.append({"name": name, "file": os.fspath(path), "bases": 0})
                     rid, done = len(records) - 1, records[-1]["bases"]
-                    rest = data.translate(None, b"ACGTacgt")  # what is not A/C/G/T (mostly nothing)
-                    _check_bytes(data, rest, os.fspath(path), name, done)
                     records[-1]["bases"] = done + len(data)
-                    if fold:
-                        data = data.translate(_UPPER)
-                    if n_policy == "keep" or not rest:
-                        out.add(rid, data)  # all A/C/G/T (or kept whole): the open segment runs on
-                        continue
+                    data, starts, stops = dna_stretches(
+                        data, os.fspath(path), name, done, fold_case=fold, n_policy=n_policy
+                    )
                     view = memoryview(data)
-                    starts, stops = _acgt_runs(data, rest)
                     for start, stop in zip(starts, stops, strict=True):
-                        if start > 0:  # a gap (N, IUPAC) before this run ends the open segment
+                        if start > 0:  # a gap (N, IUPAC) before this stretch ends the open segment
                             out.close()
-                        out.add(rid, view[start:stop])
-                    if not stops or stops[-1] < len(data):
+                        out.add(rid, view[start:stop])  # one stretch reaching the chunk's end: the segment runs on
+                    if not stops or stops[-1] < len(data):  # a gap at the chunk's end ends it
                         out.close()
                 out.close()
             f.flush()

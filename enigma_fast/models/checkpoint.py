@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from enigma_fast.data.tokens import check_target, install_folder
+from enigma_fast.files import check_target, install_folder, read_json_object
 from enigma_fast.models.config import EnBERTConfig, EnigmaConfig
 
 __all__ = ["CONFIG_NAME", "TOKENIZER_NAME", "WEIGHTS_NAME", "load_state", "read_config", "save_state"]
@@ -88,12 +88,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     f = Path(path) / CONFIG_NAME
     if not f.is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint folder: {CONFIG_NAME} is missing")
-    try:
-        config = json.loads(f.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{f} must be a JSON object, got unreadable JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{f} must be a JSON object, got a JSON {type(config).__name__}")
+    config = read_json_object(f)
     cls = _CONFIG_CLASSES.get(config.get("model_type"))
     if cls is not None:
         try:

@@ -1,4 +1,6 @@
-"""Argument checks of every op, one function per op, run by both implementations before any work.
+"""Argument checks of every op, one function per op, run by both implementations before any work; the tensor
+arguments are checked by one function (``_check_tensor``) from one table of their shapes, dtypes and layouts
+(``TENSORS``).
 
 ``enigma_fast.ops`` calls the op's check before it routes a call to a compiled kernel or to the reference, and the
 reference calls the same check itself, so both paths accept exactly the same inputs and reject the rest with the
@@ -19,7 +21,9 @@ type the kernels raised before these checks ran first, so callers catching Runti
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import NoReturn
 
 import torch
 
@@ -72,10 +76,6 @@ def _tensor(t: object, name: str, op: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise OpTypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     return t
-
-
-def _opt_tensor(t: object, name: str, op: str) -> torch.Tensor | None:
-    return None if t is None else _tensor(t, name, op)
 
 
 _REALS = (Real, torch.SymFloat, torch.SymInt)
@@ -147,6 +147,95 @@ def _rows(t: torch.Tensor, name: str, op: str) -> None:
         )
 
 
+BOUND = frozenset("BHDN")  # dimension names whose size an earlier argument fixes (q: B, H, D; x: N)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How a tensor argument must look. ``dims`` names its dimensions: a name of ``BOUND`` is a size fixed by an
+    argument checked before it (``B``, ``H``, ``D`` by q; ``N``, the last dimension of x), ``2P-1`` any odd size,
+    any other name any size. ``dtypes`` (``words`` in messages), or None for the dtype of the argument it goes
+    with. ``layout``: ``"last"`` (a contiguous last dimension), ``"all"`` (contiguous) or None. ``note`` follows
+    the shape in messages."""
+
+    dims: tuple[str, ...]
+    dtypes: tuple[torch.dtype, ...] | None = None
+    words: str = ""
+    layout: str | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:  # worked out once: the check runs on every op call
+        object.__setattr__(self, "bound", tuple((i, d) for i, d in enumerate(self.dims) if d in BOUND))
+        object.__setattr__(self, "odd_at", self.dims.index("2P-1") if "2P-1" in self.dims else None)
+
+
+_LIKE_Q = Spec(("B", "H", "T", "D"), layout="last")
+# Every tensor argument the ops check, by argument name: the one table _check_tensor reads.
+TENSORS: dict[str, Spec] = {
+    "q": Spec(("B", "H", "Tq", "D"), FLOATS, f"a floating tensor ({_FLOAT_NAMES})", "last"),
+    "k": _LIKE_Q,
+    "v": _LIKE_Q,
+    "k_cache": _LIKE_Q,
+    "v_cache": _LIKE_Q,
+    "k_new": _LIKE_Q,
+    "v_new": _LIKE_Q,
+    "rel_emb": Spec(("H", "2P-1", "D"), note=" with an odd middle size"),
+    "key_start": Spec(("B",), _INDEX, "int32 or int64"),
+    "cache_seqlens": Spec(("B",), _INDEX, "int32 or int64"),
+    "weight": Spec(("N",), layout="all", note=" to match the last dimension of x"),
+    "bases": Spec(("n",), (torch.uint8,), "uint8", "all"),
+    "ids": Spec(("T",), (torch.int64,), "int64"),
+    "pieces": Spec(("P",), (torch.uint8,), "uint8"),
+    "piece_offsets": Spec(("V+1",), (torch.int64,), "int64"),
+}
+
+
+def _check_tensor(
+    op: str, name: str, t: object, sizes: dict[str, int] | None, like: torch.Tensor | None = None, like_name: str = ""
+) -> torch.Tensor:
+    """Check the tensor argument ``name`` of ``op`` against ``TENSORS[name]``: a tensor, on the device of ``like``
+    (the argument ``like_name`` it goes with), of its dtypes (or ``like``'s dtype), of the sizes ``sizes`` binds
+    (None: ``name`` binds them), of its layout. One-line OpTypeError / OpValueError naming it otherwise."""
+    spec = TENSORS[name]
+    if not isinstance(t, torch.Tensor):
+        raise OpTypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if like is not None:
+        if t.device != like.device:
+            _same_device(like, like_name, t, name, op)
+        if spec.dtypes is None and t.dtype != like.dtype:
+            _same_dtype(like, like_name, t, name, op)
+    if spec.dtypes is not None and t.dtype not in spec.dtypes:
+        raise OpTypeError(f"{op}: {name} must be {spec.words}, got {_dt(t.dtype)}")
+    s = t.shape
+    bad = len(s) != len(spec.dims) or (spec.odd_at is not None and s[spec.odd_at] % 2 != 1)
+    if sizes is not None and not bad:
+        for i, d in spec.bound:
+            if s[i] != sizes[d]:
+                bad = True
+    if bad:
+        _shape_error(op, name, spec, s, sizes or {})
+    if spec.layout == "last" and s[-1] > 1 and not t.is_contiguous() and t.stride(-1) != 1:
+        raise OpValueError(
+            f"{op}: {name} must have a contiguous last dimension (stride 1), got strides {t.stride()}; "
+            "call .contiguous()"
+        )
+    if spec.layout == "all" and t.numel() > 1 and not t.is_contiguous():
+        raise OpValueError(f"{op}: {name} must be contiguous, got stride {t.stride()}")
+    return t
+
+
+def _shape_error(op: str, name: str, spec: Spec, shape: torch.Size, sizes: dict[str, int]) -> NoReturn:
+    """``name must be (B, H, T, D) = (2, 4, *, 32), got (2, 4, 9, 16)`` (without ``= ...`` when nothing is bound)."""
+    want = [sizes.get(d) for d in spec.dims]
+    comma = "," if len(want) == 1 else ""
+    note = spec.note
+    dims = f"({', '.join(spec.dims)}{comma})"
+    if all(w is None for w in want):
+        raise OpValueError(f"{op}: {name} must be {dims}{note}, got shape {tuple(shape)}")
+    shown = ", ".join("*" if w is None else str(w) for w in want)
+    raise OpValueError(f"{op}: {name} must be {dims} = ({shown}{comma}){note}, got {tuple(shape)}")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # RMSNorm
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,14 +252,8 @@ def check_rms_norm(x: object, weight: object, eps: object, op: str = "rms_norm")
     n = x.shape[-1]
     if n == 0:
         raise OpValueError(f"{op}: the last dimension of x must be non-empty, got shape {_shape(x)}")
-    weight = _opt_tensor(weight, "weight", op)
     if weight is not None:
-        _same_device(x, "x", weight, "weight", op)
-        _same_dtype(x, "x", weight, "weight", op)
-        if weight.dim() != 1 or weight.shape[0] != n:
-            raise OpValueError(f"{op}: weight must be ({n},) to match the last dimension of x, got {_shape(weight)}")
-        if not weight.is_contiguous():
-            raise OpValueError(f"{op}: weight must be contiguous, got stride {weight.stride()}")
+        _check_tensor(op, "weight", weight, {"N": n}, x, "x")
 
 
 def check_add_rms_norm(x: object, residual: object, weight: object, eps: object, op: str = "add_rms_norm") -> None:
@@ -187,70 +270,17 @@ def check_add_rms_norm(x: object, residual: object, weight: object, eps: object,
 # ---------------------------------------------------------------------------------------------------------------
 # Relative-position attention
 # ---------------------------------------------------------------------------------------------------------------
-def _check_q(q: object, op: str) -> tuple[torch.Tensor, torch.device, torch.dtype, int, int, int]:
-    q = _tensor(q, "q", op)
-    if q.dtype not in FLOATS:
-        raise OpTypeError(f"{op}: q must be a floating tensor ({_FLOAT_NAMES}), got {_dt(q.dtype)}")
-    qs = q.shape
-    if len(qs) != 4:
-        raise OpValueError(f"{op}: q must be (B, H, Tq, D), got shape {tuple(qs)}")
-    if qs[3] == 0:
-        raise OpValueError(f"{op}: q must have a non-empty head dimension D, got shape {tuple(qs)}")
-    _last_contiguous(q, "q", op)
-    return q, q.device, q.dtype, qs[0], qs[1], qs[3]
+def _check_q(q: object, op: str) -> tuple[torch.Tensor, dict[str, int]]:
+    """q, and the sizes it binds for the other arguments: ``B``, ``H``, ``D``."""
+    q = _check_tensor(op, "q", q, None)
+    B, H, _, D = q.shape
+    if D == 0:
+        raise OpValueError(f"{op}: q must have a non-empty head dimension D, got shape {tuple(q.shape)}")
+    return q, {"B": B, "H": H, "D": D}
 
 
-def _last_contiguous(t: torch.Tensor, name: str, op: str) -> None:
-    if t.shape[3] > 1 and not t.is_contiguous() and t.stride(3) != 1:
-        raise OpValueError(
-            f"{op}: {name} must have a contiguous last dimension (stride 1), got strides {t.stride()}; "
-            "call .contiguous()"
-        )
-
-
-def _check_like_q(ref: tuple, t: object, name: str, op: str) -> torch.Tensor:
-    """A (B, H, T, D) tensor like q (B, H, D, dtype, device) with a contiguous last dimension."""
-    q, device, dtype, B, H, D = ref
-    t = _tensor(t, name, op)
-    if t.device != device:
-        _same_device(q, "q", t, name, op)
-    if t.dtype != dtype:
-        _same_dtype(q, "q", t, name, op)
-    ts = t.shape
-    if len(ts) != 4 or ts[0] != B or ts[1] != H or ts[3] != D:
-        raise OpValueError(f"{op}: {name} must be (B, H, T, D) = ({B}, {H}, *, {D}), got {tuple(ts)}")
-    _last_contiguous(t, name, op)
-    return t
-
-
-def _check_rel_emb(ref: tuple, rel_emb: object, op: str) -> None:
-    rel_emb = _opt_tensor(rel_emb, "rel_emb", op)
-    if rel_emb is None:
-        return
-    q, device, dtype, _, H, D = ref
-    if rel_emb.device != device:
-        _same_device(q, "q", rel_emb, "rel_emb", op)
-    if rel_emb.dtype != dtype:
-        _same_dtype(q, "q", rel_emb, "rel_emb", op)
-    rs = rel_emb.shape
-    if len(rs) != 3 or rs[0] != H or rs[2] != D or rs[1] % 2 != 1:
-        raise OpValueError(
-            f"{op}: rel_emb must be (H, 2P-1, D) = ({H}, *, {D}) with an odd middle size, got {tuple(rs)}"
-        )
-
-
-def _check_index_vector(ref: tuple, t: object, name: str, op: str) -> torch.Tensor | None:
-    t = _opt_tensor(t, name, op)
-    if t is None:
-        return None
-    q, device, B = ref[0], ref[1], ref[3]
-    if t.device != device:
-        _same_device(q, "q", t, name, op)
-    if t.dtype not in _INDEX:
-        raise OpTypeError(f"{op}: {name} must be int32 or int64, got {_dt(t.dtype)}")
-    if t.dim() != 1 or t.shape[0] != B:
-        raise OpValueError(f"{op}: {name} must be (B,) = ({B},), got {_shape(t)}")
-    return t
+def _check_optional(op: str, name: str, t: object, sizes: dict[str, int], q: torch.Tensor) -> torch.Tensor | None:
+    return None if t is None else _check_tensor(op, name, t, sizes, q, "q")
 
 
 def _check_scale(scale: object, op: str) -> None:
@@ -271,18 +301,17 @@ def check_rel_attention(
     """Arguments of ``rel_attention``: q ``(B, H, Tq, D)`` floating, D > 0; k, v ``(B, H, Tk, D)`` like q with
     ``Tq <= Tk``; last dimensions contiguous; rel_emb ``(H, 2P-1, D)`` like q or None; key_start int32/int64
     ``(B,)`` on q's device or None; causal a bool; scale a real number or None."""
-    ref = _check_q(q, op)  # (q, device, dtype, B, H, D), read once
-    q = ref[0]
-    k = _check_like_q(ref, k, "k", op)
-    v = _check_like_q(ref, v, "v", op)
+    q, sizes = _check_q(q, op)
+    k = _check_tensor(op, "k", k, sizes, q, "q")
+    v = _check_tensor(op, "v", v, sizes, q, "q")
     if v.shape[2] != k.shape[2]:
         raise OpValueError(f"{op}: v must have k's length Tk = {k.shape[2]}, got {v.shape[2]}")
     if q.shape[2] > k.shape[2]:
         raise OpValueError(
             f"{op}: needs Tq <= Tk (queries are the last Tq positions), got Tq = {q.shape[2]} > Tk = {k.shape[2]}"
         )
-    _check_index_vector(ref, key_start, "key_start", op)
-    _check_rel_emb(ref, rel_emb, op)
+    _check_optional(op, "key_start", key_start, sizes, q)
+    _check_optional(op, "rel_emb", rel_emb, sizes, q)
     _bool(causal, "causal", op)
     _check_scale(scale, op)
 
@@ -306,10 +335,9 @@ def check_rel_attention_with_kvcache(
     or neither. The cache_seqlens values (when readable): ``0 <= cache_seqlens[b]``, ``cache_seqlens[b] + n_new <=
     Tmax`` (the new tokens fit) and ``cache_seqlens[b] + n_new >= Tq`` (the queries' own keys are there); read on
     the CPU, and on other devices too with ``device_values`` (the reference: a sync)."""
-    ref = _check_q(q, op)  # (q, device, dtype, B, H, D), read once
-    q = ref[0]
-    k_cache = _check_like_q(ref, k_cache, "k_cache", op)
-    v_cache = _check_like_q(ref, v_cache, "v_cache", op)
+    q, sizes = _check_q(q, op)
+    k_cache = _check_tensor(op, "k_cache", k_cache, sizes, q, "q")
+    v_cache = _check_tensor(op, "v_cache", v_cache, sizes, q, "q")
     Tq, Tmax = q.shape[2], k_cache.shape[2]
     if v_cache.shape[2] != Tmax:
         raise OpValueError(f"{op}: v_cache must have k_cache's length Tmax = {Tmax}, got {v_cache.shape[2]}")
@@ -317,20 +345,20 @@ def check_rel_attention_with_kvcache(
         raise OpValueError(f"{op}: needs Tq <= Tmax, got Tq = {Tq} > Tmax = {Tmax}")
     if cache_seqlens is None:
         raise OpTypeError(f"{op}: cache_seqlens must be an int32/int64 tensor of shape ({q.shape[0]},), got None")
-    seqlens = _check_index_vector(ref, cache_seqlens, "cache_seqlens", op)
-    _check_index_vector(ref, key_start, "key_start", op)
+    seqlens = _check_tensor(op, "cache_seqlens", cache_seqlens, sizes, q, "q")
+    _check_optional(op, "key_start", key_start, sizes, q)
     if (k_new is None) != (v_new is None):
         raise OpValueError(f"{op}: k_new and v_new must be given together")
     n_new = 0
     if k_new is not None:
         for name, t in (("k_new", k_new), ("v_new", v_new)):
-            t = _check_like_q(ref, t, name, op)
+            t = _check_tensor(op, name, t, sizes, q, "q")
             if t.shape[2] != Tq:
                 raise OpValueError(f"{op}: {name} must have q's length Tq = {Tq}, got {t.shape[2]}")
         n_new = Tq
-    _check_rel_emb(ref, rel_emb, op)
+    _check_optional(op, "rel_emb", rel_emb, sizes, q)
     _check_scale(scale, op)
-    if seqlens is not None and _values_checkable(seqlens, device_values):
+    if _values_checkable(seqlens, device_values):
         for b, s in enumerate(seqlens.tolist()):
             if not (s >= 0 and s + n_new <= Tmax):
                 raise OpValueError(
@@ -352,17 +380,6 @@ def _check_k_stride(k: object, stride: object, op: str) -> None:
         raise OpValueError(f"{op}: k must be an int in 1..{MAX_K}, got {k!r}")
     if isinstance(stride, bool) or not isinstance(stride, Integral | torch.SymInt) or not 1 <= stride <= 2**30:
         raise OpValueError(f"{op}: stride must be an int in 1..2^30, got {stride!r}")
-
-
-def _check_bases(bases: object, op: str) -> torch.Tensor:
-    bases = _tensor(bases, "bases", op)
-    if bases.dtype != torch.uint8:
-        raise OpTypeError(f"{op}: bases must be uint8, got {_dt(bases.dtype)}")
-    if bases.dim() != 1:
-        raise OpValueError(f"{op}: bases must be 1-D (n,), got shape {_shape(bases)}")
-    if bases.numel() > 1 and bases.stride(0) != 1:
-        raise OpValueError(f"{op}: bases must be contiguous, got stride {bases.stride(0)}")
-    return bases
 
 
 def _check_vocab(
@@ -459,7 +476,7 @@ def check_kmer_encode(
     table (C a power of two) and tail_table empty; char_ids contiguous int32 ``(256,)``, all on bases' device;
     dtype int64/int32; missing_id an int that fits dtype; fold_case a bool."""
     _check_k_stride(k, stride, op)
-    bases = _check_bases(bases, op)
+    bases = _check_tensor(op, "bases", bases, None)
     _check_vocab(bases, table, tail_table, char_ids, k, dtype, op)
     lo, hi = _INT32 if dtype == torch.int32 else _INT64
     _int(missing_id, "missing_id", op, lo, hi)
@@ -501,19 +518,11 @@ def check_kmer_decode(
     """Arguments of ``kmer_decode``: ids int64 ``(T,)``, pieces uint8 ``(P,)``, piece_offsets int64 ``(V+1,)``
     non-decreasing from 0 to at most P (read when ``values``), all on one device. (Each id is checked against
     ``[0, V)`` while decoding.)"""
-    ids = _tensor(ids, "ids", op)
-    pieces = _tensor(pieces, "pieces", op)
-    piece_offsets = _tensor(piece_offsets, "piece_offsets", op)
-    if ids.dtype != torch.int64 or ids.dim() != 1:
-        raise OpValueError(f"{op}: ids must be int64 (T,), got {_dt(ids.dtype)} {_shape(ids)}")
-    if pieces.dtype != torch.uint8 or pieces.dim() != 1:
-        raise OpValueError(f"{op}: pieces must be uint8 (P,), got {_dt(pieces.dtype)} {_shape(pieces)}")
-    if piece_offsets.dtype != torch.int64 or piece_offsets.dim() != 1 or piece_offsets.shape[0] < 1:
-        raise OpValueError(
-            f"{op}: piece_offsets must be int64 (V+1,), got {_dt(piece_offsets.dtype)} {_shape(piece_offsets)}"
-        )
-    _same_device(ids, "ids", pieces, "pieces", op)
-    _same_device(ids, "ids", piece_offsets, "piece_offsets", op)
+    ids = _check_tensor(op, "ids", ids, None)
+    pieces = _check_tensor(op, "pieces", pieces, None, ids, "ids")
+    piece_offsets = _check_tensor(op, "piece_offsets", piece_offsets, None, ids, "ids")
+    if piece_offsets.shape[0] < 1:
+        raise OpValueError(f"{op}: piece_offsets must be (V+1,) with V >= 0, got shape {_shape(piece_offsets)}")
     if values and _values_checkable(piece_offsets):
         first, last = int(piece_offsets[0]), int(piece_offsets[-1])
         if first != 0 or last > pieces.numel():
@@ -538,7 +547,7 @@ def check_kmer_count(
     _check_k_stride(k, stride, op)
     if k > MAX_DENSE_K:
         raise OpValueError(f"{op}: k must be <= {MAX_DENSE_K} for dense counting, got {k}")
-    bases = _check_bases(bases, op)
+    bases = _check_tensor(op, "bases", bases, None)
     if bases.device.type != "cpu":
         raise OpValueError(f"{op}: bases must be on the CPU, got {bases.device}")
     _check_offsets(bases, offsets, op, values)

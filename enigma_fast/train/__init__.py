@@ -1,4 +1,4 @@
-"""Training: ``python -m enigma_fast.train`` (see ``__main__``), the loop, its config, checkpoints and metrics."""
+"""Training: the loop, its config, checkpoints and metrics (the command line is ``enigma_fast.cli.train``)."""
 
 from enigma_fast.train.config import PRESETS, TrainConfig
 

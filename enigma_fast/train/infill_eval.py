@@ -1,61 +1,20 @@
-"""``python -m enigma_fast.train.infill_eval``: score the same masked held-out spans with an Enigma (both flanks) and
-an EnBERT (left context only), in bits per base.
+"""The same masked held-out spans scored by an Enigma (both flanks) and an EnBERT (left context only), in bits per
+base: ``evaluate_pair``, on the command line ``python -m enigma_fast.train.infill_eval`` (``enigma_fast.cli``).
 
-    python -m enigma_fast.train.infill_eval --enigma RUN_A/final --enbert RUN_B/final
-    python -m enigma_fast.train.infill_eval --enigma RUN_A/final --noise-density 0.15 --mean-span 3 --seed 0 genome.fa
-
-The data (default: the genome shipped with the package) is tokenized as the trainer does (upper case, N runs cut
-out) and split as the trainer does (the last ``--val-fraction`` of every record held out). The held-out part is cut
-into windows of ``--window`` tokens, and each window gets spans drawn from ``(--seed, window index)`` alone (see
-``enigma_fast.data.spans``), so every run of this command, and a span run of the trainer with the same options,
-scores the same bases. Figures are defined in ``enigma_fast.train.span``.
+The data (default: the genome shipped with the package) is tokenized and split as the trainer does (upper case, N
+runs cut out, the last ``val_fraction`` of every record held out); the held-out part is cut into windows of
+``window`` tokens whose spans are drawn from ``(seed, window index)`` alone (``enigma_fast.data.spans``), so every
+evaluation with the same options, and a span run of the trainer, scores the same bases. Figures are defined in
+``enigma_fast.train.span``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
-__all__ = ["main"]
-
-log = logging.getLogger("enigma_fast.train.infill_eval")
-PROG = "python -m enigma_fast.train.infill_eval"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", nargs="*", help="FASTA/FASTQ files (plain or gzip); none = the shipped genome")
-    p.add_argument("--enigma", help="Enigma model folder (trained with --objective span)")
-    p.add_argument("--enbert", help="EnBERT model folder")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail of every record (default 0.1)")
-    p.add_argument("--window", type=int, default=128, help="tokens per masked window (default 128)")
-    p.add_argument("--noise-density", type=float, default=0.15, help="masked fraction of each window (default 0.15)")
-    p.add_argument("--mean-span", type=float, default=3.0, help="mean span length in tokens (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the span choice (default 0)")
-    p.add_argument(
-        "--context",
-        type=int,
-        default=128,
-        help="EnBERT: tokens of left context before each window, within its segment (default 128)",
-    )
-    p.add_argument(
-        "--max-windows", type=int, default=0, help="score at most this many windows, evenly spread (default 0 = all)"
-    )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print the figures as one JSON object instead")
-    return p
+__all__ = ["evaluate_pair"]
 
 
 def evaluate_pair(
@@ -147,51 +106,8 @@ def evaluate_pair(
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse arguments, score, print; returns the exit code (2 with a one-line message for a bad argument)."""
-    a = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    try:
-        res = evaluate_pair(
-            a.enigma,
-            a.enbert,
-            a.data,
-            val_fraction=a.val_fraction,
-            window=a.window,
-            noise_density=a.noise_density,
-            mean_span=a.mean_span,
-            seed=a.seed,
-            context=a.context,
-            max_windows=a.max_windows,
-            batch_size=a.batch_size,
-            device=a.device,
-        )
-    except (OSError, ValueError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    if a.json:
-        print(json.dumps(res, indent=1))
-        return 0
-    sp = res["spans"]
-    print(
-        f"held-out spans: {sp['windows']} windows of up to {sp['window']} tokens, noise density "
-        f"{sp['noise_density']}, mean span {sp['mean_span']}, seed {sp['seed']}: {int(sp['bases'])} bases"
-        + (f" in {int(sp['spans'])} spans" if "spans" in sp else "")
-    )
-    if "enigma" in res:
-        e = res["enigma"]
-        print(
-            f"Enigma, both flanks      {e['model']}: {e['bpb']:.4f} bits/base (accuracy {e['accuracy']:.3f}; "
-            f"{e['bpb_with_ends']:.4f} counting where each span ends)"
-        )
-    if "enbert" in res:
-        e = res["enbert"]
-        print(
-            f"EnBERT, left context only {e['model']}: {e['bpb']:.4f} bits/base (accuracy {e['accuracy']:.3f}; "
-            f"up to {e['context']} tokens before each window)"
-        )
-    return 0
+if __name__ == "__main__":  # the program python -m enigma_fast.train.infill_eval
+    from enigma_fast.cli._common import launch
+    from enigma_fast.cli.infill_eval import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    launch("enigma_fast.train.infill_eval", main)

@@ -280,14 +280,8 @@ def enbert_span_score(
 
 def bases_per_token(tok: Any) -> np.ndarray:
     """``(vocab,)`` float64: bases each id stands for (a k-mer min(k, stride), a tail piece or byte its length, a
-    special 0), as ``TokenStore.bases_per_token``."""
-    out = np.zeros(tok.vocab_size, dtype=np.float64)
-    cover = min(tok.k, tok.stride)
-    for piece, i in tok.pieces.items():
-        out[i] = cover if len(piece) == tok.k else len(piece)
-    for ch, i in tok.fallback_ids.items():
-        out[i] = len(ch)
-    return out
+    special 0), as ``TokenStore.bases_per_token`` (``DNATokenizer.bases_per_token``)."""
+    return tok.bases_per_token().astype(np.float64)
 
 
 def check_same_tokens(a: Any, b: Any, what: str) -> None:
