@@ -49,6 +49,25 @@ if [ -x "$SAN" ]; then
 fi
 step attn_bench "$PY" -m benchmarks.bench_attention_cuda ${ATTN_BENCH_ARGS---quick} --rounds 20
 
+# Whole-step decode: a small EnBERT and Enigma generation (CUDA graph of step + sampling) under compute-sanitizer
+# memcheck, then tokens/s of the module path, the whole-step path and GPT-2 (the CUDA tests ran with the rest above).
+DECODE_SMALL='import sys; sys.path.insert(0, "tests")
+import torch
+from decode_helpers import make_model, prompts
+from enigma_fast.generation import generate
+for kind in ("enbert", "enigma"):
+    m = make_model(kind, "odd", device="cuda")
+    ids, lengths = prompts(2, 9, padded=True, device="cuda")
+    a = generate(m, ids, 6, temperature=0.0, prompt_lengths=lengths, decode_path="whole_step")
+    b = generate(m, ids, 6, temperature=0.0, prompt_lengths=lengths, decode_path="module")
+    assert torch.equal(a, b), kind
+torch.cuda.synchronize(); print("ok")'
+if [ -x "$SAN" ]; then
+  step decode_memcheck "$SAN" --tool memcheck --error-exitcode 1 "$PY" -c "$DECODE_SMALL"
+fi
+step decode_bench "$PY" -m benchmarks.bench_decode --device cuda --preset tiny 47m --batch 1 16 --prompt 256 \
+  --new 128 --rounds 3 --no-compiled
+
 # k-mer tokenization: CUDA encode of 1 GB of bases (the CUDA tests ran with the rest above).
 step kmer_bench "$PY" -m benchmarks.bench_kmer --rounds 10 --cuda-gb 1
 
@@ -61,6 +80,10 @@ echo "== Relative attention on CUDA (bf16, causal) =="
 grep -E "^\| (forward|forward\+backward) T=2048 D=64 \|" "$OUT/attn_bench.log" | head -8 || true
 grep -E "^\| decode B=8 L=16384 \|" "$OUT/attn_bench.log" || true
 grep -E "^(PASS|FAIL)" "$OUT/attn_bench.log" || true
+
+echo
+echo "== Whole-step decode on CUDA (new tokens/s; greedy, prompt 256, 128 new) =="
+grep -E "^\| (model|tiny|47m) \|" "$OUT/decode_bench.log" || true
 
 echo
 echo "== RMSNorm on CUDA (median ms, interleaved rounds) =="

@@ -17,8 +17,15 @@ from pathlib import Path
 import pytest
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-MACROS = ("TORCH_CHECK", "TORCH_WARN", "TORCH_WARN_ONCE", "TORCH_INTERNAL_ASSERT", "AT_ERROR", "TORCH_CHECK_VALUE")
-CONDITION_FIRST = {"TORCH_CHECK", "TORCH_INTERNAL_ASSERT", "TORCH_CHECK_VALUE"}
+CONDITION_FIRST = {
+    "TORCH_CHECK",
+    "TORCH_INTERNAL_ASSERT",
+    "TORCH_CHECK_VALUE",
+    "TORCH_CHECK_TYPE",
+    "TORCH_CHECK_INDEX",
+    "TORCH_CHECK_NOT_IMPLEMENTED",
+}
+MACROS = (*sorted(CONDITION_FIRST), "TORCH_WARN", "TORCH_WARN_ONCE", "AT_ERROR")
 STREAMS = re.compile(r"\b(c10::str|std::ostringstream|std::stringstream|std::cout|std::cerr)\b")
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 LITERAL = re.compile(r'^(\s*"(?:[^"\\]|\\.)*"\s*)+$')

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/cpu_isa.h"
+#include "decode/decode.h"
 
 namespace {
 
@@ -48,6 +49,30 @@ std::string bad_cpu_capability_env() {
   return bad ? bad : "";
 }
 
+namespace decode = enigma_fast::decode;
+
+decode::Geometry decode_geometry(const std::vector<int64_t>& geometry) {
+  decode::Geometry g;
+  const std::string err = decode::parse_geometry(geometry.data(), static_cast<int64_t>(geometry.size()), &g);
+  TORCH_CHECK_VALUE(err.empty(), err);
+  return g;
+}
+
+int64_t panel(bool cuda) { return cuda ? decode::kCudaPanel : decode::kCpuPanel; }
+
+// Elements of decode_pack's output for this geometry on the CPU (cuda false) or CUDA.
+int64_t decode_packed_numel(const std::vector<int64_t>& geometry, bool cuda) {
+  return decode::make_layout(decode_geometry(geometry), panel(cuda)).total;
+}
+
+// Elements of decode_step's work buffer for a batch, cache length and memory length (0 for EnBERT).
+int64_t decode_workspace_numel(const std::vector<int64_t>& geometry, int64_t batch, int64_t max_len,
+                               int64_t memory_len, bool cuda) {
+  TORCH_CHECK_VALUE(batch >= 1 && max_len >= 1 && memory_len >= 0, "decode workspace: batch and max_len must be >= 1",
+                    " and memory_len >= 0, got ", batch, ", ", max_len, ", ", memory_len);
+  return decode::make_work(decode_geometry(geometry), batch, max_len, memory_len, panel(cuda)).total;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -59,4 +84,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_cpu_capability", &set_cpu_capability, "cap the CPU kernels' level ('' drops the cap); returns the level");
   m.def("bad_cpu_capability_env", &bad_cpu_capability_env,
         "ENIGMA_FAST_CPU_CAPABILITY when it names no level, else ''");
+  m.def("decode_packed_numel", &decode_packed_numel, "elements of decode_pack's output (geometry, cuda)");
+  m.def("decode_workspace_numel", &decode_workspace_numel,
+        "elements of decode_step's work buffer (geometry, batch, max_len, memory_len, cuda)");
 }

@@ -25,7 +25,7 @@ import torch
 
 from enigma_fast.cli import _common as common
 from enigma_fast.data import iter_records, read_sequences
-from enigma_fast.generation import fill_gaps, generate, parse_masked
+from enigma_fast.generation import fill_gaps, generate, parse_masked, timed_generate
 from enigma_fast.tokenizers import FALLBACK_ALPHABET
 
 __all__ = ["main"]
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=1, help="continuations per prompt")
     common.add_device_argument(p)
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument("--benchmark", action="store_true", help="report tokens/s and the prefill and decode times apart")
     p.add_argument("--out", default=None, help="FASTA output file (default: stdout)")
     return p
 
@@ -167,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     ids, lengths = ids.to(args.device), lengths.to(args.device)
     t0 = time.perf_counter()
-    out = generate(
+    out = (timed_generate if args.benchmark else generate)(
         model,
         ids,
         args.max_new_tokens,
@@ -180,6 +181,9 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         compile=args.compile,
     )
+    if args.benchmark:  # (tokens, timing): prefill and decode apart
+        out, timing = out
+        log.info("benchmark: %s", timing.summary())
     if out.is_cuda:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0

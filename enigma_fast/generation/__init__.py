@@ -8,8 +8,10 @@ whose ``generate`` and ``infill`` methods call it."""
 from enigma_fast.generation.generator import generate, stream
 from enigma_fast.generation.infill import MaskedSequence, fill_gaps, infill, parse_masked
 from enigma_fast.generation.sampling import check_sampling_args, sample
+from enigma_fast.generation.timing import GenerationTiming, timed_generate
 
 __all__ = [
+    "GenerationTiming",
     "MaskedSequence",
     "check_sampling_args",
     "fill_gaps",
@@ -18,4 +20,5 @@ __all__ = [
     "parse_masked",
     "sample",
     "stream",
+    "timed_generate",
 ]

@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 
+from enigma_fast.generation.cuda_graph import graph_loop
 from enigma_fast.generation.sampling import _int_arg, _sample, check_sampling_args
+from enigma_fast.generation.whole_step import whole_step_decoder
 from enigma_fast.nn.ids import IdRange, check_id_ranges, check_id_tensor
 
 __all__ = ["generate", "stream"]
@@ -76,6 +78,7 @@ def stream(
     seed: int | None = None,
     compile: bool = False,
     sync_every: int = 64,
+    decode_path: str = "auto",
 ) -> Iterator[torch.Tensor]:
     """Yield the sampled tokens ``(B,)`` one step at a time (see :func:`generate` for the arguments).
 
@@ -89,6 +92,11 @@ def stream(
     _int_arg("sync_every", sync_every, 1)
     if not isinstance(compile, bool):
         raise TypeError(f"compile must be a bool, got {type(compile).__name__} {compile!r}")
+    B, T = idx.shape
+    dtype = next(model.parameters()).dtype
+    fast = whole_step_decoder(
+        model, B, model.cache_length(T, max_new_tokens), T, idx.device, dtype, decode_path, compile
+    )
     return _stream(
         model,
         idx,
@@ -102,6 +110,7 @@ def stream(
         seed,
         compile,
         sync_every,
+        fast,
     )
 
 
@@ -118,6 +127,7 @@ def _stream(
     seed: int | None,
     compile: bool,
     sync_every: int,
+    fast: Any,
 ) -> Iterator[torch.Tensor]:
     B, T = idx.shape
     device = idx.device
@@ -137,8 +147,19 @@ def _stream(
             step_fn = torch.compile(model.decode_step, mode=mode, fullgraph=True)
             model._compiled_decode_step = step_fn
     with torch.inference_mode():
-        cache = model.allocate_cache(B, model.cache_length(T, max_new_tokens), device, dtype)
+        if fast is None:
+            cache = model.allocate_cache(B, model.cache_length(T, max_new_tokens), device, dtype)
+        else:  # the whole-step path: the model's prefill fills the decoder's caches, then one native call per step
+            cache = fast.allocate_cache()
         logits = model.prefill(idx, key_start, cache)
+        if fast is not None:
+            fast.start(cache)
+            step_fn = fast.step
+            if device.type == "cuda":  # step and sampling captured once in a CUDA graph
+                yield from graph_loop(
+                    fast, logits, max_new_tokens, temperature, top_k, top_p, gen, eos_id, pad_id, sync_every
+                )
+                return
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
             tok = _sample(logits, temperature, top_k, top_p, gen)
@@ -166,6 +187,7 @@ def generate(
     pad_id: int = 0,
     seed: int | None = None,
     compile: bool = False,
+    decode_path: str = "auto",
 ) -> torch.Tensor:
     """Sample continuations of a batch of prompts with a KV cache.
 
@@ -179,7 +201,10 @@ def generate(
         eos_id: stop a row at this token (later positions get ``pad_id``); None = never stop early. Both ids in
             ``[0, vocab_size)``.
         seed: seeds a ``torch.Generator`` on idx's device: same seed, same tokens.
-        compile: run the decode step through ``torch.compile`` (CUDA graphs on GPU).
+        compile: run the module path's decode step through ``torch.compile`` (CUDA graphs on GPU).
+        decode_path: ``"auto"`` runs each decode step as one native call (``enigma_fast.ops.decode_step``) where
+            that serves the model, device and dtype and ``compile`` is off, else the modules; ``"whole_step"``
+            requires the native step, ``"module"`` the modules (same tokens; for comparisons).
 
     Returns:
         ``(B, T + n)`` int64: the prompts followed by the ``n <= max_new_tokens`` sampled tokens.
@@ -201,6 +226,7 @@ def generate(
             pad_id=pad_id,
             seed=seed,
             compile=compile,
+            decode_path=decode_path,
         )
     )
     new = torch.stack(toks, dim=1) if toks else idx.new_empty((idx.shape[0], 0))

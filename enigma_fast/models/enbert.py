@@ -9,11 +9,14 @@ Every self-attention is causal: logits at position t depend on tokens 0..t only.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from enigma_fast.models.base import DNALanguageModel, check_id_ranges, check_id_tensor
 from enigma_fast.models.config import EnBERTConfig
+from enigma_fast.models.decode import decode_weights
 from enigma_fast.models.layers import Block, run_blocks
 from enigma_fast.nn import RMSNorm
 
@@ -84,6 +87,10 @@ class EnBERT(DNALanguageModel):
         return logits, loss
 
     # generation hooks -------------------------------------------------------------------------------------
+    def decode_weights(self) -> tuple[list[torch.Tensor], Any]:
+        """The decode step's weights and geometry for ``enigma_fast.ops.decode_pack`` (the parameters, no copies)."""
+        return decode_weights(self, enigma=False)
+
     def allocate_cache(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> dict:
         """Static caches for ``max_len`` positions: one KVCache per block, all sharing one ``seqlens`` tensor."""
         return self._layer_caches(self.config.n_layer, batch, max_len, device, dtype)

@@ -28,6 +28,7 @@ from torch import nn
 from enigma_fast.generation import infill as _infill
 from enigma_fast.models.base import IGNORE_INDEX, DNALanguageModel, IdRange, check_id_ranges, check_id_tensor
 from enigma_fast.models.config import EnigmaConfig
+from enigma_fast.models.decode import decode_weights
 from enigma_fast.models.layers import Block, run_blocks
 from enigma_fast.nn import RMSNorm
 
@@ -252,6 +253,10 @@ class Enigma(DNALanguageModel):
         return logits, loss
 
     # generation hooks ---------------------------------------------------------------------------------------
+    def decode_weights(self) -> tuple[list[torch.Tensor], Any]:
+        """The decoder's decode-step weights and geometry for ``enigma_fast.ops.decode_pack`` (no copies)."""
+        return decode_weights(self, enigma=True)
+
     def allocate_cache(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> dict:
         """Decoder self-attention caches for ``max_len`` target tokens (the bos included), one per block,
         sharing one ``seqlens`` tensor."""
