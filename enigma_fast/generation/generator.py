@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from enigma_fast.generation.sampling import _sample, check_sampling_args
+from enigma_fast.generation.vocab import emit_mask
 from enigma_fast.models.base import IdRange, check_id_ranges, check_id_tensor
 
 __all__ = ["generate", "stream"]
@@ -91,6 +92,7 @@ def stream(
     seed: int | None = None,
     compile: bool = False,
     sync_every: int = 64,
+    vocab: str | torch.Tensor = "trained",
 ) -> Iterator[torch.Tensor]:
     """Yield the sampled tokens ``(B,)`` one step at a time (see :func:`generate` for the arguments).
 
@@ -104,6 +106,8 @@ def stream(
     _int_arg("sync_every", sync_every, 1)
     if not isinstance(compile, bool):
         raise TypeError(f"compile must be a bool, got {type(compile).__name__} {compile!r}")
+    V = model.config.vocab_size
+    allowed = emit_mask(getattr(model, "tokenizer", None), vocab, V, idx.device, [] if eos_id is None else [eos_id])
     return _stream(
         model,
         idx,
@@ -117,6 +121,7 @@ def stream(
         seed,
         compile,
         sync_every,
+        None if allowed is None else ~allowed,
     )
 
 
@@ -133,6 +138,7 @@ def _stream(
     seed: int | None,
     compile: bool,
     sync_every: int,
+    blocked: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     B, T = idx.shape
     device = idx.device
@@ -156,6 +162,8 @@ def _stream(
         logits = model.prefill(idx, key_start, cache)
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
+            if blocked is not None:  # ids the model may not emit (see generation/vocab.py)
+                logits = logits.masked_fill(blocked, float("-inf"))
             tok = _sample(logits, temperature, top_k, top_p, gen)
             if eos_id is not None:
                 tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
@@ -181,6 +189,7 @@ def generate(
     pad_id: int = 0,
     seed: int | None = None,
     compile: bool = False,
+    vocab: str | torch.Tensor = "trained",
 ) -> torch.Tensor:
     """Sample continuations of a batch of prompts with a KV cache.
 
@@ -195,6 +204,12 @@ def generate(
             ``[0, vocab_size)``.
         seed: seeds a ``torch.Generator`` on idx's device: same seed, same tokens.
         compile: run the decode step through ``torch.compile`` (CUDA graphs on GPU).
+        vocab: which ids may be sampled (``generation/vocab.py``): ``"trained"`` (default) the pieces and
+            fallback tokens made of the letters of the training data (``model.tokenizer.trained_letters``;
+            A/C/G/T for folders that do not record them), ``"full"`` every piece and fallback token of the
+            tokenizer (lower case, N, IUPAC codes), or a ``(vocab_size,)`` bool mask. Special tokens and sentinels
+            are never sampled, except ``eos_id`` when given. A model without ``model.tokenizer`` samples every id
+            for ``"trained"``/``"full"`` (its ids have no names); give it a mask (``tokenizer.output_mask``).
 
     Returns:
         ``(B, T + n)`` int64: the prompts followed by the ``n <= max_new_tokens`` sampled tokens.
@@ -216,6 +231,7 @@ def generate(
             pad_id=pad_id,
             seed=seed,
             compile=compile,
+            vocab=vocab,
         )
     )
     new = torch.stack(toks, dim=1) if toks else idx.new_empty((idx.shape[0], 0))

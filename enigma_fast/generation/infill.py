@@ -6,7 +6,8 @@ length the model chooses, at most ``max_gap_length`` bases), e.g. ``ACGT[N:12]TT
 in place of gap j; the decoder writes ``<mask_0> fill_0 <mask_1> fill_1 ... <eos>`` under constraints:
 
 * the sentinel that opens gap j is forced when gap j is due;
-* inside a gap of exact length n only base tokens (non-special, at most the bases still missing) are allowed; after
+* inside a gap of exact length n only base tokens (non-special, at most the bases still missing, and made of the
+  letters the model was trained on unless ``vocab`` says otherwise: see ``generation/vocab.py``) are allowed; after
   n bases the next sentinel (``<eos>`` after the last gap) is forced;
 * inside a free gap the model may also close it with the next sentinel (or ``<eos>``) once it holds a base; at
   ``max_gap_length`` bases it is closed.
@@ -28,6 +29,7 @@ import torch
 
 from enigma_fast.generation.generator import _int_arg
 from enigma_fast.generation.sampling import _sample, check_sampling_args
+from enigma_fast.generation.vocab import emit_mask
 from enigma_fast.tokenizers import FALLBACK_ALPHABET
 
 __all__ = ["MaskedSequence", "fill_gaps", "infill", "parse_masked"]
@@ -149,6 +151,7 @@ def fill_gaps(
     seed: int | None = None,
     max_gap_length: int = 64,
     max_batch: int = 64,
+    vocab: str | torch.Tensor = "trained",
 ) -> list[list[list[str]]]:
     """The fills of every gap: ``out[i][s][j]`` is sample s of gap j of item i (see :func:`infill`)."""
     if getattr(getattr(model, "config", None), "model_type", None) != "enigma":
@@ -169,6 +172,9 @@ def fill_gaps(
         raise ValueError(f"the tokenizer's {tokenizer.vocab_size} ids do not fit the model's vocab_size {V}")
     device = next(model.parameters()).device
     bpt = _bases_per_token(tokenizer, V, device)
+    emit = emit_mask(tokenizer, vocab, V, device)
+    if not bool((emit & (bpt == 1)).any()):  # every exact length must stay reachable
+        raise ValueError("vocab allows no single-base token, so a gap of 1 base could never be filled")
     parsed = []
     for name, item in _items(text):
         masked = parse_masked(item, name)
@@ -200,13 +206,24 @@ def fill_gaps(
     while i < len(parsed):  # batches of at most max_batch rows
         j = min(len(parsed), i + max(1, max_batch // num_samples))
         out += _fill_batch(
-            model, tokenizer, parsed[i:j], num_samples, temperature, top_k, top_p, gen, max_gap_length, bpt, device
+            model,
+            tokenizer,
+            parsed[i:j],
+            num_samples,
+            temperature,
+            top_k,
+            top_p,
+            gen,
+            max_gap_length,
+            bpt,
+            device,
+            emit,
         )
         i = j
     return out
 
 
-def _fill_batch(model, tok, batch, num_samples, temperature, top_k, top_p, gen, max_gap_length, bpt, device):
+def _fill_batch(model, tok, batch, num_samples, temperature, top_k, top_p, gen, max_gap_length, bpt, device, emit):
     rows = [(masked, src) for masked, src, _ in batch for _ in range(num_samples)]
     B = len(rows)
     S = max(len(src) for _, src in rows)
@@ -240,7 +257,7 @@ def _fill_batch(model, tok, batch, num_samples, temperature, top_k, top_p, gen, 
     markers[torch.arange(B, device=device), n_gaps] = tok.eos_id
     special = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
     special[torch.tensor(list(tok.special_ids.values()), dtype=torch.long, device=device)] = True
-    is_base = ~special & (bpt >= 1)
+    is_base = ~special & (bpt >= 1) & emit  # base tokens the model may write (generation/vocab.py)
     ar = torch.arange(B, device=device)
     g = torch.zeros(B, dtype=torch.long, device=device)  # the gap being written (or opened next)
     inside = torch.zeros(B, dtype=torch.bool, device=device)  # its sentinel has been written
@@ -315,6 +332,7 @@ def infill(
     seed: int | None = None,
     max_gap_length: int = 64,
     max_batch: int = 64,
+    vocab: str | torch.Tensor = "trained",
 ) -> list[list[str]]:
     """Fill the gaps of DNA sequences with an Enigma trained by span corruption.
 
@@ -328,6 +346,10 @@ def infill(
             greedy); one ``torch.Generator`` seeded with ``seed`` draws every row.
         max_gap_length: most bases of a free-length gap.
         max_batch: most rows decoded at once.
+        vocab: which tokens may fill a gap: ``"trained"`` (default) those made of the letters the model was trained
+            on (``tokenizer.trained_letters``; A/C/G/T for folders that do not record them), ``"full"`` every piece
+            and fallback token (lower case, N, IUPAC codes), or a ``(vocab_size,)`` bool mask (it must allow a
+            single-base token). Special tokens and sentinels never appear in a fill.
 
     Returns:
         ``out[i][s]``: sample s of item i, the flanks as given with every gap filled; an exact gap of n bases gets
@@ -353,6 +375,7 @@ def infill(
         seed=seed,
         max_gap_length=max_gap_length,
         max_batch=max_batch,
+        vocab=vocab,
     )
     items = [parse_masked(item, name) for name, item in _items(text)]
     return [[m.join(f) for f in samples] for m, samples in zip(items, fills, strict=True)]

@@ -315,6 +315,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         store = tdata.open_data(cfg, run, prepare=False)
     tok = store.tokenizer
     train_segs, val_segs = tdata.split(cfg, store)
+    # what the model will be taught to write: recorded in its tokenizer.json, sampled from by generation
+    tok.trained_letters = tdata.trained_letters(store, train_segs)
+    if dd.main:
+        logger.info("training tokens hold the letters %s: generation writes these by default", tok.trained_letters)
     kind, src_len = cfg.model, cfg.enigma_src_len
     rc = tdata.rc_table(tok) if cfg.rc_augment > 0 else None
     if cfg.rc_augment > 0 and rc is None:
