@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     p.add_argument("--out", default=None, help="FASTA output file (default: stdout)")
+    p.add_argument(
+        "--full-vocab",
+        action="store_true",
+        help="sample every letter the tokenizer writes (lower case, N, IUPAC codes), not only the letters of the "
+        "training data recorded in tokenizer.json (A/C/G/T when it records none)",
+    )
     return p
 
 
@@ -207,6 +213,7 @@ def _run_infill(args: argparse.Namespace) -> int:
             top_p=args.top_p,
             seed=args.seed,
             max_gap_length=args.max_gap_length,
+            vocab="full" if args.full_vocab else "trained",
         )
     except ValueError as err:  # name the record instead of the list position
         m = re.match(r"text\[(\d+)\]: (.*)", str(err))
@@ -260,6 +267,7 @@ def _run(args: argparse.Namespace) -> int:
         pad_id=tok.pad_id,
         seed=args.seed,
         compile=args.compile,
+        vocab="full" if args.full_vocab else "trained",
     )
     if out.is_cuda:
         torch.cuda.synchronize()

@@ -51,9 +51,10 @@ def _model(kind: str, tok: DNATokenizer, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def _favour(model: torch.nn.Module, tok: DNATokenizer, letters: str = "ACGT") -> torch.Tensor:
+def _favour(model: torch.nn.Module, tok: DNATokenizer, letters: str = "ACGT", eos: bool = True) -> torch.Tensor:
     """Add a large bias to the logits of every token outside ``letters`` (fallback tokens of lower case, N and
-    IUPAC codes; special tokens and sentinels most of all). Returns the bias."""
+    IUPAC codes; special tokens and sentinels most of all; ``<eos>`` too unless ``eos`` is False: then it is
+    disfavoured). Returns the bias."""
     V = model.config.vocab_size
     bias = torch.zeros(V)
     for text, i in [*tok.pieces.items(), *tok.fallback_ids.items()]:
@@ -61,6 +62,8 @@ def _favour(model: torch.nn.Module, tok: DNATokenizer, letters: str = "ACGT") ->
             bias[i] = 40.0 + (text == "N") * 5.0
     for i in tok.special_ids.values():
         bias[i] = 60.0
+    if not eos:
+        bias[tok.eos_id] = -40.0
     model.lm_head.register_forward_hook(lambda mod, inp, out: out + bias.to(out.dtype))
     return bias
 
@@ -271,3 +274,29 @@ def test_a_training_run_records_its_letters(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["sample"]["continuation"]) <= set("ACGT")
     assert load_model(str(run / "final")).tokenizer.trained_letters == "ACGT"
+
+
+# ---- the generate CLI: --full-vocab -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["enbert", "enigma"])
+def test_cli_writes_trained_letters_unless_full_vocab(kind, tmp_path, monkeypatch, capsys):
+    from enigma_fast import generate as cli
+
+    tok = CharTokenizer()
+    _model(kind, tok).save_pretrained(tmp_path / "model")
+    load = cli.load_model
+
+    def biased(*a, **k):
+        model = load(*a, **k)
+        _favour(model, model.tokenizer, eos=False)  # (the CLI stops a row at <eos>)
+        return model
+
+    monkeypatch.setattr(cli, "load_model", biased)
+    task = ["--prompt", "ACGTTGCA", "--max-new-tokens", "20"] if kind == "enbert" else ["--infill", "ACGT[N:12]TTGA"]
+    for flag, want_other in (([], False), (["--full-vocab"], True)):
+        out = tmp_path / f"out{len(flag)}.fa"
+        argv = ["--model", str(tmp_path / "model"), *task, "--seed", "0", "--device", "cpu", "--out", str(out), *flag]
+        assert cli.main(argv) == 0, capsys.readouterr().err
+        seq = "".join(out.read_text().split("\n")[1:])
+        written = seq[8:] if kind == "enbert" else seq[4:16]
+        assert len(written) >= 12 and set(written) <= set(FALLBACK_ALPHABET)
+        assert bool(set(written) - set("ACGT")) == want_other, written
