@@ -278,6 +278,13 @@ def test_bad_input(impl: str) -> None:
         enc(_bases(b"ACGA#CGG"), table, 3, tail_table=tail, char_ids=chars)
     with pytest.raises((ValueError, RuntimeError), match=r"0x00 at position 1|'\\x00' at position 1"):
         enc(_bases(b"A\x00"), table, 3, tail_table=tail, char_ids=chars)
+    # A byte without a token in a window and another in the tail: the first in sequence order is named (the
+    # single-sequence kernel encodes its tail first, to size its output).
+    for stride in (3, 2, 1):
+        with pytest.raises((ValueError, RuntimeError), match=r"'!' at position 5"):
+            enc(_bases(b"ACGTA!GTACGTA#"), table, 3, stride, tail_table=tail, char_ids=chars)
+        with pytest.raises((ValueError, RuntimeError), match=r"'#' at position 13"):
+            enc(_bases(b"ACGTAAGTACGTA#"), table, 3, stride, tail_table=tail, char_ids=chars)
 
 
 @needs_ext

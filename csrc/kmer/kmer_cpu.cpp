@@ -74,7 +74,8 @@ at::Tensor encode_impl(const uint8_t* s, int64_t n, const Lookup& v, at::ScalarT
   Out tail[kMaxK];
   Status st;
   const int64_t nt = encode_tail<Out>(s, n, v, tail, st);
-  if (nt < 0) fail_byte("kmer_encode", st, -1);
+  // The tail holds a byte without a token, but the body may hold an earlier one: the first in sequence order.
+  if (nt < 0) fail_byte("kmer_encode", first_error(s, n, v, st), -1);
   at::Tensor out = at::empty({nw + nt}, at::TensorOptions().dtype(dtype));
   Out* o = out.data_ptr<Out>();
   std::atomic<int64_t> missing{0};
