@@ -12,8 +12,8 @@ projections are not timed.
   B=1, H=12, T=8192, D=32 measured in a fresh subprocess (see ``peak_memory``).
 * ``python -m benchmarks.bench_attention --bars --cpu-capability all``: the CPU bars at every instruction-set
   level the CPU has (B=4, H=12, T=1024, D=32, causal, float32 and bfloat16, max_rel_pos P=64 and P=1024; forward
-  <= 2.5x SDPA's time, forward+backward <= 3x SDPA's, both >= 4x faster than the reference), torch's SDPA run at
-  the same level (ATEN_CPU_CAPABILITY).
+  <= 2.5x SDPA's time, forward+backward <= 3x SDPA's, both >= 4x faster than the reference), torch's SDPA and
+  the reference run at the same level (ATen, MKL and oneDNN capped alike: ``harness.PEER_CAPS``).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ pair in interleaved rounds (the thread count is set outside the timed call), med
   encode                      kmer_encode of the genome
   encode_batch 150 b / 10 kb  kmer_encode_batch of the genome cut into 150-base reads / 10 kb chunks (the op on
                               bases + offsets), and the tokenizer's encode_batch of the reads as a list of str
+  count / count 150 b         kmer_count (build_vocab's dense counting) of the genome, and of its 150-base reads
   decode                      kmer_decode of the genome's ids (the op), and the tokenizer's decode (ids -> str)
 with the bars: encode on 1 thread >= 1 GB/s, and N threads not slower than 1 for every case.
 
@@ -245,6 +246,11 @@ def thread_cases(k: int = K, stride: int | None = None) -> dict[str, tuple[str, 
         n,
         lambda: tok.encode_batch(reads),
     )
+    for case, offsets, name in (
+        ("count", torch.tensor([0, n]), "count (vocabulary building)"),
+        ("count-reads", _cut(n, READ), f"count, {READ}-base reads"),
+    ):
+        cases[case] = (name, n, functools.partial(torch.ops.enigma_fast.kmer_count, bases, offsets, k, stride, False))
     pieces, piece_offsets = tok._pieces_flat, tok._piece_offsets
     assert bytes(kops.kmer_decode(ids, pieces, piece_offsets).numpy()) == s.encode(), "decode is not the genome"
     cases["decode"] = ("decode", n, lambda: kops.kmer_decode(ids, pieces, piece_offsets))
@@ -252,7 +258,16 @@ def thread_cases(k: int = K, stride: int | None = None) -> dict[str, tuple[str, 
     return cases
 
 
-THREAD_CASES = ["encode", "batch-reads", "batch-chunks", "tok-batch-reads", "decode", "tok-decode"]
+THREAD_CASES = [
+    "encode",
+    "batch-reads",
+    "batch-chunks",
+    "tok-batch-reads",
+    "count",
+    "count-reads",
+    "decode",
+    "tok-decode",
+]
 
 
 @pytest.mark.parametrize("case", THREAD_CASES)

@@ -11,7 +11,11 @@ the same run. Used two ways:
 
 CPU figures depend on the instruction-set level the kernels run at: ``--cpu-capability LEVEL|all`` (see
 ``add_cpu_capability_argument``) re-runs a suite in one fresh process per level, with enigma_fast capped by
-``ENIGMA_FAST_CPU_CAPABILITY`` and torch's peers by ``ATEN_CPU_CAPABILITY`` at the same level.
+``ENIGMA_FAST_CPU_CAPABILITY`` and torch's peers at the same level (``PEER_CAPS``): ATen's own kernels by
+``ATEN_CPU_CAPABILITY``, and the libraries torch calls for matrix products (SDPA's blocks, ``bmm``, linear layers)
+by their own switches, MKL's ``MKL_ENABLE_INSTRUCTIONS`` and oneDNN's ``ONEDNN_MAX_CPU_ISA``, which
+``ATEN_CPU_CAPABILITY`` does not reach. Each level's header names the instruction sets MKL and oneDNN report
+under those caps (``peer_isas``), so a cap a library ignores shows.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 __all__ = [
+    "PEER_CAPS",
     "Case",
     "add_cpu_capability_argument",
     "bench",
@@ -36,11 +41,55 @@ __all__ = [
     "cpu_model",
     "device_name",
     "format_table",
+    "peer_isas",
     "run_at_cpu_levels",
     "sync",
 ]
 
 CPU_LEVELS = ("default", "avx2", "avx512")
+
+# The environment that caps torch's peers at each level, set before torch loads (a fresh process per level).
+# default (SSE2): MKL's lowest code path is SSE4.2 and oneDNN's SSE4.1 (128-bit vectors, no AVX, no FMA, like
+# SSE2); avx2 (x86-64-v3): AVX2 + FMA; avx512 (x86-64-v4): AVX-512 F/BW/DQ/VL/CD, without the AVX-512 BF16/VNNI
+# and AMX extensions (which enigma_fast's kernels do not use either). Only Intel CPUs honour MKL's switch (on AMD,
+# MKL picks its code path itself: the peer's products may then run wider than the level).
+PEER_CAPS = {
+    "default": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx512": {
+        "ATEN_CPU_CAPABILITY": "avx512",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+    },
+}
+
+_ISA_PROBE = r"""
+import torch
+a = torch.randn(64, 64)
+a @ a
+b = torch.randn(64, 64, dtype=torch.bfloat16)
+torch.nn.functional.linear(b, b)
+"""
+
+
+def peer_isas(env: dict[str, str] | None = None) -> str:
+    """The instruction sets MKL and oneDNN say they run under ``env`` (default: this process's environment),
+    from their verbose banners in a child process: e.g. "MKL: Intel(R) SSE4.2 enabled processors; oneDNN: Intel
+    SSE4.1"."""
+    env = {**(os.environ if env is None else env), "MKL_VERBOSE": "1", "ONEDNN_VERBOSE": "all"}
+    try:
+        res = subprocess.run(
+            [sys.executable, "-c", _ISA_PROBE], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "MKL/oneDNN: not probed"
+    mkl, onednn = "not reported", "not called by a bfloat16 matrix product"
+    for line in (res.stdout + res.stderr).splitlines():
+        if line.startswith("MKL_VERBOSE oneMKL") and " for " in line:
+            mkl = line.split(" for ", 1)[1].split(", Lnx")[0].replace("Intel(R) 64 architecture ", "")
+        elif ",info,cpu,isa:" in line:
+            onednn = line.split(",info,cpu,isa:", 1)[1].strip()
+    return f"MKL: {mkl}; oneDNN: {onednn}"
 
 
 def sync(device: torch.device | str) -> None:
@@ -73,7 +122,13 @@ def device_name(device: torch.device | str) -> str:
     ours = enigma_fast.get_cpu_capability() or "no compiled kernels"
     best = enigma_fast.supported_cpu_capabilities()[-1]
     theirs = torch.backends.cpu.get_cpu_capability()
-    return f"{cpu_model()}, {torch.get_num_threads()} threads, level {ours} (CPU best {best}; torch {theirs})"
+    libs = "; ".join(
+        f"{k}={os.environ[k]}" for k in ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA") if k in os.environ
+    )
+    return (
+        f"{cpu_model()}, {torch.get_num_threads()} threads, level {ours} (CPU best {best}; torch {theirs}"
+        f"{'; ' + libs if libs else '; MKL and oneDNN uncapped'})"
+    )
 
 
 def add_cpu_capability_argument(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +159,8 @@ def run_at_cpu_levels(args: argparse.Namespace, module: str, argv: Sequence[str]
         if level not in have:
             raise SystemExit(f"--cpu-capability {level}: this CPU runs {', '.join(have)} only")
     env_level = os.environ.get("ENIGMA_FAST_CPU_CAPABILITY")
-    if len(levels) == 1 and env_level == levels[0] and os.environ.get("ATEN_CPU_CAPABILITY") == levels[0]:
+    capped = all(os.environ.get(k) == v for k, v in PEER_CAPS.get(env_level or "", {"": "?"}).items())
+    if len(levels) == 1 and env_level == levels[0] and capped:
         return None
     rest: list[str] = []
     skip = False
@@ -120,8 +176,9 @@ def run_at_cpu_levels(args: argparse.Namespace, module: str, argv: Sequence[str]
         rest.append(a)
     status = 0
     for level in levels:
-        env = {**os.environ, "ENIGMA_FAST_CPU_CAPABILITY": level, "ATEN_CPU_CAPABILITY": level}
-        print(f"\n## CPU level {level} ({cpu_model()})\n", flush=True)
+        env = {**os.environ, "ENIGMA_FAST_CPU_CAPABILITY": level, **PEER_CAPS[level]}
+        caps = ", ".join(f"{k}={v}" for k, v in PEER_CAPS[level].items())
+        print(f"\n## CPU level {level} ({cpu_model()})\n\npeers capped by {caps} ({peer_isas(env)})\n", flush=True)
         res = subprocess.run([sys.executable, "-m", module, *rest, "--cpu-capability", level], env=env)
         status = max(status, res.returncode)
     return status

@@ -235,14 +235,16 @@ def test_infill_respects_lengths_and_flanks(tok):
     assert model.infill("ACGT[N:4]", seed=1) == infill(model, tok, "ACGT[N:4]", seed=1)
 
 
-def test_cached_infill_equals_full_recompute():
+@pytest.mark.parametrize("vocab", ["trained", "full"])
+def test_cached_infill_equals_full_recompute(vocab):
     """Greedy infill on the KV cache picks, at every step, the argmax over the allowed tokens of the logits of a full
-    forward pass over the tokens so far."""
+    forward pass over the tokens so far (allowed: the tokens of the training letters, A/C/G/T for a tokenizer that
+    records none; with vocab="full" every non-special token)."""
     tok = CharTokenizer()
     model = _tiny_enigma(tok, seed=3)
     text = "ACGTTGCAAC[N:6]GGTACCA[N:4]TTG"
     m = parse_masked(text)
-    fills = fill_gaps(model, tok, text, temperature=0)[0][0]
+    fills = fill_gaps(model, tok, text, temperature=0, vocab=vocab)[0][0]
     src = (
         tok.encode(m.flanks[0])
         + [tok.sentinel_id(0)]
@@ -256,17 +258,20 @@ def test_cached_infill_equals_full_recompute():
     with torch.no_grad():
         logits, _ = model(torch.tensor([src]), torch.tensor([[tok.bos_id, *tgt[:-1]]]), tgt_pos=torch.tensor([pos]))
     special = list(tok.special_ids.values())
+    blocked = torch.zeros(logits.shape[-1], dtype=torch.bool)
+    blocked[special] = True
+    if vocab == "trained":
+        blocked |= ~tok.output_mask(logits.shape[-1])
     for t, x in enumerate(tgt):
         if x in special:
             continue  # forced
-        row = logits[0, t].clone()
-        row[special] = float("-inf")
+        row = logits[0, t].masked_fill(blocked, float("-inf"))
         assert int(row.argmax()) == x
     # a batch of different items gives each item's greedy fills
-    batch = fill_gaps(model, tok, [text, "GG[N:3]ACGTACGTACGTAC", ("ACG", 2, "T")], temperature=0)
+    batch = fill_gaps(model, tok, [text, "GG[N:3]ACGTACGTACGTAC", ("ACG", 2, "T")], temperature=0, vocab=vocab)
     assert batch[0][0] == fills
-    assert batch[1][0] == fill_gaps(model, tok, "GG[N:3]ACGTACGTACGTAC", temperature=0)[0][0]
-    assert batch[2][0] == fill_gaps(model, tok, ("ACG", 2, "T"), temperature=0)[0][0]
+    assert batch[1][0] == fill_gaps(model, tok, "GG[N:3]ACGTACGTACGTAC", temperature=0, vocab=vocab)[0][0]
+    assert batch[2][0] == fill_gaps(model, tok, ("ACG", 2, "T"), temperature=0, vocab=vocab)[0][0]
 
 
 def test_a_tiny_enigma_learns_a_toy_infill_task():

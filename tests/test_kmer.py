@@ -252,6 +252,34 @@ def test_count_matches_reference(cpu_level: str) -> None:
         assert int(got[2]) > 0  # N windows were seen and not counted
 
 
+@needs_ext
+@pytest.mark.parametrize("k", [3, 5, 8])
+def test_count_threads_agree_exactly(k: int) -> None:
+    """kmer_count on 1 and on several threads (private tables merged) gives identical counts, first ordinals and
+    other-window counts, on one long sequence and on many short ones with N runs and empty rows; and the reference
+    agrees."""
+    g = torch.Generator().manual_seed(k)
+    n = 400_003
+    bases = torch.tensor(list(b"ACGT"), dtype=torch.uint8)[torch.randint(0, 4, (n,), generator=g)]
+    bases[torch.randint(0, n, (300,), generator=g)] = ord("N")
+    cuts = torch.randint(0, n, (2000,), generator=g).sort().values
+    for offsets in (
+        torch.tensor([0, n]),
+        torch.cat([torch.tensor([0]), cuts, cuts[:5], torch.tensor([n])]).sort().values,
+    ):
+        for stride in sorted({1, k, k + 2}):
+            got = [_on_threads(t, kops.kmer_count, bases, offsets, k, stride) for t in (1, 2, 4)]
+            for other in got[1:]:
+                for a, b in zip(got[0], other, strict=True):
+                    assert torch.equal(a, b), (k, stride)
+            assert int(got[0][2]) > 0 and int(got[0][0].sum()) > 0
+    small = bases[:3000]
+    offsets = torch.tensor([0, 1000, 1000, 1999, 3000])
+    want = reference.kmer_count(small, offsets, k, 1)
+    for a, b in zip(_on_threads(2, kops.kmer_count, small, offsets, k, 1), want, strict=True):
+        assert torch.equal(a, b)
+
+
 def _bases(s: bytes) -> torch.Tensor:
     return torch.tensor(list(s), dtype=torch.uint8)
 
@@ -278,6 +306,13 @@ def test_bad_input(impl: str) -> None:
         enc(_bases(b"ACGA#CGG"), table, 3, tail_table=tail, char_ids=chars)
     with pytest.raises((ValueError, RuntimeError), match=r"0x00 at position 1|'\\x00' at position 1"):
         enc(_bases(b"A\x00"), table, 3, tail_table=tail, char_ids=chars)
+    # A byte without a token in a window and another in the tail: the first in sequence order is named (the
+    # single-sequence kernel encodes its tail first, to size its output).
+    for stride in (3, 2, 1):
+        with pytest.raises((ValueError, RuntimeError), match=r"'!' at position 5"):
+            enc(_bases(b"ACGTA!GTACGTA#"), table, 3, stride, tail_table=tail, char_ids=chars)
+        with pytest.raises((ValueError, RuntimeError), match=r"'#' at position 13"):
+            enc(_bases(b"ACGTAAGTACGTA#"), table, 3, stride, tail_table=tail, char_ids=chars)
 
 
 @needs_ext

@@ -132,33 +132,55 @@ EF_INLINE void stage_rows(const T* src, int64_t ld, int64_t bq, int64_t D, int64
   }
 }
 
-// s[j] = exp(s[j] - m) for j < n (a multiple of the level's width).
+// s[j] = exp(s[j] - m) for j < n (a multiple of the level's width); returns the sum of the new s[j] (in lanes, then
+// a fixed pairwise order). The scores are <= m here (m is their maximum, or -inf masks them), so exp's upper clamp is
+// never needed: vexp_nonpos.
 template <typename A, Isa L>
-EF_INLINE void exp_sub_row(A* s, A m, int64_t n) {
+EF_INLINE A exp_sub_row(A* s, A m, int64_t n) {
   if constexpr (std::is_same_v<A, float>) {
     using V = typename cpu::Vec<float, L>::type;
     constexpr int W = cpu::Vec<float, L>::W;
     const V mv = cpu::vset<V>(m);
-    for (int64_t j = 0; j < n; j += W) cpu::vstore(s + j, cpu::vexp(cpu::vload<V>(s + j) - mv));
+    V acc0{}, acc1{};
+    int64_t j = 0;
+    for (; j + 2 * W <= n; j += 2 * W) {  // two independent sums: the adds do not wait on each other
+      const V e0 = cpu::vexp_nonpos(cpu::vload<V>(s + j) - mv);
+      const V e1 = cpu::vexp_nonpos(cpu::vload<V>(s + j + W) - mv);
+      cpu::vstore(s + j, e0);
+      cpu::vstore(s + j + W, e1);
+      acc0 += e0;
+      acc1 += e1;
+    }
+    for (; j < n; j += W) {
+      const V e = cpu::vexp_nonpos(cpu::vload<V>(s + j) - mv);
+      cpu::vstore(s + j, e);
+      acc0 += e;
+    }
+    return cpu::hsum<float>(acc0 + acc1);
   } else {
-    for (int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - m);
+    A t = 0;
+    for (int64_t j = 0; j < n; ++j) t += (s[j] = std::exp(s[j] - m));
+    return t;
   }
 }
 
-template <typename A>
-EF_INLINE A row_max(const A* s, int64_t lo, int64_t hi) {
-  A m = -std::numeric_limits<A>::infinity();
-  for (int64_t j = lo; j < hi; ++j) m = s[j] > m ? s[j] : m;
-  return m;
-}
-
+// The largest of s[0, n) (n a multiple of the level's width; -inf when every entry is). Four independent running
+// maxima in vectors: the compare-and-select chain of one would take a latency per element.
 template <typename A, Isa L>
-EF_INLINE A row_sum(const A* s, int64_t n) {
+EF_INLINE A row_max(const A* s, int64_t n) {
   using V = typename cpu::Vec<A, L>::type;
   constexpr int W = cpu::Vec<A, L>::W;
-  V acc{};
-  for (int64_t j = 0; j < n; j += W) acc += cpu::vload<V>(s + j);
-  return cpu::hsum<A>(acc);
+  const V ninf = cpu::vset<V>(-std::numeric_limits<A>::infinity());
+  V m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+  int64_t j = 0;
+  for (; j + 4 * W <= n; j += 4 * W) {
+    m0 = cpu::vmax(cpu::vload<V>(s + j), m0);
+    m1 = cpu::vmax(cpu::vload<V>(s + j + W), m1);
+    m2 = cpu::vmax(cpu::vload<V>(s + j + 2 * W), m2);
+    m3 = cpu::vmax(cpu::vload<V>(s + j + 3 * W), m3);
+  }
+  for (; j < n; j += W) m0 = cpu::vmax(cpu::vload<V>(s + j), m0);
+  return cpu::hmax<A>(cpu::vmax(cpu::vmax(m0, m1), cpu::vmax(m2, m3)));
 }
 
 // srow[jj] += R[clamp(j0 + jj - pos)] for jj < n; rrow is R's row indexed by offset - clo.
@@ -178,23 +200,30 @@ EF_INLINE void add_rel_row(A* srow, const A* rrow, int64_t pos, int64_t j0, int6
   }
 }
 
+// x[a] + ... + x[b - 1] in four interleaved partial sums (independent adds instead of one chain of latencies).
+template <typename A>
+EF_INLINE A span_sum(const A* x, int64_t a, int64_t b) {
+  A t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+  int64_t j = a;
+  for (; j + 4 <= b; j += 4) {
+    t0 += x[j];
+    t1 += x[j + 1];
+    t2 += x[j + 2];
+    t3 += x[j + 3];
+  }
+  for (; j < b; ++j) t0 += x[j];
+  return (t0 + t1) + (t2 + t3);
+}
+
 // The transpose of add_rel_row: grow[clamp(j0 + jj - pos) - clo] += dsrow[jj].
 template <typename A>
 EF_INLINE void scatter_rel_row(const A* dsrow, A* grow, int64_t pos, int64_t j0, int64_t n, int64_t P, int64_t clo) {
   int64_t lo, hi;
   clamp_segments(pos, j0, n, P, &lo, &hi);
-  if (lo > 0) {
-    A t = 0;
-    for (int64_t jj = 0; jj < lo; ++jj) t += dsrow[jj];
-    grow[-(P - 1) - clo] += t;
-  }
+  if (lo > 0) grow[-(P - 1) - clo] += span_sum(dsrow, 0, lo);
   A* gg = grow + (j0 - pos - clo);
   for (int64_t jj = lo; jj < hi; ++jj) gg[jj] += dsrow[jj];
-  if (hi < n) {
-    A t = 0;
-    for (int64_t jj = hi; jj < n; ++jj) t += dsrow[jj];
-    grow[(P - 1) - clo] += t;
-  }
+  if (hi < n) grow[(P - 1) - clo] += span_sum(dsrow, hi, n);
 }
 
 // Keys [j0, j0+bk) of a query tile whose first row sits at pos0: S (bq x bkp) with the relative term, computing
@@ -276,10 +305,9 @@ EF_INLINE void fwd_block(const Problem<T>& p, Work<A>& w, int64_t b, int64_t h, 
       }
       for (int64_t jj = 0; jj < lo; ++jj) srow[jj] = -inf;
       for (int64_t jj = hi; jj < bkp; ++jj) srow[jj] = -inf;
-      const A m_new = std::max(m[i], row_max(srow, lo, hi));
+      const A m_new = std::max(m[i], row_max<A, L>(srow, bkp));  // (the masked entries are -inf)
       const A alpha = m[i] == -inf ? A(0) : std::exp(m[i] - m_new);
-      exp_sub_row<A, L>(srow, m_new, bkp);
-      l[i] = l[i] * alpha + row_sum<A, L>(srow, bkp);
+      l[i] = l[i] * alpha + exp_sub_row<A, L>(srow, m_new, bkp);
       m[i] = m_new;
       if (alpha != A(1))
         for (int64_t d = 0; d < Dp; ++d) O[i * Dp + d] *= alpha;

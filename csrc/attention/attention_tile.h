@@ -7,11 +7,20 @@
 // registers: per k it loads NV vectors of B's row k and broadcasts MR elements of A's column k. MR and NV follow
 // the level's register file (see Blocking): MR * NV accumulators + NV B vectors + the broadcast (+ a product
 // temporary without FMA) must fit, or the compiler spills and the kernel runs at a fraction of its speed.
+//
+// Without a broadcast load (x86 SSE2, the default level) every broadcast of an element of A is a load and a
+// shuffle, and the shuffles compete with the multiplies and adds for the same vector ports. There the float GEMM
+// first copies each block of MR rows of A, over the block's K range, as broadcast vectors (one shuffle per element,
+// not one per element and panel of B), and the micro-kernel multiplies B's vectors by those vectors read from
+// memory: per k, MR x NV multiplies and adds and no shuffle (gemm_bcast).
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <type_traits>
 
 #include "common/simd.h"
 
@@ -106,12 +115,110 @@ EF_INLINE void gemm_panel(int64_t M, int64_t K, const A* a, int64_t rs, int64_t 
   }
 }
 
+// Whether the float GEMM of level L copies A as broadcast vectors first (see the header): levels whose ISA has no
+// broadcast load or FMA (x86 SSE2). NEON's multiply-by-lane and every AVX level's broadcast load need no copy.
+template <typename A, Isa L>
+inline constexpr bool kBroadcastA =
+    std::is_same_v<A, float> && !cpu::IsaTraits<L>::kFma && cpu::Vec<A, L>::W == 4 && cpu::IsaTraits<L>::kRegs == 16;
+
+// The calling thread's buffer for broadcast copies of A: n floats, 64-byte aligned, grown when needed and kept.
+inline float* broadcast_buffer(size_t n) {
+  thread_local std::unique_ptr<float[]> buf;
+  thread_local size_t cap = 0;
+  if (cap < n + 16) {
+    buf.reset(new float[n + 16]);
+    cap = n + 16;
+  }
+  const uintptr_t p = reinterpret_cast<uintptr_t>(buf.get());
+  return reinterpret_cast<float*>((p + 63) & ~uintptr_t(63));
+}
+
+// C[MR x NV*W] (+)= A B with A given as broadcast vectors: A(r, k) in every lane of ab + (k * MR + r) * W.
+template <typename A, Isa L, int MR, int NV>
+EF_INLINE void gemm_block_bcast(int64_t K, const A* __restrict__ ab, const A* b, int64_t ldb, A* c, int64_t ldc,
+                                bool accumulate) {
+  using V = typename cpu::Vec<A, L>::type;
+  constexpr int W = cpu::Vec<A, L>::W;
+  V acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) acc[r][n] = accumulate ? cpu::vload<V>(c + r * ldc + n * W) : V{};
+  for (int64_t k = 0; k < K; ++k) {
+    V bv[NV];
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) bv[n] = cpu::vload<V>(b + k * ldb + n * W);
+    const V* ak = reinterpret_cast<const V*>(__builtin_assume_aligned(ab + k * MR * W, 16));
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) acc[r][n] = bv[n] * ak[r] + acc[r][n];  // the aligned load folds into the multiply
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) cpu::vstore(c + r * ldc + n * W, acc[r][n]);
+}
+
+// Rows [i, i + MR) of C over every panel, A copied as broadcast vectors once for all panels; the causal band as in
+// gemm_rows.
+template <typename A, Isa L, int MR>
+EF_INLINE void gemm_rows_bcast(int64_t i, int64_t N, int64_t K, const A* a, int64_t rs, int64_t cs, const A* b,
+                               int64_t ldb, A* c, int64_t ldc, bool accumulate, Causal cz, A* pack) {
+  using V = typename cpu::Vec<A, L>::type;
+  constexpr int W = cpu::Vec<A, L>::W;
+  int64_t k0 = 0, k1 = K;
+  if (cz.band == Band::kKLe) k1 = std::min<int64_t>(K, i + MR + cz.diag);
+  if (cz.band == Band::kKGe) k0 = std::max<int64_t>(0, i - cz.diag);
+  if (k1 <= k0 && accumulate) return;
+  if (k1 < k0) k1 = k0;
+  const A* ai = a + i * rs;
+  for (int64_t k = k0; k < k1; ++k)
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const A x = ai[r * rs + k * cs];
+      cpu::vstore(pack + ((k - k0) * MR + r) * W, V{x, x, x, x});  // (kBroadcastA: 4 lanes)
+    }
+  const A* bk = b + k0 * ldb;
+  A* ci = c + i * ldc;
+  int64_t n = 0;
+  for (; n + 2 * W <= N; n += 2 * W) {
+    if (cz.band == Band::kColsLe && n > i + MR - 1 + cz.diag) return;  // this panel and the later ones masked
+    gemm_block_bcast<A, L, MR, 2>(k1 - k0, pack, bk + n, ldb, ci + n, ldc, accumulate);
+  }
+  if (n < N && !(cz.band == Band::kColsLe && n > i + MR - 1 + cz.diag))
+    gemm_block_bcast<A, L, MR, 1>(k1 - k0, pack, bk + n, ldb, ci + n, ldc, accumulate);
+}
+
+template <typename A, Isa L>
+EF_INLINE void gemm_bcast(int64_t M, int64_t N, int64_t K, const A* a, int64_t rs, int64_t cs, const A* b,
+                          int64_t ldb, A* c, int64_t ldc, bool accumulate, Causal cz) {
+  constexpr int W = cpu::Vec<A, L>::W;
+  constexpr int MR = Blocking<L>::MR2;  // 2-vector panels: MR x 2 accumulators, 2 B vectors and a product
+  A* pack = broadcast_buffer(static_cast<size_t>(MR) * static_cast<size_t>(K) * W);
+  int64_t i = 0;
+  for (; i + MR <= M; i += MR) gemm_rows_bcast<A, L, MR>(i, N, K, a, rs, cs, b, ldb, c, ldc, accumulate, cz, pack);
+  if constexpr (MR > 4) {
+    for (; i + 4 <= M; i += 4) gemm_rows_bcast<A, L, 4>(i, N, K, a, rs, cs, b, ldb, c, ldc, accumulate, cz, pack);
+  }
+  switch (M - i) {
+    case 3: gemm_rows_bcast<A, L, 3>(i, N, K, a, rs, cs, b, ldb, c, ldc, accumulate, cz, pack); break;
+    case 2: gemm_rows_bcast<A, L, 2>(i, N, K, a, rs, cs, b, ldb, c, ldc, accumulate, cz, pack); break;
+    case 1: gemm_rows_bcast<A, L, 1>(i, N, K, a, rs, cs, b, ldb, c, ldc, accumulate, cz, pack); break;
+    default: break;
+  }
+}
+
 // C (M x N) = A B, or C += A B when accumulate; A(i, k) = a[i * rs + k * cs]. N must be a multiple of
 // Vec<A, L>::W; B and C are read and written over N columns (callers pad their buffers). With a causal band
 // (see Band) only the part the mask leaves is computed; with kColsLe the skipped part of C is not written.
 template <typename A, Isa L>
 EF_INLINE void gemm(int64_t M, int64_t N, int64_t K, const A* a, int64_t rs, int64_t cs, const A* b, int64_t ldb, A* c,
                     int64_t ldc, bool accumulate, Causal cz = Causal{}) {
+  if constexpr (kBroadcastA<A, L>) {
+    gemm_bcast<A, L>(M, N, K, a, rs, cs, b, ldb, c, ldc, accumulate, cz);
+    return;
+  }
   using Bk = Blocking<L>;
   constexpr int W = cpu::Vec<A, L>::W;
   int64_t n = 0;

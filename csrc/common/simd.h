@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "common/cpu_isa.h"
 
@@ -85,13 +86,22 @@ EF_INLINE V vset(A x) {
   return V{} + x;
 }
 
+// a > b ? a : b and a < b ? a : b lane by lane (so a NaN in a gives b). On 16-byte float vectors of x86 they are
+// exactly MAXPS / MINPS, which GCC does not pick for the generic vector form (it emits a compare and three logic
+// ops): named here.
 template <typename V>
 EF_INLINE V vmax(V a, V b) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if constexpr (std::is_same_v<V, VecBytes<float, 16>::type>) return __builtin_ia32_maxps(a, b);
+#endif
   return a > b ? a : b;
 }
 
 template <typename V>
 EF_INLINE V vmin(V a, V b) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if constexpr (std::is_same_v<V, VecBytes<float, 16>::type>) return __builtin_ia32_minps(a, b);
+#endif
   return a < b ? a : b;
 }
 
@@ -122,8 +132,7 @@ template <typename V>
 EF_INLINE V vexp(V x) {
   using I = typename VecBytes<float, sizeof(V)>::itype;
   const V lo = V{} - 87.0f, hi = V{} + 88.0f;
-  V xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
+  const V xc = vmin(hi, vmax(lo, x));  // x < lo ? lo : x, then > hi ? hi : (a NaN stays NaN)
   const V t = xc * 1.44269504088896341f;
   const V n = (t + 12582912.0f) - 12582912.0f;  // round to nearest
   V r = xc - n * 0.693359375f;
@@ -140,6 +149,32 @@ EF_INLINE V vexp(V x) {
   std::memcpy(&scale, &e, sizeof(scale));
   const V res = p * scale;
   return x < lo ? V{} : res;
+}
+
+// exp(x) for x <= 0 (softmax terms: a score minus its row's maximum), -inf giving exactly 0: vexp without the
+// upper clamp, which such arguments never reach.
+template <typename V>
+EF_INLINE V vexp_nonpos(V x) {
+  using I = typename VecBytes<float, sizeof(V)>::itype;
+  const V lo = V{} - 87.0f;
+  const auto under = x < lo;
+  const V xc = vmax(lo, x);  // x < lo ? lo : x (a NaN stays NaN)
+  const V t = xc * 1.44269504088896341f;
+  const V n = (t + 12582912.0f) - 12582912.0f;  // round to nearest
+  V r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  V p = V{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const I e = (__builtin_convertvector(n, I) + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &e, sizeof(scale));
+  const V res = p * scale;
+  return under ? V{} : res;
 }
 
 }  // namespace cpu

@@ -47,6 +47,14 @@ constexpr double kDecodeCopyNsPerToken = 1.0;
 constexpr double kBatchLengthNsPerRow = 4.0;
 constexpr double kBatchRowNs = 8.0;
 constexpr double kPadNsPerId = 0.1;
+//   kmer_count (vocabulary building: a lookup per byte, then an increment in a 4^k table of int64 counts), ns per
+//   byte of a window, measured as the thread's CPU time on an Intel Xeon (Sapphire Rapids class, KVM, 2 vCPUs),
+//   best of 5, the shipped genome: 0.74-1.0 for k <= 8 (the table in L1/L2), 5.7-9.9 for k = 10 and 16-64 for
+//   k = 12 (tables of 8 and 128 MiB: cache misses); filling a table of int64 counts and firsts 0.7 (64 Ki
+//   entries) to 7 (16 Mi entries) ns per entry, and the merge reads two tables and updates two more
+constexpr double kCountNsPerBase = 0.74;
+constexpr double kCountTableNsPerEntry = 2.0;  // a private table's fill plus its merge, per entry
+constexpr double kCountMergeNsPerEntry = 1.0;  // the merge alone, per entry and private table
 
 // Calls f over [begin, end) in chunks of at least kMinChunkNs of units costing unit_ns each, on the pool.
 template <typename F>
@@ -70,7 +78,8 @@ at::Tensor encode_impl(const uint8_t* s, int64_t n, const Lookup& v, at::ScalarT
   Out tail[kMaxK];
   Status st;
   const int64_t nt = encode_tail<Out>(s, n, v, tail, st);
-  if (nt < 0) fail_byte("kmer_encode", st, -1);
+  // The tail holds a byte without a token, but the body may hold an earlier one: the first in sequence order.
+  if (nt < 0) fail_byte("kmer_encode", first_error(s, n, v, st), -1);
   at::Tensor out = at::empty({nw + nt}, at::TensorOptions().dtype(dtype));
   Out* o = out.data_ptr<Out>();
   std::atomic<int64_t> missing{0};
@@ -344,6 +353,43 @@ at::Tensor kmer_decode_cpu(const at::Tensor& ids, const at::Tensor& pieces, cons
   return out;
 }
 
+// kmer_count. Window u of the whole batch (u = windows before its sequence + its index there) has ordinal
+// u + (its sequence's index): one ordinal per sequence is left for its tail, as build_vocab numbers pieces.
+// Threads count chunks of windows into tables of their own -- the first thread to take a chunk counts straight into
+// the outputs, any other into a private table it allocates on its first chunk -- merged afterwards: the counts are
+// sums and the first ordinal the smallest, so the result is the serial count exactly, for any split. A thread's
+// chunks come in increasing order (the pool hands chunks out in order), so within a table the first window seen of
+// a code is its smallest ordinal. A worker that never starts costs nothing: no private table, no merge.
+struct CountRange {
+  const uint8_t* s;
+  const int64_t* off;
+  const std::vector<int64_t>* wstart;  // (B+1,) windows before each sequence
+  int64_t k, stride;
+  const BaseLut* lut;
+};
+
+// Counts windows [u0, u1) into cnt/fst; returns the windows holding a byte that is not a base.
+int64_t count_range(const CountRange& r, int64_t u0, int64_t u1, int64_t* cnt, int64_t* fst) {
+  const std::vector<int64_t>& ws = *r.wstart;
+  const int64_t nb = static_cast<int64_t>(ws.size()) - 1;
+  int64_t b = std::upper_bound(ws.begin(), ws.end(), u0) - ws.begin() - 1;  // ws[b] <= u0 < ws[b + 1]
+  int64_t other = 0;
+  for (int64_t u = u0; u < u1 && b < nb; ++b) {
+    const int64_t end = std::min(u1, ws[static_cast<size_t>(b) + 1]);
+    const int64_t w_base = ws[static_cast<size_t>(b)];
+    const uint8_t* seq = r.s + r.off[b];
+    for (; u < end; ++u) {
+      const int64_t code = code_of(seq + (u - w_base) * r.stride, r.k, *r.lut);
+      if (code < 0) {
+        ++other;
+        continue;
+      }
+      if (cnt[code]++ == 0) fst[code] = u + b;
+    }
+  }
+  return other;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kmer_count_cpu(const at::Tensor& bases, const at::Tensor& offsets,
                                                               int64_t k, int64_t stride, bool fold_case) {
   const char* op = "kmer_count";
@@ -356,26 +402,67 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kmer_count_cpu(const at::Tensor& 
   at::Tensor first = at::full({size}, -1, at::TensorOptions().dtype(at::kLong));
   at::Tensor other = at::zeros({}, at::TensorOptions().dtype(at::kLong));
   const BaseLut lut = make_base_lut(fold_case);
-  const uint8_t* s = bases.data_ptr<uint8_t>();
   const int64_t* off = offsets.data_ptr<int64_t>();
   int64_t* cnt = counts.data_ptr<int64_t>();
   int64_t* fst = first.data_ptr<int64_t>();
-  int64_t* oth = other.data_ptr<int64_t>();
-  // Window w of sequence b has ordinal base_b + w; one ordinal per sequence is left for its tail.
-  int64_t base = 0;
-  for (int64_t b = 0; b + 1 < offsets.size(0); ++b) {
-    const int64_t n = off[b + 1] - off[b];
-    const int64_t nw = num_windows(n, k, stride);
-    for (int64_t w = 0; w < nw; ++w) {
-      const int64_t code = code_of(s + off[b] + w * stride, k, lut);
-      if (code < 0) {
-        ++*oth;
-        continue;
-      }
-      if (cnt[code]++ == 0) fst[code] = base + w;
-    }
-    base += nw + 1;
+  const int64_t nb = offsets.size(0) - 1;
+  std::vector<int64_t> wstart(static_cast<size_t>(nb) + 1, 0);
+  for (int64_t b = 0; b < nb; ++b)
+    wstart[static_cast<size_t>(b) + 1] = wstart[static_cast<size_t>(b)] + num_windows(off[b + 1] - off[b], k, stride);
+  const int64_t total = wstart[static_cast<size_t>(nb)];
+  const CountRange range{bases.data_ptr<uint8_t>(), off, &wstart, k, stride, &lut};
+  const double window_ns = kCountNsPerBase * static_cast<double>(k);
+  const int threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  // A private table costs its fill and its merge, about size * kCountTableNsPerEntry per extra thread: threads only
+  // when that is small against the counting they share (and there are two chunks of it at least).
+  const double work_ns = window_ns * static_cast<double>(total);
+  const bool split = threads > 1 && work_ns >= 2 * kMinChunkNs &&
+                     static_cast<double>(size) * kCountTableNsPerEntry * (threads - 1) <= 0.25 * work_ns;
+  if (!split) {
+    *other.data_ptr<int64_t>() = count_range(range, 0, total, cnt, fst);
+    return {counts, first, other};
   }
+  static std::atomic<uint64_t> jobs{0};
+  const uint64_t job = jobs.fetch_add(1, std::memory_order_relaxed) + 1;
+  static thread_local uint64_t t_job = 0;
+  static thread_local int t_slot = 0;
+  std::atomic<int> next_slot{0};
+  std::vector<std::unique_ptr<int64_t[]>> own_cnt(static_cast<size_t>(threads)), own_fst(static_cast<size_t>(threads));
+  std::atomic<int64_t> others{0};
+  cpu_parallel_for(0, total, grain_for(window_ns), [&](int64_t u0, int64_t u1) {
+    if (t_job != job) {  // this thread's first chunk of this call: its table
+      t_job = job;
+      t_slot = next_slot.fetch_add(1, std::memory_order_relaxed);
+    }
+    const size_t slot = static_cast<size_t>(t_slot);
+    int64_t *c = cnt, *f = fst;
+    if (slot > 0) {
+      if (!own_cnt[slot]) {
+        own_cnt[slot].reset(new int64_t[static_cast<size_t>(size)]());
+        own_fst[slot].reset(new int64_t[static_cast<size_t>(size)]);
+        std::fill(own_fst[slot].get(), own_fst[slot].get() + size, int64_t(-1));
+      }
+      c = own_cnt[slot].get();
+      f = own_fst[slot].get();
+    }
+    const int64_t o = count_range(range, u0, u1, c, f);
+    if (o) others.fetch_add(o, std::memory_order_relaxed);
+  });
+  *other.data_ptr<int64_t>() = others.load();
+  std::vector<size_t> used;
+  for (size_t t = 1; t < own_cnt.size(); ++t)
+    if (own_cnt[t]) used.push_back(t);
+  if (used.empty()) return {counts, first, other};
+  par_for(0, size, kCountMergeNsPerEntry * static_cast<double>(used.size()), [&](int64_t i0, int64_t i1) {
+    for (size_t t : used) {
+      const int64_t* c = own_cnt[t].get();
+      const int64_t* f = own_fst[t].get();
+      for (int64_t i = i0; i < i1; ++i) {
+        cnt[i] += c[i];
+        if (f[i] >= 0 && (fst[i] < 0 || f[i] < fst[i])) fst[i] = f[i];
+      }
+    }
+  });
   return {counts, first, other};
 }
 

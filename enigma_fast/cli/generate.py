@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     p.add_argument("--benchmark", action="store_true", help="report tokens/s and the prefill and decode times apart")
     p.add_argument("--out", default=None, help="FASTA output file (default: stdout)")
+    p.add_argument(
+        "--full-vocab",
+        action="store_true",
+        help="sample every letter the tokenizer writes (lower case, N, IUPAC codes), not only the letters of the "
+        "training data recorded in tokenizer.json (A/C/G/T when it records none)",
+    )
     return p
 
 
@@ -126,7 +132,13 @@ def _run_infill(args: argparse.Namespace) -> int:
         parse_masked(item, name)
     model = common.load_checkpoint(args.model, args.device)
     t0 = time.perf_counter()
-    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    sampling = dict(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        vocab="full" if args.full_vocab else "trained",
+    )
     try:
         fills = fill_gaps(
             model, model.tokenizer, items, num_samples=args.num_samples, max_gap_length=args.max_gap_length, **sampling
@@ -180,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
         pad_id=tok.pad_id,
         seed=args.seed,
         compile=args.compile,
+        vocab="full" if args.full_vocab else "trained",
     )
     if args.benchmark:  # (tokens, timing): prefill and decode apart
         out, timing = out

@@ -35,11 +35,14 @@ def _capture_step(
     gen: torch.Generator | None,
     eos_id: int | None,
     pad_id: int,
+    blocked: torch.Tensor | None = None,
 ) -> torch.cuda.CUDAGraph:
     """Capture one decode step + sampling reading ``tok (B,)`` and writing the next token into it."""
 
     def body(g: torch.Generator | None) -> None:
         logits = dec.step(tok[:, None])
+        if blocked is not None:  # ids the model may not emit (generation/vocab.py)
+            logits = logits.masked_fill(blocked, float("-inf"))
         nxt = _sample(logits, temperature, top_k, top_p, g)
         if eos_id is not None:
             nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
@@ -74,11 +77,15 @@ def graph_loop(
     eos_id: int | None,
     pad_id: int,
     sync_every: int,
+    blocked: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """The generator's token loop after the prefill (``logits (B, V)`` of the prompts' last position), on a
-    ``WholeStepDecoder`` ``dec`` whose caches the prefill filled: yields ``(B,)`` tokens (device tensors)."""
+    ``WholeStepDecoder`` ``dec`` whose caches the prefill filled: yields ``(B,)`` tokens (device tensors).
+    ``blocked (V,)`` bool: ids never sampled (their logits set to -inf before sampling, inside the graph)."""
     B = logits.shape[0]
     finished = torch.zeros(B, dtype=torch.bool, device=logits.device)
+    if blocked is not None:
+        logits = logits.masked_fill(blocked, float("-inf"))
     tok = _sample(logits, temperature, top_k, top_p, gen)
     if eos_id is not None:
         tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
@@ -87,7 +94,7 @@ def graph_loop(
     if max_new_tokens <= 1:
         return
     state = tok.clone()  # the graph's static input and output
-    graph = _capture_step(dec, state, finished, temperature, top_k, top_p, gen, eos_id, pad_id)
+    graph = _capture_step(dec, state, finished, temperature, top_k, top_p, gen, eos_id, pad_id, blocked)
     for step in range(1, max_new_tokens):
         if eos_id is not None and step % sync_every == 0 and bool(finished.all()):
             return

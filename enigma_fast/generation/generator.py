@@ -16,6 +16,7 @@ import torch
 
 from enigma_fast.generation.cuda_graph import graph_loop
 from enigma_fast.generation.sampling import _int_arg, _sample, check_sampling_args
+from enigma_fast.generation.vocab import emit_mask
 from enigma_fast.generation.whole_step import whole_step_decoder
 from enigma_fast.nn.ids import IdRange, check_id_ranges, check_id_tensor
 
@@ -79,6 +80,7 @@ def stream(
     compile: bool = False,
     sync_every: int = 64,
     decode_path: str = "auto",
+    vocab: str | torch.Tensor = "trained",
 ) -> Iterator[torch.Tensor]:
     """Yield the sampled tokens ``(B,)`` one step at a time (see :func:`generate` for the arguments).
 
@@ -92,6 +94,8 @@ def stream(
     _int_arg("sync_every", sync_every, 1)
     if not isinstance(compile, bool):
         raise TypeError(f"compile must be a bool, got {type(compile).__name__} {compile!r}")
+    V = model.config.vocab_size
+    allowed = emit_mask(getattr(model, "tokenizer", None), vocab, V, idx.device, [] if eos_id is None else [eos_id])
     B, T = idx.shape
     dtype = next(model.parameters()).dtype
     fast = whole_step_decoder(
@@ -111,6 +115,7 @@ def stream(
         compile,
         sync_every,
         fast,
+        None if allowed is None else ~allowed,
     )
 
 
@@ -128,6 +133,7 @@ def _stream(
     compile: bool,
     sync_every: int,
     fast: Any,
+    blocked: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     B, T = idx.shape
     device = idx.device
@@ -157,11 +163,13 @@ def _stream(
             step_fn = fast.step
             if device.type == "cuda":  # step and sampling captured once in a CUDA graph
                 yield from graph_loop(
-                    fast, logits, max_new_tokens, temperature, top_k, top_p, gen, eos_id, pad_id, sync_every
+                    fast, logits, max_new_tokens, temperature, top_k, top_p, gen, eos_id, pad_id, sync_every, blocked
                 )
                 return
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
+            if blocked is not None:  # ids the model may not emit (see generation/vocab.py)
+                logits = logits.masked_fill(blocked, float("-inf"))
             tok = _sample(logits, temperature, top_k, top_p, gen)
             if eos_id is not None:
                 tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
@@ -188,6 +196,7 @@ def generate(
     seed: int | None = None,
     compile: bool = False,
     decode_path: str = "auto",
+    vocab: str | torch.Tensor = "trained",
 ) -> torch.Tensor:
     """Sample continuations of a batch of prompts with a KV cache.
 
@@ -205,6 +214,12 @@ def generate(
         decode_path: ``"auto"`` runs each decode step as one native call (``enigma_fast.ops.decode_step``) where
             that serves the model, device and dtype and ``compile`` is off, else the modules; ``"whole_step"``
             requires the native step, ``"module"`` the modules (same tokens; for comparisons).
+        vocab: which ids may be sampled (``generation/vocab.py``): ``"trained"`` (default) the pieces and
+            fallback tokens made of the letters of the training data (``model.tokenizer.trained_letters``;
+            A/C/G/T for folders that do not record them), ``"full"`` every piece and fallback token of the
+            tokenizer (lower case, N, IUPAC codes), or a ``(vocab_size,)`` bool mask. Special tokens and sentinels
+            are never sampled, except ``eos_id`` when given. A model without ``model.tokenizer`` samples every id
+            for ``"trained"``/``"full"`` (its ids have no names); give it a mask (``tokenizer.output_mask``).
 
     Returns:
         ``(B, T + n)`` int64: the prompts followed by the ``n <= max_new_tokens`` sampled tokens.
@@ -227,6 +242,7 @@ def generate(
             seed=seed,
             compile=compile,
             decode_path=decode_path,
+            vocab=vocab,
         )
     )
     new = torch.stack(toks, dim=1) if toks else idx.new_empty((idx.shape[0], 0))

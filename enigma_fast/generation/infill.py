@@ -6,7 +6,8 @@ length the model chooses, at most ``max_gap_length`` bases), e.g. ``ACGT[N:12]TT
 in place of gap j; the decoder writes ``<mask_0> fill_0 <mask_1> fill_1 ... <eos>`` under constraints:
 
 * the sentinel that opens gap j is forced when gap j is due;
-* inside a gap of exact length n only base tokens (non-special, at most the bases still missing) are allowed; after
+* inside a gap of exact length n only base tokens (non-special, at most the bases still missing, and made of the
+  letters the model was trained on unless ``vocab`` says otherwise: see ``generation/vocab.py``) are allowed; after
   n bases the next sentinel (``<eos>`` after the last gap) is forced;
 * inside a free gap the model may also close it with the next sentinel (or ``<eos>``) once it holds a base; at
   ``max_gap_length`` bases it is closed.
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from enigma_fast.generation.sampling import _int_arg, _sample, check_sampling_args
+from enigma_fast.generation.vocab import emit_mask
 from enigma_fast.tokenizers import FALLBACK_ALPHABET
 
 __all__ = ["MaskedSequence", "fill_gaps", "infill", "parse_masked"]
@@ -175,9 +177,12 @@ def fill_gaps(
     seed: int | None = None,
     max_gap_length: int = 64,
     max_batch: int = 64,
+    vocab: str | torch.Tensor = "trained",
 ) -> list[list[list[str]]]:
     """The fills of every gap: ``out[i][s][j]`` is sample s of gap j of item i (see :func:`infill`)."""
-    _, fills = _fill(model, tokenizer, text, num_samples, temperature, top_k, top_p, seed, max_gap_length, max_batch)
+    _, fills = _fill(
+        model, tokenizer, text, num_samples, temperature, top_k, top_p, seed, max_gap_length, max_batch, vocab
+    )
     return fills
 
 
@@ -193,6 +198,7 @@ def _fill(
     seed: int | None,
     max_gap_length: int,
     max_batch: int,
+    vocab: str | torch.Tensor,
 ) -> tuple[list[_Item], list[list[list[str]]]]:
     """The items as set up and their fills (``fill_gaps``): every argument checked before any model work."""
     if getattr(getattr(model, "config", None), "model_type", None) != "enigma":
@@ -214,6 +220,11 @@ def _fill(
     bpt = torch.zeros(V, dtype=torch.long)  # bases each id writes (ids past the tokenizer's: none)
     bpt[: tokenizer.vocab_size] = torch.from_numpy(tokenizer.bases_per_token())
     bpt = bpt.to(device)
+    emit = emit_mask(tokenizer, vocab, V, device)
+    if emit is None:  # a tokenizer always names its ids; kept for a duck-typed one
+        emit = torch.ones(V, dtype=torch.bool, device=device)
+    if not bool((emit & (bpt == 1)).any()):  # every exact length must stay reachable
+        raise ValueError("vocab allows no single-base token, so a gap of 1 base could never be filled")
     items = [_setup(name, item, tokenizer, max_gap_length, model.config.block_size) for name, item in _items(text)]
     gen = None
     if seed is not None:
@@ -223,12 +234,12 @@ def _fill(
     i = 0
     while i < len(items):  # batches of at most max_batch rows
         j = min(len(items), i + max(1, max_batch // num_samples))
-        out += _fill_batch(model, tokenizer, items[i:j], num_samples, temperature, top_k, top_p, gen, bpt, device)
+        out += _fill_batch(model, tokenizer, items[i:j], num_samples, temperature, top_k, top_p, gen, bpt, device, emit)
         i = j
     return items, out
 
 
-def _fill_batch(model, tok, items, num_samples, temperature, top_k, top_p, gen, bpt, device):
+def _fill_batch(model, tok, items, num_samples, temperature, top_k, top_p, gen, bpt, device, emit):
     """Fill ``items`` (each ``num_samples`` rows) in one batch under the constraints of the module doc."""
     rows = [it for it in items for _ in range(num_samples)]
     B = len(rows)
@@ -262,7 +273,7 @@ def _fill_batch(model, tok, items, num_samples, temperature, top_k, top_p, gen, 
     markers[torch.arange(B, device=device), n_gaps] = tok.eos_id
     special = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
     special[torch.tensor(list(tok.special_ids.values()), dtype=torch.long, device=device)] = True
-    is_base = ~special & (bpt >= 1)
+    is_base = ~special & (bpt >= 1) & emit  # base tokens the model may write (generation/vocab.py)
     ar = torch.arange(B, device=device)
     g = torch.zeros(B, dtype=torch.long, device=device)  # the gap being written (or opened next)
     inside = torch.zeros(B, dtype=torch.bool, device=device)  # its sentinel has been written
@@ -337,6 +348,7 @@ def infill(
     seed: int | None = None,
     max_gap_length: int = 64,
     max_batch: int = 64,
+    vocab: str | torch.Tensor = "trained",
 ) -> list[list[str]]:
     """Fill the gaps of DNA sequences with an Enigma trained by span corruption.
 
@@ -350,6 +362,10 @@ def infill(
             greedy); one ``torch.Generator`` seeded with ``seed`` draws every row.
         max_gap_length: most bases of a free-length gap.
         max_batch: most rows decoded at once.
+        vocab: which tokens may fill a gap: ``"trained"`` (default) those made of the letters the model was trained
+            on (``tokenizer.trained_letters``; A/C/G/T for folders that do not record them), ``"full"`` every piece
+            and fallback token (lower case, N, IUPAC codes), or a ``(vocab_size,)`` bool mask (it must allow a
+            single-base token). Special tokens and sentinels never appear in a fill.
 
     Returns:
         ``out[i][s]``: sample s of item i, the flanks as given with every gap filled; an exact gap of n bases gets
@@ -365,6 +381,6 @@ def infill(
         block_size, sampling options out of range.
     """
     items, fills = _fill(
-        model, tokenizer, text, num_samples, temperature, top_k, top_p, seed, max_gap_length, max_batch
+        model, tokenizer, text, num_samples, temperature, top_k, top_p, seed, max_gap_length, max_batch, vocab
     )
     return [[it.masked.join(f) for f in samples] for it, samples in zip(items, fills, strict=True)]

@@ -138,6 +138,6 @@ class DNALanguageModel(nn.Module):
     ) -> torch.Tensor:
         """Sample ``max_new_tokens`` after the prompts ``idx`` ``(B, T)`` with the KV-cached generator; returns
         ``(B, T + max_new_tokens)``: the prompts followed by the new tokens. Other keyword arguments
-        (``prompt_lengths``, ``eos_id``, ``seed``, ``compile``) are those of
-        :func:`enigma_fast.generation.generate`."""
+        (``prompt_lengths``, ``eos_id``, ``seed``, ``compile``, ``vocab``: by default only tokens made of the letters
+        the model was trained on) are those of :func:`enigma_fast.generation.generate`."""
         return _generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, **kwargs)

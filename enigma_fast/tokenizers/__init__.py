@@ -27,16 +27,21 @@ tokenizer.json (written by ``save`` / ``save_model``, read back exactly by ``fro
       "pieces": {"GCCGG": 0, ..., "A": 1023},       # vocabulary pieces (k-mers, tails shorter than k) -> id
       "special_tokens": {"<pad>": 1024, "<unk>": 1025, "<bos>": 1026, "<eos>": 1027, "<mask>": 1028,
                          "<mask_0>": 1059, ..., "<mask_63>": 1122},
-      "fallback": {"A": 1029, "C": 1030, ...}      # single-byte fallback tokens -> id
+      "fallback": {"A": 1029, "C": 1030, ...},     # single-byte fallback tokens -> id
+      "trained_letters": "ACGT"                     # optional: the letters of the tokens a model was trained on
     }
 
 Decoding a k-mer id gives its first ``min(k, stride)`` bases, a tail piece or fallback token its own text.
 
+``trained_letters`` is written by the trainer: the letters of the tokens of its training data, which generation and
+infilling sample from by default (``DNATokenizer.output_mask``); a file without it (written before the record
+existed) gives ``UNRECORDED_LETTERS``, the four bases A/C/G/T.
+
 Loading checks every key (``DNATokenizer.from_dict``/``from_file``, ``KMerTokenizer.load_model``): all keys above
-present and no others; ``k`` (1..32) and ``stride`` (1..2^30) ints, not ``"4"``/``4.0``/``true``; pieces 1..k
-letters of ``FALLBACK_ALPHABET``; exactly the five special tokens plus sentinels ``<mask_0>`` .. ``<mask_{n-1}>``
-(n in 0..1024); fallback keys single letters of
-``FALLBACK_ALPHABET``; ids ints in [0, 2^31 - 1), one string per id, and dense: the largest id below
+present (``trained_letters`` may be absent: distinct letters of ``FALLBACK_ALPHABET``) and no others; ``k``
+(1..32) and ``stride`` (1..2^30) ints, not ``"4"``/``4.0``/``true``; pieces 1..k letters of ``FALLBACK_ALPHABET``;
+exactly the five special tokens plus sentinels ``<mask_0>`` .. ``<mask_{n-1}>`` (n in 0..1024); fallback keys
+single letters of ``FALLBACK_ALPHABET``; ids ints in [0, 2^31 - 1), one string per id, and dense: the largest id below
 ``2 * n + 1024`` for n distinct ids (gaps are fine, an id of 10,000,000 is not). Anything else is a one-line
 ValueError starting with the file's path and naming the key; a failed ``load_model`` changes nothing.
 ``build_vocab`` follows the ``invalid`` policy like ``encode``: text outside ``FALLBACK_ALPHABET`` raises
@@ -48,6 +53,7 @@ from enigma_fast.tokenizers._base import (
     FALLBACK_ALPHABET,
     MAX_SENTINELS,
     SPECIAL_TOKENS,
+    UNRECORDED_LETTERS,
     DNATokenizer,
     reverse_complement,
     sentinel_name,
@@ -60,6 +66,7 @@ __all__ = [
     "FALLBACK_ALPHABET",
     "MAX_SENTINELS",
     "SPECIAL_TOKENS",
+    "UNRECORDED_LETTERS",
     "CharTokenizer",
     "DNATokenizer",
     "KMerTokenizer",

@@ -20,6 +20,7 @@ __all__ = [
     "FALLBACK_ALPHABET",
     "MAX_SENTINELS",
     "SPECIAL_TOKENS",
+    "UNRECORDED_LETTERS",
     "DNATokenizer",
     "reverse_complement",
     "sentinel_name",
@@ -34,6 +35,9 @@ MAX_SENTINELS = 1024
 _SENTINEL_RE = re.compile(r"<mask_(0|[1-9][0-9]*)>")
 # Bytes that always have a single-character token: bases, N and the IUPAC ambiguity codes, in both cases.
 FALLBACK_ALPHABET = "ACGTN" + "acgtn" + "RYSWKMBDHV" + "ryswkmbdhv"
+# The letters a model is taken to emit when its tokenizer.json does not record the letters of its training data
+# (files written before the record existed): the four bases, and so their k-mers.
+UNRECORDED_LETTERS = "ACGT"
 CASE_POLICIES = ("keep", "upper")
 UNKNOWN_POLICIES = ("fallback", "unk")
 INVALID_POLICIES = ("error", "unk")
@@ -53,6 +57,9 @@ FILE_KEYS = (
     "special_tokens",
     "fallback",
 )
+# tokenizer.json keys that may be absent: "trained_letters", the letters of the tokens a model was trained on
+# (written by the trainer; see DNATokenizer.trained_letters)
+OPTIONAL_FILE_KEYS = ("trained_letters",)
 # Ids need not be 0..n-1, but the tables are sized by the largest id: it must stay below 2 * n + MAX_ID_SLACK for
 # n distinct ids (a seed vocabulary with a gap is fine; one id of 10,000,000 would allocate gigabytes).
 MAX_ID_SLACK = 1024
@@ -77,6 +84,17 @@ def _check_num_sentinels(n: Any) -> int:
     if not _is_int(n) or not 0 <= n <= MAX_SENTINELS:
         raise ValueError(f"num_sentinels must be an int in [0, {MAX_SENTINELS}], got {_got(n)}")
     return n
+
+
+def check_letters(letters: Any, name: str = "trained_letters") -> str:
+    """``letters`` as a string of distinct letters of ``FALLBACK_ALPHABET`` in that alphabet's order; ValueError
+    (one line naming ``name``) for anything else: not a str, empty, or holding another character."""
+    if not isinstance(letters, str) or not letters or not _ALPHABET_SET.issuperset(letters):
+        raise ValueError(
+            f"{name} must be a non-empty string of letters of FALLBACK_ALPHABET ({FALLBACK_ALPHABET}), got "
+            f"{_got(letters)}"
+        )
+    return "".join(ch for ch in FALLBACK_ALPHABET if ch in letters)
 
 
 def _to_bytes(seq: str | bytes) -> bytes:
@@ -180,6 +198,8 @@ class DNATokenizer:
         self.pieces: dict[str, int] = {}
         self.special_ids: dict[str, int] = {}
         self.fallback_ids: dict[str, int] = {}
+        self._trained_letters: str | None = None
+        self._output_masks: dict[tuple[int, str], torch.Tensor] = {}
 
     # ---- vocabulary ----
     def _set_vocab(
@@ -273,6 +293,7 @@ class DNATokenizer:
         lengths = torch.tensor([0] + [len(b) for b in by_id], dtype=torch.int64)
         self._piece_offsets = torch.cumsum(lengths, 0)
         self._device_tables: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+        self._output_masks = {}
 
     @property
     def vocab_size(self) -> int:
@@ -323,6 +344,60 @@ class DNATokenizer:
     def is_sentinel(self, token_id: int) -> bool:
         """True when ``token_id`` is one of the sentinel ids."""
         return self._names.get(token_id, "").startswith("<mask_")
+
+    # ---- the letters of the training data (what generation may write) ----
+    @property
+    def trained_letters(self) -> str:
+        """The letters of the tokens the model was trained on, in ``FALLBACK_ALPHABET`` order (``"ACGT"`` for a
+        run on upper-cased genome data with N runs cut out). Recorded by the trainer in tokenizer.json
+        (``"trained_letters"``), so it travels with every copy of a model folder; a tokenizer that records none
+        (a tokenizer.json written before the record existed, or a new tokenizer) gives ``UNRECORDED_LETTERS``,
+        the four bases. Setting it checks the letters (``check_letters``)."""
+        return self._trained_letters if self._trained_letters is not None else UNRECORDED_LETTERS
+
+    @trained_letters.setter
+    def trained_letters(self, letters: str) -> None:
+        self._trained_letters = check_letters(letters)
+        self._output_masks = {}
+
+    @property
+    def records_trained_letters(self) -> bool:
+        """True when the letters were recorded (set, or read from tokenizer.json), False when defaulted."""
+        return self._trained_letters is not None
+
+    def letters_of_ids(self, ids: Iterable[int]) -> str:
+        """The letters of the pieces and fallback tokens among ``ids`` (special tokens and ids that are none of
+        them add nothing), in ``FALLBACK_ALPHABET`` order; a k-mer counts every one of its k letters."""
+        want = {int(i) for i in ids}
+        seen: set[str] = set()
+        for table in (self.pieces, self.fallback_ids):
+            for text, i in table.items():
+                if i in want:
+                    seen.update(text)
+        return "".join(ch for ch in FALLBACK_ALPHABET if ch in seen)
+
+    def output_mask(self, vocab_size: int | None = None, full_vocab: bool = False) -> torch.Tensor:
+        """``(vocab_size,)`` bool on the CPU: True at the ids generation may emit.
+
+        An id may be emitted when it is a piece or a fallback token all of whose letters are among
+        ``trained_letters`` (``full_vocab``: among ``FALLBACK_ALPHABET``, every letter the tokenizer writes).
+        Special tokens and sentinels are never True, nor ids ``>= self.vocab_size`` that a larger model vocabulary
+        may hold. ``vocab_size`` defaults to ``self.vocab_size``. Cached per (vocab_size, letters): treat the
+        result as read-only.
+        """
+        V = self.vocab_size if vocab_size is None else int(vocab_size)
+        letters = FALLBACK_ALPHABET if full_vocab else self.trained_letters
+        key = (V, letters)
+        if key not in self._output_masks:
+            allowed = frozenset(letters)
+            ids = [i for table in (self.pieces, self.fallback_ids) for t, i in table.items() if allowed.issuperset(t)]
+            mask = torch.zeros(V, dtype=torch.bool)
+            ids_t = torch.tensor([i for i in ids if i < V], dtype=torch.long)
+            mask[ids_t] = True
+            special = torch.tensor([i for i in self.special_ids.values() if i < V], dtype=torch.long)
+            mask[special] = False
+            self._output_masks[key] = mask
+        return self._output_masks[key]
 
     # ---- encoding ----
     def bases_per_token(self) -> np.ndarray:
@@ -547,7 +622,7 @@ class DNATokenizer:
             "pieces": self.pieces,
             "special_tokens": self.special_ids,
             "fallback": self.fallback_ids,
-        }
+        } | ({"trained_letters": self._trained_letters} if self._trained_letters is not None else {})
 
     def save(self, path: str | os.PathLike) -> None:
         """Write tokenizer.json to ``path`` (a file path)."""
@@ -556,9 +631,10 @@ class DNATokenizer:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DNATokenizer:
-        """A tokenizer from tokenizer.json content. Every key of ``FILE_KEYS`` is required and no other is
-        allowed; ``k``/``stride`` are ints (not ``"4"``, ``4.0`` or ``true``); the vocabulary tables are checked
-        as in ``_set_vocab``. ValueError, one line naming the key, on anything else."""
+        """A tokenizer from tokenizer.json content. Every key of ``FILE_KEYS`` is required, those of
+        ``OPTIONAL_FILE_KEYS`` may be present, and no other is allowed; ``k``/``stride`` are ints (not ``"4"``,
+        ``4.0`` or ``true``); the vocabulary tables are checked as in ``_set_vocab``. ValueError, one line naming the
+        key, on anything else."""
         if not isinstance(d, Mapping):
             raise ValueError(f"a tokenizer file must hold a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT or not _is_int(d.get("version")) or d.get("version") != FORMAT_VERSION:
@@ -568,7 +644,7 @@ class DNATokenizer:
         missing = [key for key in FILE_KEYS if key not in d]
         if missing:
             raise ValueError(f"tokenizer file is missing key {missing[0]!r} (needs {', '.join(FILE_KEYS)})")
-        unknown = sorted(str(key) for key in d if key not in FILE_KEYS)
+        unknown = sorted(str(key) for key in d if key not in FILE_KEYS and key not in OPTIONAL_FILE_KEYS)
         if unknown:
             raise ValueError(f"tokenizer file has unknown key {unknown[0]!r}")
         kinds = DNATokenizer._kinds
@@ -586,6 +662,8 @@ class DNATokenizer:
         tok = kinds[d["type"]].__new__(kinds[d["type"]])
         DNATokenizer.__init__(tok, d["k"], d["stride"], d["case"], d["unknown"], d["invalid"])
         tok._set_vocab(d["pieces"], d["special_tokens"], d["fallback"])
+        if "trained_letters" in d:
+            tok.trained_letters = check_letters(d["trained_letters"], "tokenizer 'trained_letters'")
         return tok
 
     @classmethod

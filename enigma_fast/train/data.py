@@ -25,7 +25,7 @@ from enigma_fast.tokenizers import (
 from enigma_fast.train.baseline import base_codes
 from enigma_fast.train.config import TrainConfig
 
-__all__ = ["make_tokenizer", "open_data", "rc_table", "split", "store_base_codes"]
+__all__ = ["make_tokenizer", "open_data", "rc_table", "split", "store_base_codes", "trained_letters"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,23 @@ def rc_table(tok: DNATokenizer) -> np.ndarray | None:
     for ch, i in tok.fallback_ids.items():
         table[i] = tok.fallback_ids.get(reverse_complement(ch), i)
     return table
+
+
+def trained_letters(store: TokenStore, segments: np.ndarray, chunk: int = 1 << 24) -> str:
+    """The letters of the tokens in ``segments`` ``(N, 2)`` (offset, count) of the store: which ids occur (counted
+    ``chunk`` tokens at a time, so memory stays bounded for a genome-sized store), then the letters of those ids
+    (``DNATokenizer.letters_of_ids``). What the model trained on these tokens was taught to write: generation
+    samples from it by default (recorded as the tokenizer's ``trained_letters``)."""
+    tok = store.tokenizer
+    seen = np.zeros(max(tok.vocab_size, 1), dtype=bool)
+    for off, n in segments.tolist():
+        for i in range(off, off + n, chunk):
+            counts = np.bincount(np.asarray(store.tokens[i : min(i + chunk, off + n)]), minlength=len(seen))
+            seen |= counts[: len(seen)] > 0
+    letters = tok.letters_of_ids(np.flatnonzero(seen).tolist())
+    if not letters:
+        raise ValueError("the training tokens hold no letter (only special tokens)")
+    return letters
 
 
 def store_base_codes(store: TokenStore, segments: np.ndarray, max_bases: int = 1 << 26) -> np.ndarray:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from enigma_fast.data.windows import EvalWindow
+from enigma_fast.train.eval_share import ONE_PROCESS, EvalShare
 
 __all__ = ["evaluate", "forward_loss", "sample_continuation"]
 
@@ -36,6 +37,18 @@ def forward_loss(model: Any, rows: torch.Tensor, kind: str, src_len: int, bos_id
     return logits, loss, targets
 
 
+def _groups(windows: list[EvalWindow], batch_size: int) -> list[list[EvalWindow]]:
+    """The evaluation's batches: consecutive windows of equal length, at most ``batch_size`` each."""
+    out, i = [], 0
+    while i < len(windows):
+        j = i
+        while j < len(windows) and j - i < batch_size and windows[j].length == windows[i].length:
+            j += 1
+        out.append(windows[i:j])
+        i = j
+    return out
+
+
 @torch.no_grad()
 def evaluate(
     model: Any,
@@ -48,22 +61,19 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     autocast: Any = contextlib.nullcontext,
+    share: EvalShare = ONE_PROCESS,
 ) -> dict[str, float]:
     """Score held-out ``windows`` of ``tokens``; returns loss (nats/token), bpb (bits/base), accuracy
-    (next-token argmax), and the counts ``tokens`` and ``bases`` scored."""
+    (next-token argmax), and the counts ``tokens`` and ``bases`` scored.
+
+    ``share``: under FSDP2 every rank calls this with its ``EvalShare(rank, world)`` and scores only its share of
+    the batches; the figures are those of one process scoring all of them, bit for bit (see ``eval_share``)."""
     was_training = model.training
     model.eval()
-    nll = torch.zeros((), dtype=torch.float64, device=device)
-    n_tok = torch.zeros((), dtype=torch.float64, device=device)
-    n_bases = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.float64, device=device)
-    i = 0
-    while i < len(windows):
-        j = i
-        while j < len(windows) and j - i < batch_size and windows[j].length == windows[i].length:
-            j += 1
-        group = windows[i:j]
-        i = j
+    groups = _groups(windows, batch_size)
+    rows_out = torch.zeros((len(groups), 4), dtype=torch.float64, device=device)  # nll, tokens, bases, correct
+    for b, counted in share.batches(len(groups)):
+        group = groups[b]
         length = group[0].length
         sl = min(src_len, length - 1) if kind == "enigma" else 0
         rows = torch.from_numpy(
@@ -71,22 +81,24 @@ def evaluate(
         ).to(device)
         with autocast():
             logits, _, targets = forward_loss(model, rows, kind, sl, bos_id)
+        if not counted:  # a pass that keeps this rank in step with the others' (FSDP2 collectives)
+            continue
         first = 1 if kind == "enbert" else sl  # window position of targets[:, 0]
         pos = torch.arange(targets.shape[1], device=device) + first
         score_from = torch.tensor([max(w.score_from, sl) for w in group], device=device)
         mask = pos[None, :] >= score_from[:, None]  # (B, T)
         ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
         ce = ce.view(targets.shape)
-        nll += (ce.double() * mask).sum()
-        n_tok += mask.sum()
-        n_bases += (bases_per_token[targets] * mask).sum()
-        correct += ((logits.argmax(-1) == targets) & mask).sum()
+        rows_out[b, 0] = (ce.double() * mask).sum()
+        rows_out[b, 1] = mask.sum()
+        rows_out[b, 2] = (bases_per_token[targets] * mask).sum()
+        rows_out[b, 3] = ((logits.argmax(-1) == targets) & mask).sum()
     model.train(was_training)
-    nll_, tok_, bases_ = float(nll), float(n_tok), float(n_bases)
+    nll_, tok_, bases_, correct = share.totals(rows_out)
     return {
         "loss": nll_ / max(tok_, 1.0),
         "bpb": nll_ / max(bases_, 1.0) / math.log(2),
-        "accuracy": float(correct) / max(tok_, 1.0),
+        "accuracy": correct / max(tok_, 1.0),
         "tokens": tok_,
         "bases": bases_,
     }

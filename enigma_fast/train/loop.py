@@ -8,8 +8,9 @@
 Under ``torchrun`` every rank draws the same global batch and trains on its own rows (rank r, micro-step m:
 rows ``(m * world + r) * batch_size`` onward); DistributedDataParallel or FSDP2 (``--strategy``, see
 ``distributed``) averages the gradients, so N processes follow the same trajectory as one process with the same
-global batch. Rank 0 alone logs and writes; under FSDP2 every rank takes part in evaluations and writes its own
-shards of each checkpoint (``sharded_ckpt``).
+global batch. Rank 0 alone logs and writes; under FSDP2 every rank scores its share of each evaluation's batches
+(``eval_share``: the figures are those of one process) and writes its own shards of each checkpoint
+(``sharded_ckpt``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from enigma_fast.train import data as tdata
 from enigma_fast.train.baseline import markov_baseline
 from enigma_fast.train.config import TrainConfig
 from enigma_fast.train.distributed import Parallel, init_single_process_group
+from enigma_fast.train.eval_share import EvalShare
 from enigma_fast.train.evaluate import evaluate, forward_loss, sample_continuation
 from enigma_fast.train.metrics import MetricsLog, Progress, plot_losses
 from enigma_fast.train.sharded_ckpt import is_sharded, load_sharded_checkpoint, save_sharded_checkpoint
@@ -315,6 +317,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         store = tdata.open_data(cfg, run, prepare=False)
     tok = store.tokenizer
     train_segs, val_segs = tdata.split(cfg, store)
+    # what the model will be taught to write: recorded in its tokenizer.json, sampled from by generation
+    tok.trained_letters = tdata.trained_letters(store, train_segs)
+    if dd.main:
+        logger.info("training tokens hold the letters %s: generation writes these by default", tok.trained_letters)
     kind, src_len = cfg.model, cfg.enigma_src_len
     rc = tdata.rc_table(tok) if cfg.rc_augment > 0 else None
     if cfg.rc_augment > 0 and rc is None:
@@ -443,10 +449,13 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         last_ckpt = step
         dd.barrier()
 
+    # fsdp: every rank scores its share of the evaluation's batches (the sums gathered: train/eval_share.py)
+    share = EvalShare(dd.rank, dd.world) if par.sharded else EvalShare()
+
     def run_eval(windows: Any) -> dict[str, float]:
         if objective is not None:
-            return windows.score_enigma(model, tok, bpt, 2 * B, device, autocast)
-        return evaluate(model, store.tokens, windows, bpt, kind, src_len, tok.bos_id, 2 * B, device, autocast)
+            return windows.score_enigma(model, tok, bpt, 2 * B, device, autocast, share)
+        return evaluate(model, store.tokens, windows, bpt, kind, src_len, tok.bos_id, 2 * B, device, autocast, share)
 
     stopped = 0
     with _Stop() as stop:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from enigma_fast.data.spans import eval_span_masks, span_counts, span_eval_windows, train_span_masks
 from enigma_fast.models.base import IGNORE_INDEX
+from enigma_fast.train.eval_share import ONE_PROCESS, EvalShare
 
 __all__ = [
     "SpanEval",
@@ -166,20 +167,26 @@ class SpanEval:
         batch_size: int = 32,
         device: torch.device | str = "cpu",
         autocast: Any = contextlib.nullcontext,
+        share: EvalShare = ONE_PROCESS,
     ) -> dict[str, float]:
         """Infill figures of an Enigma (see the module doc): ``bpb`` (span length known), ``bpb_with_ends``,
         ``loss`` (nats per target token, the training loss), ``accuracy`` (argmax over non-special tokens),
-        ``tokens`` and ``bases`` scored, ``spans``."""
+        ``tokens`` and ``bases`` scored, ``spans``. ``share``: this rank's share of the batches under FSDP2, with
+        the figures of one process scoring all of them (``train/eval_share.py``)."""
         was_training = model.training
         model.eval()
         special = special_mask(tok, model.config.vocab_size, device)
-        acc = dict.fromkeys(("nll", "nll_all", "tok_all", "bases", "correct", "tokens", "spans"), 0.0)
-        for idx in self._groups(batch_size):
-            rows, masks = self._rows(idx)
+        keys = ("nll", "nll_all", "tok_all", "bases", "correct", "tokens", "spans")
+        groups = list(self._groups(batch_size))
+        sums = torch.zeros((len(groups), len(keys)), dtype=torch.float64)
+        for b, counted in share.batches(len(groups)):
+            rows, masks = self._rows(groups[b])
             x = torch.from_numpy(rows).to(device)
             m = torch.from_numpy(masks).to(device)
             with autocast():
                 logits, _, targets = span_loss(model, x, m, tok)
+            if not counted:  # a pass that keeps this rank in step with the others' (FSDP2 collectives)
+                continue
             logits = logits.float()
             valid = targets != IGNORE_INDEX
             t = targets.clamp_min(0)
@@ -187,14 +194,22 @@ class SpanEval:
             ce_all = F.cross_entropy(logits.transpose(1, 2), t, reduction="none")  # (B, T)
             restricted = logits.masked_fill(special, float("-inf"))
             ce_base = F.cross_entropy(restricted.transpose(1, 2), t, reduction="none")
-            acc["nll"] += float(torch.where(is_base, ce_base, 0.0).sum())  # (inf at special targets, left out)
-            acc["nll_all"] += float((ce_all * valid).sum())
-            acc["tok_all"] += float(valid.sum())
-            acc["bases"] += float((bases_per_token[t] * is_base).sum())
-            acc["correct"] += float(((restricted.argmax(-1) == t) & is_base).sum())
-            acc["tokens"] += float(is_base.sum())
-            acc["spans"] += float((m & ~torch.cat([torch.zeros_like(m[:, :1]), m[:, :-1]], 1)).sum())
+            sums[b] = torch.tensor(
+                [
+                    float(torch.where(is_base, ce_base, 0.0).sum()),  # (inf at special targets, left out)
+                    float((ce_all * valid).sum()),
+                    float(valid.sum()),
+                    float((bases_per_token[t] * is_base).sum()),
+                    float(((restricted.argmax(-1) == t) & is_base).sum()),
+                    float(is_base.sum()),
+                    float((m & ~torch.cat([torch.zeros_like(m[:, :1]), m[:, :-1]], 1)).sum()),
+                ],
+                dtype=torch.float64,
+            )
         model.train(was_training)
+        if share.world > 1:
+            sums = sums.to(device)  # the collective runs on the backend's device (NCCL: the GPU)
+        acc = dict(zip(keys, share.totals(sums), strict=True))
         bases = max(acc["bases"], 1.0)
         return {
             "loss": acc["nll_all"] / max(acc["tok_all"], 1.0),

@@ -318,6 +318,30 @@ void test_bad_bytes() {
   EF_EXPECT(st.ok && ids == std::vector<int64_t>({77, v.chars['A'], v.chars['c']}));
 }
 
+// A sequence with a byte without a token in a window and another in its tail: every report names the window's
+// (the first in sequence order), also first_error() given the tail's own failed status, whatever the stride.
+void test_bad_bytes_in_order() {
+  std::mt19937 rng(11);
+  for (int stride : {3, 2, 1}) {
+    Vocab v = make_vocab(rng, 3, stride, 0.5, {});
+    const Lookup lk = v.lookup(false);
+    const std::string s = "ACGTA!GTACGTA#";  // '!' at 5 in the body, '#' at 13 in the tail "A#" (k = 3)
+    const int64_t n = static_cast<int64_t>(s.size());
+    std::vector<int64_t> tail(3), ids;
+    Status tail_st;
+    EF_EXPECT(encode_tail<int64_t>(bytes(s), n, lk, tail.data(), tail_st) < 0);  // windows end at 12
+    EF_EXPECT(!tail_st.ok && tail_st.position == 13 && tail_st.byte == '#');
+    const Status st = first_error(bytes(s), n, lk, tail_st);
+    EF_EXPECT(!st.ok && st.position == 5 && st.byte == '!');
+    const Status whole = encode<int64_t>(bytes(s), n, lk, ids);
+    EF_EXPECT(!whole.ok && whole.position == 5 && whole.byte == '!');
+    // Without the body's bad byte the tail's report stands.
+    const std::string t = "ACGTACGTACGTA#";
+    EF_EXPECT(first_error(bytes(t), 14, lk, Status{false, 13, '#'}).position == 13);
+    EF_EXPECT(first_error(bytes(t), 14, lk, Status{}).ok);
+  }
+}
+
 void test_count() {
   const std::string s = "ACGTACGTNNACGTTTTTAC";  // windows of 4: ACGT ACGT NNAC GTTT TTAC
   const BaseLut lut = make_base_lut(false);
@@ -343,5 +367,6 @@ EF_TEST_MAIN({
   test_hash_table();
   test_pair_lut();
   test_bad_bytes();
+  test_bad_bytes_in_order();
   test_count();
 })

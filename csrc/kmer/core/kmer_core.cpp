@@ -247,6 +247,24 @@ Status expand_windows(const uint8_t* s, const Lookup& v, const Out* win, int64_t
   return Status{};
 }
 
+Status first_error(const uint8_t* s, int64_t n, const Lookup& v, const Status& tail) {
+  const int64_t nw = num_windows(n, v.k, v.stride), c = cover(v.k, v.stride);
+  constexpr int64_t kBlock = 4096;  // windows looked up at a time: a small buffer whatever the length
+  std::vector<int64_t> win(static_cast<size_t>(std::min(nw, kBlock)));
+  for (int64_t w0 = 0; w0 < nw; w0 += kBlock) {
+    const int64_t w1 = std::min(nw, w0 + kBlock);
+    if (encode_windows<int64_t>(s, n, v, w0, w1, win.data()) == 0) continue;
+    for (int64_t w = w0; w < w1; ++w) {
+      if (win[static_cast<size_t>(w - w0)] >= 0) continue;
+      for (int64_t j = 0; j < c; ++j) {
+        const int64_t i = w * v.stride + j;
+        if (v.char_ids[s[i]] < 0) return Status{false, i, s[i]};
+      }
+    }
+  }
+  return tail;
+}
+
 int64_t encoded_length(const uint8_t* s, int64_t n, const Lookup& v, Status& st) {
   std::vector<int64_t> out;
   st = encode<int64_t>(s, n, v, out);

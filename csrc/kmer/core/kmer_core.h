@@ -130,6 +130,11 @@ int64_t encode_tail(const uint8_t* s, int64_t n, const Lookup& v, Out* out, Stat
 template <typename Out>
 Status expand_windows(const uint8_t* s, const Lookup& v, const Out* win, int64_t n_win, Out* out);
 
+// The first byte of s, in sequence order, that encode() can give no token, when the tail's own pass reported
+// `tail` (a failed status, or ok): a byte of a window that needs the fallback expansion comes before any byte of the
+// tail. Callers that encode the tail first (to size their output) report this, not the tail's status.
+Status first_error(const uint8_t* s, int64_t n, const Lookup& v, const Status& tail);
+
 // Number of tokens encode() writes for s; -1 (and `st`) when a byte has no fallback id.
 int64_t encoded_length(const uint8_t* s, int64_t n, const Lookup& v, Status& st);
 
