@@ -272,6 +272,7 @@ def test_cli_writes_out_through_a_temporary_file(saved_model, tmp_path):
                 "cpu",
                 "--out",
                 str(out),
+                "--force",
             ]
         )
         == 0
@@ -285,6 +286,61 @@ def test_cli_writes_out_through_a_temporary_file(saved_model, tmp_path):
     prompts.write_text(">p\nACGT\n")
     assert main(["--model", str(saved_model), "--prompts", str(prompts), "--out", str(prompts)]) == 2
     assert prompts.read_text() == ">p\nACGT\n"
+
+
+def test_cli_out_is_never_replaced_without_force_nor_an_input_even_with_it(saved_model, tmp_path, monkeypatch, capsys):
+    """generate --out follows the writers' rule: an existing file is replaced only with --force (checked before the
+    model loads), an input never; each refusal is one line, exit code 2, and the file is left as it was."""
+    from enigma_fast.cli import generate as cli
+
+    out = tmp_path / "mine.fa"
+    out.write_text(">my own sequences\nACGT\n")
+    prompts = tmp_path / "p.fa"
+    prompts.write_text(">p\nACGT\n")
+    gaps = tmp_path / "gaps.fa"
+    gaps.write_text(">g\nACGTNNNNACGT\n")
+
+    def not_loaded(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(cli.common, "load_checkpoint", not_loaded)
+    base = ["--model", str(saved_model), "--device", "cpu", "--max-new-tokens", "4"]
+    cases = [
+        (["--prompt", "ACGT", "--out", str(out)], f"--out {out} exists; pass --force to replace it"),
+        (["--prompts", str(prompts), "--out", str(prompts), "--force"], "is the --prompts file; it would be"),
+        (["--infill-fasta", str(gaps), "--out", str(gaps), "--force"], "is the --infill-fasta file; it would be"),
+    ]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for args, expect in cases:
+        capsys.readouterr()
+        assert cli.main(base + args) == 2
+        err = capsys.readouterr().err
+        assert expect in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing replaced, nothing added
+    monkeypatch.undo()
+    assert cli.main(base + ["--prompt", "ACGT", "--seed", "0", "--out", str(out), "--force"]) == 0
+    assert out.read_text().startswith(">sample_1 prompt=1") and sorted(os.listdir(tmp_path)) == sorted(before)
+
+
+def test_cli_out_dash_is_stdout(saved_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    from enigma_fast.generate import main
+
+    argv = ["--model", str(saved_model), "--prompt", "ACGT", "--max-new-tokens", "5", "--seed", "0", "--device", "cpu"]
+    assert main([*argv, "--out", "-"]) == 0
+    dash = capsys.readouterr().out
+    assert main(argv) == 0
+    assert dash.startswith(">sample_1 prompt=1") and dash == capsys.readouterr().out  # the same FASTA as no --out
+    assert os.listdir(tmp_path) == []  # no file named '-'
+
+
+def test_cli_infill_with_an_enbert_is_one_line(saved_model, capsys):
+    from enigma_fast.generate import main
+
+    assert main(["--model", str(saved_model), "--infill", "ACGT[N:4]ACGT", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "--infill needs an Enigma trained with span corruption" in err and "EnBERT" in err, err
 
 
 # =============================================================================================================

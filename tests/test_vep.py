@@ -100,14 +100,25 @@ def direct_ll(model, seq: str, context: int | None = None) -> float:
     return float(lp.gather(-1, targets[:, None]).sum())
 
 
-def windows(contig: str, pos: int, ref: str, alt: str, window: int = W) -> tuple[str, str, int, int]:
-    """The documented windows: same left and right flanks for REF and ALT, the longer allele centred, clipped."""
+def windows(contig: str, pos: int, ref: str, alt: str, window: int = W, strand: str = "+") -> tuple[str, str, int, int]:
+    """The documented windows, cut from the two haplotypes: the flanks ``left``/``right`` around the longer allele
+    centred and clipped; on each strand both windows start at the same base (the outer end of the flank read first)
+    and hold the same number of bases, ``left + max(len(ref), len(alt)) + right`` or what the shorter haplotype
+    has from there. Returned on the forward strand, with the flanks."""
     seq, s = GENOME[contig], pos - 1
-    span = max(len(ref), len(alt))
+    e, span = s + len(ref), max(len(ref), len(alt))
     left = min((window - span) // 2, s)
-    right = min(window - span - (window - span) // 2, len(seq) - s - len(ref))
-    before, after = seq[s - left : s], seq[s + len(ref) : s + len(ref) + right]
-    return before + ref + after, before + alt + after, left, right
+    right = min(window - span - (window - span) // 2, len(seq) - e)
+    hap_ref, hap_alt = seq[:s] + ref + seq[e:], seq[:s] + alt + seq[e:]
+    n = left + span + right
+    if strand == "+":
+        start = s - left
+        n = min(n, len(hap_ref) - start, len(hap_alt) - start)
+        return hap_ref[start : start + n], hap_alt[start : start + n], left, right
+    end_ref = e + right  # the last base read, in each haplotype's coordinates
+    end_alt = end_ref + len(alt) - len(ref)
+    n = min(n, end_ref, end_alt)
+    return hap_ref[end_ref - n : end_ref], hap_alt[end_alt - n : end_alt], left, right
 
 
 def direct_llr(model, contig: str, pos: int, ref: str, alt: str, both: bool = False) -> float:
@@ -115,6 +126,7 @@ def direct_llr(model, contig: str, pos: int, ref: str, alt: str, both: bool = Fa
     ctx = max(1, left) if isinstance(model, Enigma) else None
     llr = direct_ll(model, a, ctx) - direct_ll(model, r, ctx)
     if both:
+        r, a, _, _ = windows(contig, pos, ref, alt, strand="-")
         ctx = max(1, right) if isinstance(model, Enigma) else None
         llr = 0.5 * (llr + direct_ll(model, reverse_complement(a), ctx) - direct_ll(model, reverse_complement(r), ctx))
     return llr
@@ -218,20 +230,86 @@ def test_both_strands_is_the_mean_of_the_two_strands(enbert, tmp_path):
         assert a.llr != pytest.approx(direct_llr(enbert, a.chrom, a.pos, a.ref, a.alt), abs=1e-3)
 
 
-def test_indels_use_the_same_flanks(enbert, tmp_path):
+@torch.no_grad()
+def per_base_lp(model, seq: str, context: int | None = None) -> list[float]:
+    """The log-probability of every scored base of ``seq`` (char tokens: one a base) from one forward pass."""
+    ids = _ids(model, seq)
+    if isinstance(model, EnBERT):
+        logits, _ = model(ids[None, :-1])
+        targets = ids[1:]
+    else:
+        src, targets = ids[:context], ids[context:]
+        logits, _ = model(src[None], torch.cat([torch.tensor([model.config.bos_id]), targets[:-1]])[None])
+    return torch.log_softmax(logits[0].double(), -1).gather(-1, targets[:, None])[:, 0].tolist()
+
+
+@pytest.mark.parametrize("kind", ["enbert", "enigma"])
+def test_indel_windows_pay_for_the_same_number_of_bases(kind, enbert, enigma, tmp_path):
+    """A deletion's ALT window and an insertion's REF window are filled up with the bases after the right flank
+    (before the left flank on the reverse strand), so both windows hold W bases and the LLR sums as many per-base
+    log-probabilities on each side; checked against windows cut by hand and one forward pass each."""
+    model = enbert if kind == "enbert" else enigma
     seq = GENOME["chr1"]
-    deletion = ("chr1", 120, "del", seq[119:123], seq[119])  # 3 bases deleted
-    insertion = ("chr1", 180, "ins", seq[179], seq[179] + "GATTA")  # 5 bases inserted
+    deletion = ("chr1", 120, "del", seq[119:123], seq[119])  # 3 bases deleted: span 4, flanks 14 + 14
+    insertion = ("chr1", 180, "ins", seq[179], seq[179] + "GATTA")  # 5 bases inserted: span 6, flanks 13 + 13
     fa, vcf = write_fasta(tmp_path / "ref.fa"), write_vcf(tmp_path / "in.vcf", [deletion, insertion])
-    res = vep.variant_scores(enbert, fa, vcf, window=W)
-    d, i = res.alleles
-    assert (d.left, d.right) == (14, 14) and (i.left, i.right) == (13, 13)  # spans 4 and 6, W = 32
-    r, a, _, _ = windows(*deletion[:2], *deletion[3:])
-    assert len(r) == W and len(a) == W - 3 and r[:14] == a[:14] and r[-14:] == a[-14:]
-    r, a, _, _ = windows(*insertion[:2], *insertion[3:])
-    assert len(a) == W and len(r) == W - 5
-    for x in (d, i):
-        assert x.llr == pytest.approx(direct_llr(enbert, x.chrom, x.pos, x.ref, x.alt), abs=2e-4)
+    fwd = vep.variant_scores(model, fa, vcf, window=W).alleles
+    both = vep.variant_scores(model, fa, vcf, window=W, both_strands=True).alleles
+    by_hand = {  # (forward REF, forward ALT, reverse REF, reverse ALT), all on the forward strand
+        "del": (
+            seq[105:119] + seq[119:123] + seq[123:137],
+            seq[105:119] + seq[119] + seq[123:140],  # + the 3 bases after the right flank
+            seq[105:119] + seq[119:123] + seq[123:137],
+            seq[102:119] + seq[119] + seq[123:137],  # + the 3 bases before the left flank
+        ),
+        "ins": (
+            seq[166:179] + seq[179] + seq[180:198],  # + 5 bases after the right flank
+            seq[166:179] + seq[179] + "GATTA" + seq[180:193],
+            seq[161:179] + seq[179] + seq[180:193],  # + 5 bases before the left flank
+            seq[166:179] + seq[179] + "GATTA" + seq[180:193],
+        ),
+    }
+    unequal = {
+        "del": (by_hand["del"][0], seq[105:119] + seq[119] + seq[123:137]),
+        "ins": (seq[166:179] + seq[179] + seq[180:193], by_hand["ins"][1]),
+    }
+    for f, b in zip(fwd, both, strict=True):
+        assert (f.left, f.right) == {"del": (14, 14), "ins": (13, 13)}[f.id]
+        windows_ = by_hand[f.id]
+        assert all(len(w) == W for w in windows_)
+        ctx_f, ctx_r = (f.left, f.right) if kind == "enigma" else (None, None)
+        ref_f, alt_f = per_base_lp(model, windows_[0], ctx_f), per_base_lp(model, windows_[1], ctx_f)
+        ref_r, alt_r = (per_base_lp(model, reverse_complement(w), ctx_r) for w in windows_[2:])
+        scored = W - 1 if kind == "enbert" else W - f.left
+        assert len(ref_f) == len(alt_f) == scored and len(ref_r) == len(alt_r) == W - (ctx_r or 1)
+        llr_f = sum(alt_f) - sum(ref_f)
+        assert f.llr == pytest.approx(llr_f, abs=2e-4), f.id
+        assert b.llr == pytest.approx(0.5 * (llr_f + sum(alt_r) - sum(ref_r)), abs=2e-4), f.id
+        # and not what the windows of unequal length (the shorter one not filled up) gave before
+        old_ref, old_alt = unequal[f.id]
+        assert abs(f.llr - (direct_ll(model, old_alt, ctx_f) - direct_ll(model, old_ref, ctx_f))) > 0.1
+
+
+def test_equal_windows_rule():
+    """SNVs keep their windows (the same pair on both strands); indels fill the shorter window up from the far side
+    of the strand, and where the contig ends there both windows stop at the end of the shorter haplotype."""
+    from enigma_fast.variants.windows import equal_windows
+
+    snv_pair = ("LLLLCRRRR", "LLLLGRRRR")
+    assert equal_windows("LLLL", "C", "G", "RRRR", 4, 4) == (snv_pair, snv_pair)
+    # a 2-base deletion with room on both sides: ALT gains 'xy' on the right (forward), 'uv' on the left (reverse)
+    got = equal_windows("uvLLLL", "CGG", "C", "RRRRxy", 4, 4)
+    assert got == (("LLLLCGGRRRR", "LLLLCRRRRxy"), ("LLLLCGGRRRR", "uvLLLLCRRRR"))
+    # a 3-base insertion: the REF window gains the bases instead
+    got = equal_windows("uvwLLLL", "C", "CGGG", "RRRRxyz", 4, 4)
+    assert got == (("LLLLCRRRRxyz", "LLLLCGGGRRRR"), ("uvwLLLLCRRRR", "LLLLCGGGRRRR"))
+    # the contig ends one base after the right flank: forward windows stop at the ALT haplotype's end
+    got = equal_windows("uvLLLL", "CGG", "C", "RRRRx", 4, 4)
+    assert got.forward == ("LLLLCGGRRR", "LLLLCRRRRx") and got.reverse == ("LLLLCGGRRRR", "uvLLLLCRRRR")
+    # deleting the contig's last two bases: the forward pair is one and the same (the deletion shows on the reverse)
+    got = equal_windows("uvLLLL", "CGG", "C", "", 4, 0)
+    assert got.forward == ("LLLLC", "LLLLC") and got.reverse == ("LLLLCGG", "uvLLLLC")
+    assert all(len(r) == len(a) for r, a in got)
 
 
 def test_variants_at_contig_ends_have_clipped_windows(enbert, tmp_path):

@@ -10,8 +10,8 @@ outside ``cli/``. Every public name of this module:
   :data:`DTYPES`, :data:`AUTOCAST_HELP`: ``--device cpu|cuda[:N]`` and ``--dtype auto|float32|bfloat16|float16``.
 * :func:`run_main`, :func:`one_line`, :func:`launch`, :func:`passive_openmp`: the entry point (user errors in one
   line, no traceback), ``python -m``'s ``__main__`` block, and ``OMP_WAIT_POLICY=PASSIVE`` for long CPU runs.
-* :func:`progress_bar` (``enigma_fast.progress``), :func:`check_outputs`, :func:`open_output`,
-  :func:`load_checkpoint`: outputs checked before any work and written atomically, a checkpoint with its tokenizer.
+* :func:`progress_bar`, :func:`output_path`, :func:`check_outputs`, :func:`open_output`, :func:`load_checkpoint`:
+  ``-`` is stdout, outputs checked before any work and written atomically, a checkpoint with its tokenizer.
 """
 
 from __future__ import annotations
@@ -186,6 +186,11 @@ def launch(module: str, main: Callable[[], int], *, passive: bool = False) -> No
     raise SystemExit(main())
 
 
+def output_path(text: str | None) -> str | None:
+    """An output option's value for :func:`check_outputs` / :func:`open_output`: None (stdout) for ``-`` or none."""
+    return None if text is None or text == "-" else text
+
+
 def check_outputs(
     outputs: Sequence[tuple[str, str | None]],
     inputs: Sequence[tuple[str, str]] = (),
@@ -214,9 +219,6 @@ def check_outputs(
                 raise UsageError(f"{flag} {path} is the {what}; it would be overwritten")
         if out.exists() and force is False:
             raise UsageError(f"{flag} {path} exists; pass --force to replace it")
-    for flag, path in outputs:
-        if path is None:
-            continue
         real = os.path.realpath(path)
         if real in seen:
             raise UsageError(same.format(flag=flag, path=path, other=seen[real]))

@@ -9,6 +9,9 @@ Enigma trained by span corruption, written as FASTA.
 Each record is the prompt followed by its continuation, or (infill) the sequence with every gap filled: gaps are
 ``[N:<bases>]`` (exact length) or ``[N]`` (free length, at most --max-gap-length) in --infill, and runs of N (each
 filled with exactly as many bases) in the records of --infill-fasta. Tokens/s goes to stderr.
+
+The FASTA goes to stdout (no --out, or ``--out -``) or into --out, written atomically; an existing --out file is
+replaced only with --force, and never when it is the --prompts or --infill-fasta input.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_device_argument(p)
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     p.add_argument("--benchmark", action="store_true", help="report tokens/s and the prefill and decode times apart")
-    p.add_argument("--out", default=None, help="FASTA output file (default: stdout)")
+    p.add_argument("--out", default=None, help="FASTA output file ('-' or none: stdout)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file (never an input)")
     p.add_argument(
         "--full-vocab",
         action="store_true",
@@ -80,7 +84,8 @@ def _check_options(args: argparse.Namespace) -> None:
     inputs = [(what, path) for what, path in inputs if path is not None]
     for what, path in inputs:
         common.require_path(path, what)
-    common.check_outputs([("--out", args.out)], inputs, force=None)
+    args.out = common.output_path(args.out)
+    common.check_outputs([("--out", args.out)], inputs, force=args.force)
 
 
 def _check_prompts(prompts: Sequence[str]) -> None:
@@ -131,6 +136,11 @@ def _run_infill(args: argparse.Namespace) -> int:
     for item, name in zip(items, where, strict=True):  # bad gaps fail before the model loads
         parse_masked(item, name)
     model = common.load_checkpoint(args.model, args.device)
+    if model.config.model_type != "enigma":
+        raise common.UsageError(
+            f"{where[0].split()[0]} needs an Enigma trained with span corruption (python -m enigma_fast.train "
+            f"--model enigma --objective span), got --model {args.model}, an {type(model).__name__} (decoder-only)"
+        )
     t0 = time.perf_counter()
     sampling = dict(
         temperature=args.temperature,

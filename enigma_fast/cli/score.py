@@ -87,8 +87,7 @@ def _check_options(args: argparse.Namespace) -> torch.device:
     for f in args.files:
         common.require_path(f, "sequence file")
     inputs = [(f"input file {f}", f) for f in args.files]
-    if args.out == "-":
-        args.out = None  # stdout
+    args.out = common.output_path(args.out)  # '-': stdout
     common.check_outputs([("--out", args.out), ("--per-base", args.per_base)], inputs, force=args.force)
     return device
 

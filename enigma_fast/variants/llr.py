@@ -194,9 +194,9 @@ class _Scorer:
                 if pair is None:
                     continue
                 a = p.alleles[j]
-                views = [(w, self._context(a.left)) for w in pair]
+                views = [(w, self._context(a.left)) for w in pair.forward]
                 if self.both:
-                    views += [(reverse_complement(w), self._context(a.right)) for w in pair]
+                    views += [(reverse_complement(w), self._context(a.right)) for w in pair.reverse]
                 slots.append((p, j, [requests.setdefault(v, len(requests)) for v in views]))
         ll = _log_likelihoods(self.model, list(requests), **self.kw) if requests else []
         self.windows += len(requests)

@@ -1,12 +1,19 @@
 """The windows a variant is scored in, and why a record or an ALT is not scored.
 
-For an ALT starting at 0-based offset ``s`` of its contig ``X`` with flanks ``(left, right) = flank_sizes(...)``::
+For an ALT starting at 0-based offset ``s`` of its contig ``X``, ``e = s + len(ref)``, flanks ``(left, right) =
+flank_sizes(...)`` and ``d = |len(alt) - len(ref)|``, each strand reads a pair of windows that start at the same
+base and hold the same number of bases (``equal_windows``)::
 
-    ref_window = X[s - left : s] + ref + X[s + len(ref) : s + len(ref) + right]
-    alt_window = X[s - left : s] + alt + X[s + len(ref) : s + len(ref) + right]
+    forward  ref_window = (X[s - left : s] + ref + X[e : e + right + d])[:n]      n = left + max(len(ref), len(alt))
+             alt_window = (X[s - left : s] + alt + X[e : e + right + d])[:n]          + right, less where the contig
+    reverse  the same read from X[e + right - 1] leftwards: X[s - left - d : s] + ref/alt + X[e : e + right],     ends
+             the last n bases of each (then reverse-complemented by the scorer)
 
-``plan_record`` checks a VCF record against the reference (``RECORD_REASONS``), each ALT on its own
-(``ALLELE_REASONS``), and builds the window pair of every ALT that is to be scored.
+So the shorter allele's window continues past its far flank by the ``d`` bases the other allele's window spends on
+the longer allele, and both windows of a strand pay for the same number of bases; an SNV's pair is the same on both
+strands, ``X[s - left : s] + ref/alt + X[e : e + right]``. ``plan_record`` checks a VCF record against the reference
+(``RECORD_REASONS``), each ALT on its own (``ALLELE_REASONS``), and builds the window pairs of every ALT that is to
+be scored.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ __all__ = [
     "RECORD_REASONS",
     "AlleleScore",
     "Planned",
+    "WindowPair",
     "context_tokens",
+    "equal_windows",
     "flank_sizes",
     "model_limit_bases",
     "plan_record",
@@ -100,15 +109,47 @@ class AlleleScore(NamedTuple):
     right: int = 0
 
 
+class WindowPair(NamedTuple):
+    """The windows of one ALT: ``forward`` and ``reverse`` are ``(ref_window, alt_window)`` of equal length, both
+    written on the forward strand (the scorer reverse-complements ``reverse``); the two pairs are equal for an
+    SNV."""
+
+    forward: tuple[str, str]
+    reverse: tuple[str, str]
+
+
+def equal_windows(before: str, ref: str, alt: str, after: str, left: int, right: int) -> WindowPair:
+    """The REF and ALT windows of both strands, each pair paying for the same number of bases.
+
+    ``before`` holds the ``left`` bases before the variant and up to ``d = |len(alt) - len(ref)|`` more before them
+    (fewer at the contig start), ``after`` the ``right`` bases after the REF allele and up to ``d`` more (fewer at
+    the contig end). With ``n = left + max(len(ref), len(alt)) + right``, the forward pair is the first ``m`` bases
+    of ``before[-left:] + ref + after`` and of ``before[-left:] + alt + after``, ``m = min(n, both lengths)``: the
+    same start, the shorter allele's window filled up with the next ``d`` bases after the right flank, and both cut
+    to the shorter haplotype where the contig ends. The reverse pair mirrors it: the last bases of ``before + ref +
+    after[:right]`` and ``before + alt + after[:right]``. For an SNV (``d = 0``) both pairs are ``(before + ref +
+    after, before + alt + after)``.
+    """
+    n = left + max(len(ref), len(alt)) + right
+    near = before[len(before) - left :]
+    r, a = near + ref + after, near + alt + after
+    m = min(n, len(r), len(a))
+    forward = (r[:m], a[:m])
+    near = after[:right]
+    r, a = before + ref + near, before + alt + near
+    m = min(n, len(r), len(a))
+    return WindowPair(forward, (r[len(r) - m :], a[len(a) - m :]))
+
+
 @dataclass
 class Planned:
     """A VCF record checked and laid out: its record-level reason (None when it is scored), one ``AlleleScore``
-    per ALT, and per ALT its ``(ref_window, alt_window)`` when it is to be scored."""
+    per ALT, and per ALT its ``WindowPair`` when it is to be scored."""
 
     rec: Any
     reason: str | None  # record-level
     alleles: list[AlleleScore]
-    windows: list[tuple[str, str] | None]  # (ref_window, alt_window) per ALT when it is to be scored
+    windows: list[WindowPair | None]  # per ALT, when it is to be scored
 
 
 def plan_record(rec: Any, ref: Reference, window: int) -> Planned:
@@ -138,9 +179,10 @@ def plan_record(rec: Any, ref: Reference, window: int) -> Planned:
             windows.append(None)
             continue
         left, right = flank_sizes(window, rec.start, len(refa), len(alt), length)
-        before = ref.fetch(chrom, rec.start - left, rec.start)
-        after = ref.fetch(chrom, rec.start + len(refa), rec.start + len(refa) + right)
-        windows.append((before + up + after, before + alt.upper() + after))
+        d, end = abs(len(alt) - len(refa)), rec.start + len(refa)
+        before = ref.fetch(chrom, max(0, rec.start - left - d), rec.start)
+        after = ref.fetch(chrom, end, min(length, end + right + d))
+        windows.append(equal_windows(before, up, alt.upper(), after, left, right))
         alleles.append(AlleleScore(chrom, pos, ident, refa, alt, None, "scored", left, right))
     return Planned(rec, None, alleles, windows)
 
