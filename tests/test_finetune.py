@@ -525,6 +525,11 @@ def test_finetune_learns_and_writes_its_folder(tmp_path, pretrained):
     test = read_labelled(files["test"])
     p = predict(model, test.seqs, dtype="float32")
     assert classification_metrics(np.array(test.labels, dtype=int), p.probs)["mcc"] == pytest.approx(res["test"]["mcc"])
+    valid = read_labelled(files["valid"])  # the best step's validation figures are those of the final weights
+    p = predict(model, valid.seqs, dtype="float32")
+    assert classification_metrics(np.array(valid.labels, dtype=int), p.probs)["mcc"] == pytest.approx(
+        res["valid"]["mcc"]
+    )
     # nothing is overwritten: a second run into the same folder is refused before any work
     with pytest.raises(FileExistsError, match="not empty"):
         finetune(_cfg(pretrained, files, max_steps=1), tmp_path / "run", progress=False)

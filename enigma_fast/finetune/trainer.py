@@ -241,6 +241,7 @@ def finetune(
     total = int(state.get("planned_steps", 0)) or (0 if cfg.time_budget else planned)
     best_metric = state.get("best_metric")
     best_step = int(state.get("best_step", 0))
+    best_valid: dict[str, Any] | None = state.get("best_valid")
     since_best = int(state.get("since_best", 0))
     history: list[dict[str, Any]] = list(state.get("history", []))
     elapsed0 = float(state.get("elapsed_s", 0.0))
@@ -272,6 +273,7 @@ def finetune(
             "planned_steps": total,
             "best_metric": best_metric,
             "best_step": best_step,
+            "best_valid": best_valid,
             "since_best": since_best,
             "history": history,
             "elapsed_s": elapsed(),
@@ -333,7 +335,7 @@ def finetune(
                 history.append({"step": step, cfg.metric: value})
                 log.log(step=step, epoch=step / spe, kind="valid", elapsed_s=elapsed(), **_row(m))
                 if best_metric is None or (not math.isnan(value) and value > best_metric):
-                    best_metric, best_step, since_best = value, step, 0
+                    best_metric, best_step, since_best, best_valid = value, step, 0, m
                     best = ckpt.trainable_state(model)
                 else:
                     since_best += 1
@@ -381,9 +383,10 @@ def finetune(
         "history": history,
     }
     t_eval = time.perf_counter()
-    for split in ("valid", "test"):
-        if split in enc:
-            results[split] = evaluate(model, enc[split], cfg.task, classes, cfg.eval_batch_size, autocast)
+    # the best weights' validation figures are those measured when they were the weights (evaluation is exact)
+    results["valid"] = best_valid or evaluate(model, enc["valid"], cfg.task, classes, cfg.eval_batch_size, autocast)
+    if "test" in enc:
+        results["test"] = evaluate(model, enc["test"], cfg.task, classes, cfg.eval_batch_size, autocast)
     results["eval_s"] = round(time.perf_counter() - t_eval, 2)
     results["total_s"] = round(time.perf_counter() - t0 + elapsed0, 2)
     log.close()
