@@ -80,7 +80,7 @@ def _ids(tok, seqs):
 # ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["enbert", "enigma"])
 @pytest.mark.parametrize("tk", ["char", "kmer"])
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "last-mean"])
 def test_sequence_head_shapes_and_padding(kind, tk, pooling):
     tok = _tok(tk)
     model = build_model(_backbone(kind, tok), _spec("classification", pooling=pooling)).eval()
@@ -133,7 +133,7 @@ def test_pooling_is_what_it_says():
         from enigma_fast.finetune.heads import backbone_states
 
         h = backbone_states(bb.eval(), tok.encode_tensor(s)[None], None)[0]  # (T, d)
-        for pooling, z in (("last", h[-1]), ("mean", h.mean(0))):
+        for pooling, z in (("last", h[-1]), ("mean", h.mean(0)), ("last-mean", torch.cat([h[-1], h.mean(0)]))):
             m = build_model(bb, _spec("classification", pooling=pooling)).eval()
             logits, _ = m(tok.encode_tensor(s)[None])
             torch.testing.assert_close(logits[0], m.head(z), atol=1e-6, rtol=1e-6)

@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="OUT", help="continue the interrupted run in OUT with its saved options")
     m = p.add_argument_group("what trains")
     m.add_argument("--mode", choices=["full", "lora", "probe"], default="full", help="default: full")
-    m.add_argument("--pooling", choices=["last", "mean"], help="sequence tasks (default: EnBERT last, Enigma mean)")
+    m.add_argument(
+        "--pooling", choices=["last", "mean", "last-mean"], help="sequence tasks (default: EnBERT last, Enigma mean)"
+    )
     m.add_argument("--random-init", action="store_true", help="start from random weights of the same architecture")
     m.add_argument("--lora-r", type=int_at_least(1), default=8, help="LoRA rank (default 8)")
     m.add_argument("--lora-alpha", type=float_in(0, lo_open=True), default=16.0, help="LoRA alpha (default 16)")

@@ -13,9 +13,10 @@ changes no output (tested).
 
 Pooling (sequence heads), over the real tokens of a row:
 
-    last: z = h[last real token]          (EnBERT: the one state that has read the whole sequence)
-    mean: z = (1 / n) sum_t h[t]
-    logits = W dropout(z) + b             (B, num_labels)
+    last:      z = h[last real token]             (EnBERT: the one state that has read the whole sequence)
+    mean:      z = (1 / n) sum_t h[t]
+    last-mean: z = [h[last real token]; (1 / n) sum_t h[t]]        (2 d_model)
+    logits = W dropout(z) + b                       (B, num_labels)
 
 Regression (``num_labels = 1``): ``logits * label_std + label_mean`` is the prediction in the labels' units and the
 loss is ``mean(((pred - y) / label_std)^2)``, the MSE of standardised targets. Classification: cross-entropy.
@@ -37,7 +38,7 @@ from enigma_fast.models.layers import run_blocks
 
 __all__ = ["POOLINGS", "SequenceClassifier", "TokenClassifier", "align_left", "backbone_kind", "backbone_states"]
 
-POOLINGS = ("last", "mean")
+POOLINGS = ("last", "mean", "last-mean")
 
 
 def backbone_kind(backbone: nn.Module) -> str:
@@ -95,7 +96,7 @@ def align_left(
 class _Head(nn.Module):
     """What both heads share: the backbone, its kind, and the left alignment of the inputs."""
 
-    def __init__(self, backbone: nn.Module, num_labels: int, dropout: float) -> None:
+    def __init__(self, backbone: nn.Module, num_labels: int, dropout: float, width: int = 1) -> None:
         super().__init__()
         if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"num_labels must be an int >= 1, got {num_labels!r}")
@@ -105,7 +106,7 @@ class _Head(nn.Module):
         self.kind = backbone_kind(backbone)
         self.num_labels = num_labels
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.config.d_model, num_labels)
+        self.head = nn.Linear(width * backbone.config.d_model, num_labels)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         self.frozen_backbone = False  # probe mode: backbone states under no_grad, backbone in eval mode
@@ -143,9 +144,9 @@ class SequenceClassifier(_Head):
         label_mean: float = 0.0,
         label_std: float = 1.0,
     ) -> None:
-        super().__init__(backbone, num_labels, dropout)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        super().__init__(backbone, num_labels, dropout, width=2 if pooling == "last-mean" else 1)
         if regression and num_labels != 1:
             raise ValueError(f"regression predicts one value: num_labels must be 1, got {num_labels}")
         if not label_std > 0:
@@ -155,15 +156,17 @@ class SequenceClassifier(_Head):
         self.register_buffer("label_std", torch.tensor(float(label_std)))
 
     def pool(self, h: torch.Tensor, key_start: torch.Tensor | None) -> torch.Tensor:
-        """Pooled states ``(B, d_model)`` of left-aligned states ``h`` ``(B, T, d_model)`` (row b real from
-        ``key_start[b]``)."""
+        """Pooled states ``(B, d_model)`` (``last-mean``: ``(B, 2 d_model)``) of left-aligned states ``h`` ``(B, T,
+        d_model)`` (row b real from ``key_start[b]``)."""
         if self.pooling == "last":
             return h[:, -1]
         if key_start is None:
-            return h.mean(1)
-        T = h.shape[1]
-        w = (torch.arange(T, device=h.device)[None, :] >= key_start[:, None]).to(h.dtype)  # (B, T)
-        return (h * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+            mean = h.mean(1)
+        else:
+            T = h.shape[1]
+            w = (torch.arange(T, device=h.device)[None, :] >= key_start[:, None]).to(h.dtype)  # (B, T)
+            mean = (h * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+        return mean if self.pooling == "mean" else torch.cat([h[:, -1], mean], dim=-1)
 
     def forward(
         self,
