@@ -90,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     check_outputs([("--out", args.out)], [("input file", args.file)], force=args.force)
     data = read_sequences_file(args.file)
     model = load_finetuned(args.model, device=device)
-    bar = progress_bar(len(data), desc="predict", unit="seq", enabled=None if not args.no_progress else False)
+    total = None if token else len(data)  # token tasks count chunks of block_size tokens
+    bar = progress_bar(total, desc="predict", unit="seq", enabled=None if not args.no_progress else False)
     t0 = time.perf_counter()
     try:
         res = predict(model, data.seqs, batch_size=args.batch_size, dtype=args.dtype, progress=bar)
