@@ -550,6 +550,12 @@ def test_resume_is_exact(tmp_path, pretrained, mode):
     part = finetune(_cfg(pretrained, files, **kw), tmp_path / "cut", progress=False, on_step=interrupt)
     assert part == {"interrupted_by_signal": signal.SIGINT, "step": 6}
     assert (tmp_path / "cut" / "checkpoints").is_dir() and not (tmp_path / "cut" / "config.json").exists()
+    other = _gc_task(tmp_path / "other", 64, 5) if (tmp_path / "other").mkdir() is None else None
+    saved = (tmp_path / "cut" / "finetune_config.json").read_text()
+    (tmp_path / "cut" / "finetune_config.json").write_text(saved.replace(files["train"], other["train"]))
+    with pytest.raises(ValueError, match="data files .* changed"):
+        finetune(None, tmp_path / "cut", resume=True, progress=False)
+    (tmp_path / "cut" / "finetune_config.json").write_text(saved)
     res = finetune(None, tmp_path / "cut", resume=True, progress=False)
     assert res["test"] == ref["test"] and res["history"] == ref["history"]
     a = list(csv.DictReader(open(tmp_path / "ref" / "metrics.csv")))

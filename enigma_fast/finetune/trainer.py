@@ -184,6 +184,8 @@ def finetune(
 
     # ---- data and model ----
     backbone, tok = _backbone(cfg)
+    with torch.no_grad():  # a checksum of the starting weights: a resume needs the same pretrained model
+        checksum = repr(float(sum(p.double().sum() for p in backbone.parameters())))
     kind = backbone.config.model_type
     cfg = cfg.resolved(kind)
     block = int(backbone.config.block_size)
@@ -235,6 +237,8 @@ def finetune(
         state, best = ckpt.load(c, model, opt)
         if state.get("fingerprint") != {k: v.fingerprint for k, v in enc.items()}:
             raise ValueError(f"the data files of {out} changed since the run started; resume needs the same files")
+        if state.get("weights") != checksum:
+            raise ValueError(f"the model {cfg.model} changed since the run in {out} started; resume needs the same one")
     else:
         (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     step = int(state.get("step", 0))
@@ -278,6 +282,7 @@ def finetune(
             "history": history,
             "elapsed_s": elapsed(),
             "fingerprint": {k: v.fingerprint for k, v in enc.items()},
+            "weights": checksum,
         }
 
     with _Stop() as stop:
