@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("what trains")
     m.add_argument("--mode", choices=["full", "lora", "probe"], default="full", help="default: full")
     m.add_argument(
-        "--pooling", choices=["last", "mean", "last-mean"], help="sequence tasks (default: EnBERT last, Enigma mean)"
+        "--pooling",
+        choices=["last", "mean", "last-mean"],
+        help="sequence tasks (default: EnBERT last-mean, Enigma mean)",
     )
     m.add_argument("--random-init", action="store_true", help="start from random weights of the same architecture")
     m.add_argument("--lora-r", type=int_at_least(1), default=8, help="LoRA rank (default 8)")

@@ -20,7 +20,7 @@ __all__ = ["DEFAULT_LR", "DEFAULT_POOLING", "FinetuneConfig"]
 
 # measured on the validation splits (docs/finetune.md, "Choices")
 DEFAULT_LR = {"full": 3e-4, "lora": 2e-3, "probe": 3e-3}
-DEFAULT_POOLING = {"enbert": "last", "enigma": "mean"}
+DEFAULT_POOLING = {"enbert": "last-mean", "enigma": "mean"}
 DTYPES = ("auto", "float32", "bfloat16")
 
 
