@@ -3,9 +3,10 @@
 
 k-mer logistic regression. A sequence's features are the frequencies of every k-mer over A/C/G/T for k = 1..``kmax``
 (4 + 16 + ... + 4^kmax columns; k-mer counts divided by the number of k-mers of each k), scaled to unit variance;
-``LogisticRegression`` (lbfgs, multinomial) with the inverse regularisation ``C`` chosen on the validation file
-from ``C_GRID``. Token tasks: each base gets the k-mer frequencies of the ``context`` bases centred on it (clipped
-at the sequence ends), and the model is fitted on ``max_train_bases`` bases drawn at random from the training file.
+``LogisticRegression`` (lbfgs, multinomial, at most 300 iterations, each ``C`` starting from the previous one's
+solution) with the inverse regularisation ``C`` chosen on the validation file from ``C_GRID``. Token tasks: each
+base gets the k-mer frequencies of the ``context`` bases centred on it (clipped at the sequence ends), and the model
+is fitted on ``max_train_bases`` bases drawn at random from the training file.
 
 CNN. One-hot bases (A, C, G, T, other) -> four blocks ``conv(k=9, dilation d) -> BatchNorm -> ReLU -> dropout`` of
 ``channels`` channels, d = 1, 2, 4, 8 (a receptive field of 121 bases, same-length outputs), then: sequence tasks,
@@ -16,6 +17,7 @@ early stopping, the best validated weights; the same budget rules as fine-tuning
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -167,12 +169,13 @@ def kmer_logistic(
     Xs = scaler.transform(X)
     valid_feats = features("valid")
     best = None
+    clf = LogisticRegression(max_iter=300, warm_start=True, random_state=seed)  # each C starts from the last
     for C in C_GRID:
-        clf = LogisticRegression(C=C, max_iter=500, random_state=seed).fit(Xs, y)
+        clf.set_params(C=C).fit(Xs, y)
         m = evaluate(clf, "valid", valid_feats)
         logger.info("k-mer logistic regression C=%g: valid mcc %.4f", C, m["mcc"])
         if best is None or m["mcc"] > best[1]["mcc"]:
-            best = (C, m, clf)
+            best = (C, m, copy.deepcopy(clf))
     C, valid_m, clf = best
     out = {"C": C, "kmax": kmax, "valid": valid_m, "train_records": len(train)}
     if test is not None:
