@@ -155,13 +155,13 @@ def test_forward_outputs_and_cache_contract():
         full = model(ids, attention_mask=mask, output_hidden_states=True)
         want, _ = model.core(ids, key_start=(12 - n).int())
         cache = model.make_cache(2, 20)
-        pre = model(ids, attention_mask=mask, past_key_values=cache, use_cache=True)
-        step = model(torch.tensor([[5], [6]]), past_key_values=cache)
-        two = model(torch.tensor([[7, 8], [5, 6]]), past_key_values=cache)
+        pre = model(ids, attention_mask=mask, cache=cache, use_cache=True)
+        step = model(torch.tensor([[5], [6]]), cache=cache)
+        two = model(torch.tensor([[7, 8], [5, 6]]), cache=cache)
     torch.testing.assert_close(full.logits, want, rtol=0, atol=0)
     assert len(full.hidden_states) == 3 and torch.equal(model.lm_head(full.hidden_states[-1]), full.logits)
     torch.testing.assert_close(pre.logits, want, rtol=1e-5, atol=1e-5)
-    assert isinstance(pre.past_key_values, DNAKVCache) and cache.get_seq_length() == 15 and cache.max_len == 20
+    assert isinstance(pre.cache, DNAKVCache) and cache.get_seq_length() == 15 and cache.max_len == 20
     seq = torch.cat([ids, torch.tensor([[5, 7, 8], [6, 5, 6]])], 1)
     with torch.no_grad():
         ref = model(seq, attention_mask=torch.cat([mask, torch.ones(2, 3, dtype=mask.dtype)], 1)).logits
@@ -172,9 +172,9 @@ def test_forward_outputs_and_cache_contract():
     ref_loss = torch.nn.functional.cross_entropy(want[:, :-1].reshape(-1, want.shape[-1]), labels[:, 1:].reshape(-1))
     torch.testing.assert_close(loss, ref_loss)
     with pytest.raises(ValueError, match="cache holds 20 positions, 15 used, 6 more asked"):
-        model(torch.zeros(2, 6, dtype=torch.long), past_key_values=cache)
-    with pytest.raises(TypeError, match="past_key_values must be a DNAKVCache"):
-        model.generate(ids, attention_mask=mask, max_new_tokens=3, past_key_values=DynamicCache())
+        model(torch.zeros(2, 6, dtype=torch.long), cache=cache)
+    with pytest.raises(TypeError, match="cache must be a DNAKVCache"):
+        model.generate(ids, attention_mask=mask, max_new_tokens=3, cache=DynamicCache())
     with pytest.raises(ValueError, match="attention_mask row 1 has not zeros then ones"):
         model(ids, attention_mask=torch.tensor([[1] * 12, [1, 0] * 6]))
     with pytest.raises(ValueError, match="exceeds the model's block_size 128"):

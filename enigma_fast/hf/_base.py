@@ -192,10 +192,10 @@ class DNAPreTrainedModel(PreTrainedModel):
     ) -> None:
         """``generate``'s cache: our static caches (``DNAKVCache``) for every row and every position ``generate``
         will feed (``max_length - 1``). A cache passed by the caller must be a ``DNAKVCache``."""
-        user = model_kwargs.get("past_key_values")
+        user = model_kwargs.get("cache")
         if user is not None:
             if not isinstance(user, DNAKVCache):
-                raise TypeError(f"past_key_values must be a DNAKVCache (model.make_cache), got {type(user).__name__}")
+                raise TypeError(f"cache must be a DNAKVCache (model.make_cache), got {type(user).__name__}")
             user._is_user_defined = True
             return
         if generation_config.use_cache is False:
@@ -206,11 +206,11 @@ class DNAPreTrainedModel(PreTrainedModel):
                 f"{type(self).__name__}: it runs on enigma_fast's static KV cache (use None)"
             )
         rows = max(generation_config.num_beams, generation_config.num_return_sequences) * batch_size
-        model_kwargs["past_key_values"] = self._new_cache(rows, max(1, max_cache_length))
+        model_kwargs["cache"] = self._new_cache(rows, max(1, max_cache_length))
 
     def _valid_auto_compile_criteria(self, model_kwargs: dict, generation_config: Any) -> bool:
         return False  # the decode step runs our fused ops eagerly (see enigma_fast.generation's compile=True)
 
     def make_cache(self, batch: int, max_len: int) -> DNAKVCache:
-        """An empty ``DNAKVCache`` of ``max_len`` positions for ``batch`` rows (to pass as ``past_key_values``)."""
+        """An empty ``DNAKVCache`` of ``max_len`` positions for ``batch`` rows (to pass as ``cache``)."""
         return self._new_cache(batch, max_len)

@@ -1,15 +1,15 @@
 """``EnBERTForCausalLM``: EnBERT as a ``transformers`` causal language model (Auto classes, ``generate``, pipelines,
 ``peft``, ``Trainer``), running on our fused ops and static KV cache.
 
-    forward(input_ids (B, T), attention_mask (B, T) | None, labels (B, T) | None, past_key_values=DNAKVCache | None)
-        -> CausalLMOutputWithPast(loss, logits (B, T', V), past_key_values)
+    forward(input_ids (B, T), attention_mask (B, T) | None, labels (B, T) | None, cache=DNAKVCache | None)
+        -> CausalLMOutputWithPast(loss, logits (B, T', V), cache)
 
 * ``labels`` follow ``transformers``: the inputs themselves (``-100`` = ignore), shifted inside, so the loss is
   the mean cross-entropy of ``logits[:, :-1]`` against ``labels[:, 1:]``.
 * ``attention_mask``: left padding (``padding_side="left"``) is masked exactly as ``enigma_fast`` does with
   ``key_start`` (relative attention is shift-invariant, so a padded row gives the logits of the row alone); without
   a cache, right padding is accepted too (a causal model never looks at later positions).
-* With ``past_key_values`` (our ``DNAKVCache``): an empty cache runs the fused prefill of all ``T`` tokens; a
+* With ``cache`` (our ``DNAKVCache``): an empty cache runs the fused prefill of all ``T`` tokens; a
   cache holding positions runs ``T`` decode positions with ``rel_attention_with_kvcache`` (one new token:
   ``EnBERT.decode_step`` itself). The left padding is read from the mask at the prefill and kept in the cache.
 * ``logits_to_keep`` = k > 0 computes the logits of the last k positions only (``generate`` asks for 1).
@@ -57,7 +57,7 @@ class EnBERTForCausalLM(DNAPreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: DNAKVCache | None = None,
+        cache: DNAKVCache | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
@@ -66,21 +66,23 @@ class EnBERTForCausalLM(DNAPreTrainedModel, GenerationMixin):
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
         """Logits ``(B, T', vocab)`` (T' = T, or ``logits_to_keep``) of token ids ``input_ids`` ``(B, T)``; see the
-        module doc for ``attention_mask``, ``labels`` and ``past_key_values``. ``output_hidden_states`` (no cache):
+        module doc for ``attention_mask``, ``labels`` and ``cache``. ``output_hidden_states`` (no cache):
         the embeddings, every block's output and the final normalised state, each ``(B, T, d_model)``."""
         kwargs.pop("num_items_in_batch", None)  # Trainer's loss normalisation hint: our loss is a mean already
+        if cache is None:  # the name of transformers < 5.25
+            cache = kwargs.pop("past_key_values", None)
         _no_extras(kwargs, type(self).__name__)
         if input_ids is None:
             raise ValueError("input_ids is required (inputs_embeds is not supported)")
         core = self.core
         B, T = input_ids.shape if input_ids.dim() == 2 else (0, 0)
         hidden = None
-        if past_key_values is not None:
-            if not isinstance(past_key_values, DNAKVCache):
-                raise TypeError(f"past_key_values must be a DNAKVCache, got {type(past_key_values).__name__}")
+        if cache is not None:
+            if not isinstance(cache, DNAKVCache):
+                raise TypeError(f"cache must be a DNAKVCache, got {type(cache).__name__}")
             if output_hidden_states:
                 raise ValueError("output_hidden_states is not available with a cache")
-            logits = self._cached(input_ids, attention_mask, past_key_values, logits_to_keep)
+            logits = self._cached(input_ids, attention_mask, cache, logits_to_keep)
         else:
             key_start = left_padding(attention_mask, B, T, right_ok=True) if attention_mask is not None else None
             if output_hidden_states:
@@ -99,7 +101,7 @@ class EnBERTForCausalLM(DNAPreTrainedModel, GenerationMixin):
             check_id_tensor("labels", labels, logits.device, shape=(B, T))
             check_id_ranges([core._id_range("labels", labels, targets=True)])
             loss = core.lm_loss(logits[:, :-1], labels[:, 1:], ignore_index=IGNORE_INDEX)
-        out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values, hidden_states=hidden)
+        out = CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache, hidden_states=hidden)
         return out if return_dict is not False else out.to_tuple()
 
     def _with_states(self, idx: torch.Tensor, key_start: torch.Tensor | None) -> tuple[torch.Tensor, tuple]:
@@ -152,7 +154,7 @@ class EnBERTForCausalLM(DNAPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.Tensor,
-        past_key_values: DNAKVCache | None = None,
+        cache: DNAKVCache | None = None,
         attention_mask: torch.Tensor | None = None,
         use_cache: bool = True,
         next_sequence_length: int | None = None,
@@ -162,9 +164,9 @@ class EnBERTForCausalLM(DNAPreTrainedModel, GenerationMixin):
         """The inputs of one ``generate`` step: the tokens the cache does not hold yet (all of them without a
         cache), the attention mask while the cache is empty (it is read once, at the prefill)."""
         inputs: dict[str, Any] = {"use_cache": use_cache}
-        if past_key_values is not None:
-            inputs["past_key_values"] = past_key_values
-            held = past_key_values.length
+        if cache is not None:
+            inputs["cache"] = cache
+            held = cache.length
             inputs["input_ids"] = input_ids[:, held:] if held else input_ids
             if not held:
                 inputs["attention_mask"] = attention_mask

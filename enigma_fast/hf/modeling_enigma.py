@@ -2,7 +2,7 @@
 (``AutoModelForSeq2SeqLM``, ``generate`` with the encoder input), on our fused ops and static KV cache.
 
     forward(input_ids (B, S) source, attention_mask (B, S), decoder_input_ids (B, T) | None, labels (B, T) | None,
-            encoder_outputs | None, past_key_values=DNAKVCache | None) -> Seq2SeqLMOutput(loss, logits (B, T', V), ...)
+            encoder_outputs | None, cache=DNAKVCache | None) -> Seq2SeqLMOutput(loss, logits (B, T', V), ...)
 
 * As ``transformers``' encoder-decoders (T5, BART): ``labels`` are the targets (``-100`` = ignore); without
   ``decoder_input_ids`` they are ``<bos>`` followed by ``labels[:, :-1]`` (``decoder_start_token_id`` =
@@ -96,7 +96,7 @@ class EnigmaForConditionalGeneration(DNAPreTrainedModel, GenerationMixin):
         decoder_attention_mask: torch.Tensor | None = None,
         decoder_position_ids: torch.Tensor | None = None,
         encoder_outputs: Any = None,
-        past_key_values: DNAKVCache | None = None,
+        cache: DNAKVCache | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
@@ -106,6 +106,8 @@ class EnigmaForConditionalGeneration(DNAPreTrainedModel, GenerationMixin):
         """Decoder logits ``(B, T', vocab)`` for the source ``input_ids`` ``(B, S)`` (or its ``encoder_outputs``)
         and ``decoder_input_ids`` ``(B, T)``; see the module doc."""
         kwargs.pop("num_items_in_batch", None)
+        if cache is None:  # the name of transformers < 5.25
+            cache = kwargs.pop("past_key_values", None)
         _no_extras(kwargs, type(self).__name__)
         core = self.core
         if decoder_input_ids is None:
@@ -124,12 +126,12 @@ class EnigmaForConditionalGeneration(DNAPreTrainedModel, GenerationMixin):
             raise ValueError("input_ids (the source) or encoder_outputs is required")
         S = memory.shape[1] if memory is not None else input_ids.shape[1]
         src_start = left_padding(attention_mask, memory.shape[0] if memory is not None else input_ids.shape[0], S)
-        if past_key_values is not None:
-            if not isinstance(past_key_values, DNAKVCache):
-                raise TypeError(f"past_key_values must be a DNAKVCache, got {type(past_key_values).__name__}")
+        if cache is not None:
+            if not isinstance(cache, DNAKVCache):
+                raise TypeError(f"cache must be a DNAKVCache, got {type(cache).__name__}")
             if memory is None:
                 memory = core.encode(input_ids, src_start)
-            logits = self._cached(decoder_input_ids, memory, src_start, past_key_values, logits_to_keep)
+            logits = self._cached(decoder_input_ids, memory, src_start, cache, logits_to_keep)
         elif memory is None:
             logits, _ = core(input_ids, decoder_input_ids, src_start=src_start, tgt_pos=decoder_position_ids)
             logits = logits[:, -logits_to_keep:] if logits_to_keep else logits
@@ -149,9 +151,7 @@ class EnigmaForConditionalGeneration(DNAPreTrainedModel, GenerationMixin):
                     f"labels {tuple(labels.shape)} need logits for every decoder position, got {tuple(logits.shape)}"
                 )
             loss = core.lm_loss(logits, labels)
-        out = Seq2SeqLMOutput(
-            loss=loss, logits=logits, past_key_values=past_key_values, encoder_last_hidden_state=memory
-        )
+        out = Seq2SeqLMOutput(loss=loss, logits=logits, cache=cache, encoder_last_hidden_state=memory)
         return out if return_dict is not False else out.to_tuple()
 
     def _cached(
@@ -215,7 +215,7 @@ class EnigmaForConditionalGeneration(DNAPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.Tensor,
-        past_key_values: DNAKVCache | None = None,
+        cache: DNAKVCache | None = None,
         attention_mask: torch.Tensor | None = None,
         encoder_outputs: Any = None,
         use_cache: bool = True,
@@ -225,15 +225,15 @@ class EnigmaForConditionalGeneration(DNAPreTrainedModel, GenerationMixin):
     ) -> dict[str, Any]:
         """One ``generate`` step: the decoder tokens the cache does not hold yet (all without a cache), the
         encoder output and the source mask."""
-        held = past_key_values.length if past_key_values is not None else 0
+        held = cache.length if cache is not None else 0
         inputs = {
             "decoder_input_ids": input_ids[:, held:] if held else input_ids,
             "encoder_outputs": encoder_outputs,
             "attention_mask": attention_mask,
             "use_cache": use_cache,
         }
-        if past_key_values is not None:
-            inputs["past_key_values"] = past_key_values
+        if cache is not None:
+            inputs["cache"] = cache
         for key, value in kwargs.items():
             if key not in ("labels", "decoder_attention_mask"):
                 inputs[key] = value

@@ -19,7 +19,7 @@ __all__ = ["TESTED_TRANSFORMERS", "register_all", "register_configs", "register_
 
 logger = logging.getLogger(__name__)
 
-TESTED_TRANSFORMERS = ("5.23", "5.24")  # [lower, upper): the range the `hf` extra pins and the tests ran on
+TESTED_TRANSFORMERS = ("5.25", "5.26")  # [lower, upper): the range the `hf` extra pins and the tests ran on
 _done: set[str] = set()
 
 
