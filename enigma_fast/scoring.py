@@ -203,14 +203,9 @@ def _tokenizer(model: Any, tokenizer: DNATokenizer | None) -> DNATokenizer:
 
 def bases_per_token(tok: DNATokenizer) -> np.ndarray:
     """``(vocab,)`` int64: how many bases each id stands for (a k-mer ``min(k, stride)``, a tail piece or a
-    fallback letter its length, a special 0); the same rule as the trainer's bits-per-base accounting."""
-    cover = min(tok.k, tok.stride)
-    out = np.zeros(tok.vocab_size, dtype=np.int64)
-    for piece, i in tok.pieces.items():
-        out[i] = cover if len(piece) == tok.k else len(piece)
-    for ch, i in tok.fallback_ids.items():
-        out[i] = len(ch)
-    return out
+    fallback letter its length, a special 0); the same rule as the trainer's bits-per-base accounting
+    (``DNATokenizer.bases_per_token``)."""
+    return tok.bases_per_token()
 
 
 def _acgt_tokens(tok: DNATokenizer) -> np.ndarray:

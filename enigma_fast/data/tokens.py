@@ -24,8 +24,8 @@ A record holding a byte that is no DNA letter (outside A/C/G/T, N and the IUPAC 
 Writing never loses a user's file: the store is written into a fresh temporary sibling of ``out_dir`` and renamed
 into place. An existing ``out_dir`` is replaced only when it is a store this module wrote (its ``meta.json`` carries
 the format tag and the folder holds nothing else); an empty folder is filled; anything else is refused with a
-``FileExistsError`` naming what is in the way. :func:`check_target` and :func:`install_folder` implement that rule
-for every writer of the library (checkpoint folders use them too).
+``FileExistsError`` naming what is in the way (the rule of ``enigma_fast.files.check_target``, which every writer of
+the library follows).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from enigma_fast.data.fasta import SequenceFileError, iter_sequence_chunks
+from enigma_fast.files import check_target, install_folder
 from enigma_fast.tokenizers import FALLBACK_ALPHABET, DNATokenizer, from_file
 
 __all__ = ["TokenStore", "check_target", "install_folder", "is_token_store", "prepare_tokens"]
@@ -72,55 +73,6 @@ _UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUV
 def is_token_store(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder written by :func:`prepare_tokens`."""
     return (Path(path) / META_NAME).is_file() and (Path(path) / TOKENS_NAME).is_file()
-
-
-def check_target(path: str | os.PathLike, own_names: set[str], is_own: Callable[[Path], bool], what: str) -> None:
-    """Refuse (``FileExistsError``) to write the folder ``path`` unless it is absent, an empty folder, or a folder
-    ``is_own`` recognises as written by the library that holds no name outside ``own_names``. ``what`` names the
-    writer in the message. Nothing is touched."""
-    path = Path(path)
-    if not os.path.lexists(path):
-        return
-    if not path.is_dir():
-        raise FileExistsError(
-            f"{path} exists and is not a folder; {what} writes its folder only where nothing "
-            "is, into an empty folder or over its own earlier output"
-        )
-    names = sorted(os.listdir(path))
-    if not names:
-        return
-    foreign = [n for n in names if n not in own_names]
-    if foreign or not is_own(path):
-        shown = foreign or names
-        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
-        raise FileExistsError(
-            f"{path} holds files that {what} did not write ({', '.join(shown[:5])}{more}) and "
-            "it never removes or replaces those: choose a new or empty folder"
-        )
-
-
-def install_folder(tmp: str | os.PathLike, target: str | os.PathLike, last: str | None = None) -> None:
-    """Move the complete folder ``tmp`` (a sibling of ``target``) to ``target``, which the caller has checked with
-    :func:`check_target`: absent (one rename), an empty folder (its files are moved in, ``last`` after the others,
-    so the folder itself -- a mount point, a working directory -- stays), or the library's earlier output (renamed
-    aside, ``tmp`` renamed in, the old one removed: a crash between the two renames leaves it whole under the
-    hidden name ``.<name>.old.*``)."""
-    tmp, target = Path(tmp), Path(target)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the result gets the usual permissions
-    if not os.path.lexists(target):
-        os.rename(tmp, target)
-        return
-    if target.is_dir() and not os.listdir(target):
-        for name in sorted(os.listdir(tmp), key=lambda n: (n == last, n)):
-            shutil.move(tmp / name, target / name)
-        tmp.rmdir()
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    os.rename(target, aside)  # onto the empty folder just made
-    os.rename(tmp, target)
-    shutil.rmtree(aside)
 
 
 def _is_own_store(path: Path) -> bool:
@@ -192,15 +144,9 @@ class TokenStore:
         return int(self.meta["num_bases"])
 
     def bases_per_token(self) -> np.ndarray:
-        """``(vocab,)`` float64: how many bases each id stands for (a k-mer k, a fallback byte 1, a special 0)."""
-        tok = self.tokenizer
-        cover = min(tok.k, tok.stride)
-        out = np.zeros(tok.vocab_size, dtype=np.float64)
-        for piece, i in tok.pieces.items():
-            out[i] = cover if len(piece) == tok.k else len(piece)
-        for ch, i in tok.fallback_ids.items():
-            out[i] = len(ch)
-        return out
+        """``(vocab,)`` float64: how many bases each id stands for (``DNATokenizer.bases_per_token``: a k-mer
+        ``min(k, stride)``, a fallback byte 1, a special 0)."""
+        return self.tokenizer.bases_per_token().astype(np.float64)
 
     def segment_tokens(self, i: int) -> np.ndarray:
         """The ids of segment ``i`` (a view of the memory map)."""

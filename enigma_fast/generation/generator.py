@@ -9,30 +9,15 @@ all-rows-finished check every ``sync_every`` steps when ``eos_id`` is set.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from enigma_fast.generation.sampling import _sample, check_sampling_args
-from enigma_fast.models.base import IdRange, check_id_ranges, check_id_tensor
+from enigma_fast.generation.sampling import _int_arg, _sample, check_sampling_args
+from enigma_fast.nn.ids import IdRange, check_id_ranges, check_id_tensor
 
 __all__ = ["generate", "stream"]
-
-
-def _int_arg(name: str, value: Any, lo: int, hi: int | None = None, allow_none: bool = False) -> int | None:
-    """``value`` as an int in ``[lo, hi)`` (``hi`` None: no upper bound); TypeError/ValueError naming ``name``."""
-    if value is None and allow_none:
-        return None
-    rng = f"in [{lo}, {hi})" if hi is not None else f">= {lo}"
-    want = f"{'None or ' if allow_none else ''}an int {rng}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be {want}, got {type(value).__name__} {value!r}"[:200])
-    value = int(value)
-    if value < lo or (hi is not None and value >= hi):
-        raise ValueError(f"{name} must be {want}, got {value}")
-    return value
 
 
 def _check(

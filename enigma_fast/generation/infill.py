@@ -26,8 +26,7 @@ from typing import Any
 
 import torch
 
-from enigma_fast.generation.generator import _int_arg
-from enigma_fast.generation.sampling import _sample, check_sampling_args
+from enigma_fast.generation.sampling import _int_arg, _sample, check_sampling_args
 from enigma_fast.tokenizers import FALLBACK_ALPHABET
 
 __all__ = ["MaskedSequence", "fill_gaps", "infill", "parse_masked"]
@@ -124,19 +123,46 @@ def _items(text: Any) -> list[tuple[str, Any]]:
     raise TypeError(f"text must be a str, a (left, length, right) tuple or a list of them, got {type(text).__name__}")
 
 
-def _bases_per_token(tok: Any, vocab_size: int, device: torch.device) -> torch.Tensor:
-    """``(vocab_size,)`` int64: bases each id writes (a k-mer min(k, stride), a tail piece or byte its length,
-    specials 0)."""
-    out = torch.zeros(vocab_size, dtype=torch.long)
-    cover = min(tok.k, tok.stride)
-    for piece, i in tok.pieces.items():
-        out[i] = cover if len(piece) == tok.k else len(piece)
-    for ch, i in tok.fallback_ids.items():
-        out[i] = len(ch)
-    return out.to(device)
+@dataclass(frozen=True)
+class _Item:
+    """One sequence to fill, set up once: its gaps, the source ids (the flanks' tokens with sentinel j in place of
+    gap j), the source position of each sentinel, each gap's base budget (a free gap: ``max_gap_length``), whether
+    it is free, and the decoder steps it may take (its sentinels, at most one token per base, ``<eos>``)."""
+
+    masked: MaskedSequence
+    src: list[int]
+    sentinel_pos: list[int]
+    budget: list[int]
+    free: list[bool]
+    steps: int
 
 
-@torch.no_grad()
+def _setup(name: str, item: Any, tok: Any, max_gap_length: int, block_size: int) -> _Item:
+    """Parse one item and lay out its source and gaps (ValueError naming ``name`` when it cannot be filled)."""
+    masked = parse_masked(item, name)
+    n_sent = tok.num_sentinels
+    if len(masked.gaps) > n_sent:
+        raise ValueError(
+            f"{name}: {len(masked.gaps)} gaps, but the tokenizer has {n_sent} sentinels "
+            f"(<mask_0> .. <mask_{n_sent - 1}>); fill at most {n_sent} gaps at a time"
+        )
+    src: list[int] = []
+    sentinel_pos = []
+    for j, flank in enumerate(masked.flanks):
+        src += tok.encode(flank)
+        if j < len(masked.gaps):
+            sentinel_pos.append(len(src))
+            src.append(tok.sentinel_id(j))
+    if len(src) > block_size:
+        raise ValueError(
+            f"{name}: the flanks and sentinels make {len(src)} source tokens, more than the model's "
+            f"block_size {block_size}; use shorter flanks"
+        )
+    budget = [max_gap_length if g is None else g for g in masked.gaps]
+    free = [g is None for g in masked.gaps]
+    return _Item(masked, src, sentinel_pos, budget, free, sum(1 + n for n in budget) + 1)
+
+
 def fill_gaps(
     model: Any,
     tokenizer: Any,
@@ -151,6 +177,24 @@ def fill_gaps(
     max_batch: int = 64,
 ) -> list[list[list[str]]]:
     """The fills of every gap: ``out[i][s][j]`` is sample s of gap j of item i (see :func:`infill`)."""
+    _, fills = _fill(model, tokenizer, text, num_samples, temperature, top_k, top_p, seed, max_gap_length, max_batch)
+    return fills
+
+
+@torch.no_grad()
+def _fill(
+    model: Any,
+    tokenizer: Any,
+    text: Any,
+    num_samples: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int | None,
+    max_gap_length: int,
+    max_batch: int,
+) -> tuple[list[_Item], list[list[list[str]]]]:
+    """The items as set up and their fills (``fill_gaps``): every argument checked before any model work."""
     if getattr(getattr(model, "config", None), "model_type", None) != "enigma":
         raise TypeError(f"infill needs an Enigma (encoder-decoder) model, got {type(model).__name__}")
     temperature, top_k, top_p = check_sampling_args(temperature, top_k, top_p)
@@ -158,8 +202,7 @@ def fill_gaps(
     max_gap_length = _int_arg("max_gap_length", max_gap_length, 1)
     max_batch = _int_arg("max_batch", max_batch, 1)
     _int_arg("seed", seed, -(2**63), 2**64, allow_none=True)
-    n_sent = tokenizer.num_sentinels
-    if n_sent == 0:
+    if tokenizer.num_sentinels == 0:
         raise ValueError(
             "the tokenizer has no sentinel tokens (<mask_0>, ...): infill needs a model trained with "
             "span corruption (python -m enigma_fast.train --model enigma --objective span)"
@@ -168,66 +211,45 @@ def fill_gaps(
     if tokenizer.vocab_size > V:
         raise ValueError(f"the tokenizer's {tokenizer.vocab_size} ids do not fit the model's vocab_size {V}")
     device = next(model.parameters()).device
-    bpt = _bases_per_token(tokenizer, V, device)
-    parsed = []
-    for name, item in _items(text):
-        masked = parse_masked(item, name)
-        if len(masked.gaps) > n_sent:
-            raise ValueError(
-                f"{name}: {len(masked.gaps)} gaps, but the tokenizer has {n_sent} sentinels "
-                f"(<mask_0> .. <mask_{n_sent - 1}>); fill at most {n_sent} gaps at a time"
-            )
-        src = []
-        for j, flank in enumerate(masked.flanks):
-            src += tokenizer.encode(flank)
-            if j < len(masked.gaps):
-                src.append(tokenizer.sentinel_id(j))
-        lens = [max_gap_length if g is None else g for g in masked.gaps]
-        steps = sum(1 + n for n in lens) + 1  # sentinels, at most one token per base, <eos>
-        limit = model.config.block_size
-        if len(src) > limit:
-            raise ValueError(
-                f"{name}: the flanks and sentinels make {len(src)} source tokens, more than the model's "
-                f"block_size {limit}; use shorter flanks"
-            )
-        parsed.append((masked, src, steps))
+    bpt = torch.zeros(V, dtype=torch.long)  # bases each id writes (ids past the tokenizer's: none)
+    bpt[: tokenizer.vocab_size] = torch.from_numpy(tokenizer.bases_per_token())
+    bpt = bpt.to(device)
+    items = [_setup(name, item, tokenizer, max_gap_length, model.config.block_size) for name, item in _items(text)]
     gen = None
     if seed is not None:
         gen = torch.Generator(device=device)
         gen.manual_seed(seed)
     out: list[list[list[str]]] = []
     i = 0
-    while i < len(parsed):  # batches of at most max_batch rows
-        j = min(len(parsed), i + max(1, max_batch // num_samples))
-        out += _fill_batch(
-            model, tokenizer, parsed[i:j], num_samples, temperature, top_k, top_p, gen, max_gap_length, bpt, device
-        )
+    while i < len(items):  # batches of at most max_batch rows
+        j = min(len(items), i + max(1, max_batch // num_samples))
+        out += _fill_batch(model, tokenizer, items[i:j], num_samples, temperature, top_k, top_p, gen, bpt, device)
         i = j
-    return out
+    return items, out
 
 
-def _fill_batch(model, tok, batch, num_samples, temperature, top_k, top_p, gen, max_gap_length, bpt, device):
-    rows = [(masked, src) for masked, src, _ in batch for _ in range(num_samples)]
+def _fill_batch(model, tok, items, num_samples, temperature, top_k, top_p, gen, bpt, device):
+    """Fill ``items`` (each ``num_samples`` rows) in one batch under the constraints of the module doc."""
+    rows = [it for it in items for _ in range(num_samples)]
     B = len(rows)
-    S = max(len(src) for _, src in rows)
-    G = max(len(m.gaps) for m, _ in rows)
-    N = max(steps for _, _, steps in batch)
+    S = max(len(r.src) for r in rows)
+    G = max(len(r.budget) for r in rows)
+    N = max(it.steps for it in items)
     idx = torch.full((B, S), tok.pad_id, dtype=torch.long)
     src_start = torch.zeros(B, dtype=torch.int32)
-    gap_len = torch.full((B, G + 1), 0, dtype=torch.long)  # bases per gap (free: max_gap_length)
+    gap_len = torch.zeros((B, G + 1), dtype=torch.long)  # bases per gap (free: max_gap_length)
     free = torch.zeros((B, G + 1), dtype=torch.bool)
     n_gaps = torch.zeros(B, dtype=torch.long)
     sent_pos = torch.zeros((B, G), dtype=torch.long)  # source position of each gap's sentinel (unpadded)
     sentinel_set = set(tok.sentinel_ids)
-    for b, (masked, src) in enumerate(rows):
-        idx[b, S - len(src) :] = torch.tensor(src, dtype=torch.long)
-        src_start[b] = S - len(src)
-        where = [p for p, t in enumerate(src) if t in sentinel_set]
-        sent_pos[b, : len(where)] = torch.tensor(where, dtype=torch.long)
-        for g, n in enumerate(masked.gaps):
-            gap_len[b, g] = max_gap_length if n is None else n
-            free[b, g] = n is None
-        n_gaps[b] = len(masked.gaps)
+    for b, r in enumerate(rows):
+        n = len(r.budget)
+        idx[b, S - len(r.src) :] = torch.tensor(r.src, dtype=torch.long)
+        src_start[b] = S - len(r.src)
+        sent_pos[b, :n] = torch.tensor(r.sentinel_pos, dtype=torch.long)
+        gap_len[b, :n] = torch.tensor(r.budget, dtype=torch.long)
+        free[b, :n] = torch.tensor(r.free, dtype=torch.bool)
+        n_gaps[b] = n
     idx, src_start, gap_len, free, n_gaps, sent_pos = (
         t.to(device) for t in (idx, src_start, gap_len, free, n_gaps, sent_pos)
     )
@@ -342,17 +364,7 @@ def infill(
         option: malformed gaps, more gaps than sentinels, a tokenizer without sentinels, flanks longer than
         block_size, sampling options out of range.
     """
-    fills = fill_gaps(
-        model,
-        tokenizer,
-        text,
-        num_samples=num_samples,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        max_gap_length=max_gap_length,
-        max_batch=max_batch,
+    items, fills = _fill(
+        model, tokenizer, text, num_samples, temperature, top_k, top_p, seed, max_gap_length, max_batch
     )
-    items = [parse_masked(item, name) for name, item in _items(text)]
-    return [[m.join(f) for f in samples] for m, samples in zip(items, fills, strict=True)]
+    return [[it.masked.join(f) for f in samples] for it, samples in zip(items, fills, strict=True)]

@@ -26,6 +26,20 @@ def _got(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
+def _int_arg(name: str, value: Any, lo: int, hi: int | None = None, allow_none: bool = False) -> int | None:
+    """``value`` as an int in ``[lo, hi)`` (``hi`` None: no upper bound); TypeError/ValueError naming ``name``."""
+    if value is None and allow_none:
+        return None
+    rng = f"in [{lo}, {hi})" if hi is not None else f">= {lo}"
+    want = f"{'None or ' if allow_none else ''}an int {rng}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {want}, got {type(value).__name__} {value!r}"[:200])
+    value = int(value)
+    if value < lo or (hi is not None and value >= hi):
+        raise ValueError(f"{name} must be {want}, got {value}")
+    return value
+
+
 def check_sampling_args(
     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
 ) -> tuple[float, int | None, float | None]:

@@ -1,81 +1,30 @@
-"""What EnBERT and Enigma share: weight init, loss, input checks, checkpoint folders and the ``generate`` entry
+"""What EnBERT and Enigma share: weight init, loss, input ranges, checkpoint folders and the ``generate`` entry
 point.
 
-Input checks: token id tensors must be ``(B, T)`` int32/int64 on the model's device (ValueError otherwise, no
-host sync), and their values in ``[0, vocab_size)``: one min/max reduction per tensor and a single host read for
-all of them per call (``check_id_ranges``), skipped while ``torch.compile`` traces (compiled code keeps
-inductor's own index asserts). A bad id raises a one-line ValueError naming the tensor, the range, the value and
-its position, instead of ``IndexError: index out of range in self`` (or a device-side assert on CUDA).
+Input checks (``enigma_fast.nn.ids``, shared with the generator): token id tensors must be ``(B, T)`` int32/int64
+on the model's device, and their values in ``[0, vocab_size)``, checked with one host read per call; a bad id
+raises a one-line ValueError naming the tensor, the range, the value and its position.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from enigma_fast import tokenizers
+from enigma_fast.generation import generate as _generate
 from enigma_fast.models import checkpoint
 from enigma_fast.nn import KVCache
+from enigma_fast.nn.ids import IdRange, check_id_ranges, check_id_tensor
 
 __all__ = ["IGNORE_INDEX", "DNALanguageModel", "IdRange", "check_id_ranges", "check_id_tensor"]
 
 IGNORE_INDEX = -100  # targets with this value are left out of the loss
-
-
-def check_id_tensor(
-    name: str, t: Any, device: torch.device | None = None, *, dims: int = 2, shape: Sequence[int | None] | None = None
-) -> None:
-    """Check (without reading values) that ``t`` is an int32/int64 tensor of ``dims`` dimensions on ``device``
-    whose sizes match ``shape`` (None = any size there). TypeError for a non-tensor, ValueError otherwise."""
-    want = "(B, T)" if dims == 2 else "(B,)"
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a {want} int32/int64 tensor, got {type(t).__name__}")
-    if t.dim() != dims or t.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"{name} must be a {want} int32/int64 tensor, got {t.dtype} {tuple(t.shape)}")
-    if shape is not None and any(w is not None and w != g for w, g in zip(shape, t.shape, strict=True)):
-        expect = "(" + ", ".join("*" if w is None else str(w) for w in shape) + (",)" if dims == 1 else ")")
-        raise ValueError(f"{name} must be {want} = {expect}, got {tuple(t.shape)}")
-    if device is not None and t.device != device:
-        raise ValueError(f"{name} is on {t.device} but the model is on {device}")
-
-
-class IdRange(NamedTuple):
-    """One check for ``check_id_ranges``: every element of ``t`` in ``[lo, hi)`` or equal to ``ignore``;
-    ``what`` describes the range in the error message. ``t`` None or empty: nothing to check."""
-
-    name: str
-    t: torch.Tensor | None
-    lo: int
-    hi: int
-    what: str
-    ignore: int | None = None
-
-
-def check_id_ranges(checks: Sequence[IdRange]) -> None:
-    """Check the value ranges of several tensors with one ``aminmax`` each and one host read for all; nothing
-    while ``torch.compile`` traces. Raises a one-line ValueError naming the first bad value and its position."""
-    if torch.compiler.is_compiling():
-        return
-    todo = []
-    for c in checks:
-        if c.t is None or not c.t.numel():
-            continue
-        t = c.t if c.ignore is None else c.t.masked_fill(c.t == c.ignore, c.lo)
-        todo.append((c, t))
-    if not todo:
-        return
-    stats = torch.stack([m.long() for _, t in todo for m in torch.aminmax(t)]).tolist()
-    for j, (c, t) in enumerate(todo):
-        if stats[2 * j] < c.lo or stats[2 * j + 1] >= c.hi:
-            pos = tuple(((t < c.lo) | (t >= c.hi)).nonzero()[0].tolist())
-            where = ", ".join(map(str, pos))
-            raise ValueError(f"{c.name} must hold {c.what}, got {int(t[pos])} at {c.name}[{where}]")
 
 
 class DNALanguageModel(nn.Module):
@@ -191,6 +140,4 @@ class DNALanguageModel(nn.Module):
         ``(B, T + max_new_tokens)``: the prompts followed by the new tokens. Other keyword arguments
         (``prompt_lengths``, ``eos_id``, ``seed``, ``compile``) are those of
         :func:`enigma_fast.generation.generate`."""
-        from enigma_fast.generation import generate  # the generator is built on the models, not the reverse
-
-        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, **kwargs)
+        return _generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, **kwargs)

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from enigma_fast.data.tokens import check_target, install_folder
+from enigma_fast.files import check_target, install_folder
 from enigma_fast.models.config import EnBERTConfig, EnigmaConfig
 
 __all__ = ["CONFIG_NAME", "TOKENIZER_NAME", "WEIGHTS_NAME", "load_state", "read_config", "save_state"]

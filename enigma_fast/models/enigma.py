@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from enigma_fast.generation import infill as _infill
 from enigma_fast.models.base import IGNORE_INDEX, DNALanguageModel, IdRange, check_id_ranges, check_id_tensor
 from enigma_fast.models.config import EnigmaConfig
 from enigma_fast.models.layers import Block, run_blocks
@@ -314,8 +315,6 @@ class Enigma(DNALanguageModel):
     def infill(self, text: Any, num_samples: int = 1, **kwargs: Any) -> list[list[str]]:
         """Fill the gaps of ``text`` with the attached tokenizer (a model trained with span corruption); see
         :func:`enigma_fast.generation.infill` for the arguments, the gap syntax and the result."""
-        from enigma_fast.generation import infill  # the generator is built on the models, not the reverse
-
         if self.tokenizer is None:
             raise ValueError("infill needs the model's tokenizer (model.tokenizer, set by from_pretrained)")
-        return infill(self, self.tokenizer, text, num_samples=num_samples, **kwargs)
+        return _infill(self, self.tokenizer, text, num_samples=num_samples, **kwargs)

@@ -10,6 +10,7 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from enigma_fast.ops import kmer as kops
@@ -127,6 +128,21 @@ def _join_ascii(seqs: Sequence[str | bytes]) -> tuple[bytes, torch.Tensor] | Non
     return text.encode("ascii"), torch.frombuffer(lengths, dtype=torch.int64).cumsum(0)
 
 
+def read_json(path: str | os.PathLike) -> tuple[str, Any]:
+    """``(path, content)`` of a tokenizer file: ``path``, or ``path/tokenizer.json`` when it is a folder, and its
+    parsed JSON. FileNotFoundError when missing; ValueError (one line, starting with the path) when it is not
+    JSON."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "tokenizer.json")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return path, json.loads(raw)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, absurd nesting
+        raise ValueError(f"{path}: not a JSON file ({type(err).__name__}: {str(err)[:200]})") from None
+
+
 class DNATokenizer:
     """A k-mer (k = 1: single-base) tokenizer over a fixed vocabulary of pieces, specials and fallback bytes.
 
@@ -136,6 +152,14 @@ class DNATokenizer:
     """
 
     kind = "base"
+    # tokenizer.json "type" -> class: every subclass with its own ``kind`` is entered when it is defined, so loading
+    # by type needs no import of the subclasses here
+    _kinds: dict[str, type[DNATokenizer]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            DNATokenizer._kinds[cls.kind] = cls
 
     def __init__(self, k: int, stride: int | None, case: str, unknown: str, invalid: str) -> None:
         stride = k if stride is None else stride
@@ -301,6 +325,18 @@ class DNATokenizer:
         return self._names.get(token_id, "").startswith("<mask_")
 
     # ---- encoding ----
+    def bases_per_token(self) -> np.ndarray:
+        """``(vocab_size,)`` int64: how many bases each id stands for -- a k-mer ``min(k, stride)`` (the bases it
+        adds to the sequence), a tail piece or a fallback letter its length, a special token 0. The rule of every
+        bits-per-base figure (trainer, scoring) and of infilling's base counts."""
+        cover = min(self.k, self.stride)
+        out = np.zeros(self.vocab_size, dtype=np.int64)
+        for piece, i in self.pieces.items():
+            out[i] = cover if len(piece) == self.k else len(piece)
+        for ch, i in self.fallback_ids.items():
+            out[i] = len(ch)
+        return out
+
     def _prepare(self, data: bytes) -> bytes:
         return data.upper() if self.case == "upper" else data
 
@@ -535,10 +571,7 @@ class DNATokenizer:
         unknown = sorted(str(key) for key in d if key not in FILE_KEYS)
         if unknown:
             raise ValueError(f"tokenizer file has unknown key {unknown[0]!r}")
-        from enigma_fast.tokenizers.char import CharTokenizer
-        from enigma_fast.tokenizers.kmer import KMerTokenizer
-
-        kinds = {"kmer": KMerTokenizer, "char": CharTokenizer}
+        kinds = DNATokenizer._kinds
         if not isinstance(d["type"], str) or d["type"] not in kinds:
             raise ValueError(f"tokenizer 'type' must be one of {sorted(kinds)}, got {_got(d['type'])}")
         if not _is_int(d["k"]) or not 1 <= d["k"] <= kops.MAX_K:
@@ -559,14 +592,7 @@ class DNATokenizer:
     def from_file(cls, path: str | os.PathLike) -> DNATokenizer:
         """Reload a tokenizer saved with ``save`` (or a folder holding tokenizer.json), exactly. A malformed
         file raises a one-line ValueError that starts with its path and names the key."""
-        if os.path.isdir(path):
-            path = os.path.join(path, "tokenizer.json")
-        with open(path, "rb") as f:
-            raw = f.read()
-        try:
-            d = json.loads(raw)
-        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, absurd nesting
-            raise ValueError(f"{path}: not a JSON file ({type(err).__name__}: {str(err)[:200]})") from None
+        path, d = read_json(path)
         try:
             return cls.from_dict(d)
         except ValueError as err:

@@ -30,6 +30,7 @@ from enigma_fast.tokenizers._base import (
     _check_num_sentinels,
     _to_bytes,
     first_invalid,
+    read_json,
     sentinel_name,
 )
 
@@ -221,12 +222,7 @@ class KMerTokenizer(DNATokenizer):
             path = os.path.join(path, "tokenizer.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"tokenizer file not found: {path}")
-        with open(path, "rb") as f:
-            raw = f.read()
-        try:
-            d = json.loads(raw)
-        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, absurd nesting
-            raise ValueError(f"{path}: not a JSON file ({type(err).__name__}: {str(err)[:200]})") from None
+        path, d = read_json(path)
         if not isinstance(d, dict):
             raise ValueError(f"{path}: a tokenizer file must hold a JSON object, got {type(d).__name__}")
         try:

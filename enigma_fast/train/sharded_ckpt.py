@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from enigma_fast.data.tokens import install_folder
+from enigma_fast.files import install_folder
 from enigma_fast.train.state import _fsync_tree, _restore_rng, _rng_tensors, list_checkpoints
 
 __all__ = ["SHARDED_NAME", "is_sharded", "load_sharded_checkpoint", "load_sharded_model", "save_sharded_checkpoint"]

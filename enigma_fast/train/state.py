@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from enigma_fast.data.tokens import install_folder
+from enigma_fast.files import install_folder
 
 __all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
