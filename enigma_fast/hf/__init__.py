@@ -2,10 +2,11 @@
 
 After ``import enigma_fast``, with ``transformers`` installed, the Auto classes know our folders (no
 ``trust_remote_code``, nothing copied): ``AutoConfig``, ``AutoTokenizer`` (``EnigmaDNATokenizer``),
-``AutoModelForCausalLM`` (``EnBERTForCausalLM``) and ``AutoModelForSeq2SeqLM``
-(``EnigmaForConditionalGeneration``) load a run folder as it is on disk; ``generate`` runs our fused attention on our
-static KV cache (``DNAKVCache``); ``pipeline("text-generation")``, ``peft`` and the ``Trainer`` work on them. See
-docs/huggingface.md.
+``AutoModelForCausalLM`` (``EnBERTForCausalLM``), ``AutoModelForSeq2SeqLM`` (``EnigmaForConditionalGeneration``),
+``AutoModelForSequenceClassification`` and ``AutoModelForTokenClassification`` (the heads of
+``enigma_fast.finetune``) load a run folder and a fine-tuned folder as they are on disk; ``generate`` runs our
+fused attention on our static KV cache (``DNAKVCache``); ``pipeline("text-generation")``, ``peft`` and the
+``Trainer`` work on them. See docs/huggingface.md.
 
 This package imports ``transformers`` only when one of its names is used (``from enigma_fast.hf import
 EnBERTForCausalLM``), which also runs every registration; ``import enigma_fast`` only installs the hook of
@@ -20,9 +21,13 @@ from typing import Any
 __all__ = [
     "DNAKVCache",
     "EnBERTForCausalLM",
+    "EnBERTForSequenceClassification",
+    "EnBERTForTokenClassification",
     "EnBERTHFConfig",
     "EnigmaDNATokenizer",
     "EnigmaForConditionalGeneration",
+    "EnigmaForSequenceClassification",
+    "EnigmaForTokenClassification",
     "EnigmaHFConfig",
     "register_all",
 ]
@@ -30,6 +35,10 @@ __all__ = [
 _WHERE = {
     "DNAKVCache": "enigma_fast.hf.cache",
     "EnBERTForCausalLM": "enigma_fast.hf.modeling_enbert",
+    "EnBERTForSequenceClassification": "enigma_fast.hf.modeling_heads",
+    "EnBERTForTokenClassification": "enigma_fast.hf.modeling_heads",
+    "EnigmaForSequenceClassification": "enigma_fast.hf.modeling_heads",
+    "EnigmaForTokenClassification": "enigma_fast.hf.modeling_heads",
     "EnBERTHFConfig": "enigma_fast.hf.configuration",
     "EnigmaDNATokenizer": "enigma_fast.hf.tokenization",
     "EnigmaForConditionalGeneration": "enigma_fast.hf.modeling_enigma",

@@ -69,19 +69,27 @@ class DNAPreTrainedModel(PreTrainedModel):
     _no_split_modules: ClassVar[list[str]] = ["Block"]
     _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "tok_emb.weight"}
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, core: nn.Module | None = None) -> None:
         super().__init__(config)
-        self._adopt(self.core_class(config.to_enigma_fast()))
+        self._adopt(core if core is not None else self._build_core(config))
         self.post_init()
 
-    def _adopt(self, core: DNALanguageModel) -> None:
-        """Register ``core``'s children as this module's own (same objects, same names) and keep ``core`` beside them
-        (not as a submodule: its parameters are listed once, under our names)."""
-        for name, child in core.named_children():
-            self.add_module(name, child)
+    @classmethod
+    def _build_core(cls, config: Any) -> nn.Module:
+        """The wrapped model of ``config`` (a subclass may wrap something else: a task head on a backbone)."""
+        return cls.core_class(config.to_enigma_fast())
+
+    def _adopt(self, core: nn.Module) -> None:
+        """Make ``core``'s children, parameters and buffers this module's own: the same dicts, so the same objects
+        under the same names, whatever is later added or replaced on either side (a LoRA layer, a resized
+        embedding); ``core`` itself is kept beside them, not as a submodule (its tensors are listed once)."""
+        if self._modules or self._parameters or self._buffers:
+            raise RuntimeError(f"{type(self).__name__} holds modules of its own before adopting the wrapped model")
+        for name in ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"):
+            self.__dict__[name] = core.__dict__[name]
         self.__dict__["core"] = core
         params = list(core.parameters())
-        if params and params[0].device.type != "meta":  # built for real: already initialised by our constructor
+        if params and params[0].device.type != "meta":  # built for real: already initialised by our constructors
             for m in self.modules():
                 m._is_hf_initialized = True
 
@@ -112,6 +120,10 @@ class DNAPreTrainedModel(PreTrainedModel):
     @property
     def is_activation_checkpointing(self) -> bool:
         return any(getattr(m, "activation_checkpointing", False) for m in self.modules())
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:  # transformers' older name, still read by peft and the Trainer
+        return self.is_activation_checkpointing
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Any = None, **kwargs: Any) -> None:
         self.activation_checkpointing_enable(gradient_checkpointing_kwargs)
@@ -144,7 +156,7 @@ class DNAPreTrainedModel(PreTrainedModel):
             raw = json.loads((path / checkpoint.CONFIG_NAME).read_text())
             config = cls.config_class.from_dict(raw) if isinstance(raw, dict) else raw
         with torch.device("meta"):
-            core = cls.core_class(config.to_enigma_fast())
+            core = cls._backbone_class(config)(config.to_enigma_fast())
         want = dict(core.named_parameters())  # tied weights listed once
         f = path / checkpoint.WEIGHTS_NAME
         try:
@@ -174,6 +186,11 @@ class DNAPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"cannot load {f}: its tensors are not those of the model its config describes: " + " | ".join(problems)
             )
+
+    @classmethod
+    def _backbone_class(cls, config: Any) -> type[DNALanguageModel]:
+        """The class of the pretrained model a folder holds (checked by ``_check_folder``)."""
+        return cls.core_class
 
     def attach_tokenizer(self, tok: tokenizers.DNATokenizer) -> None:
         """Keep ``tok`` as ``model.core.tokenizer`` and use its ``<pad>``/``<eos>``/``<bos>`` ids in

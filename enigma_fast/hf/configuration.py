@@ -5,7 +5,8 @@
 ``EnBERTConfig`` / ``EnigmaConfig`` (one source of truth), validated by them (a wrong type or value is the same
 one-line TypeError/ValueError naming the field), and written back as exactly our config.json: every field, plus
 ``model_type``, ``architectures``, ``transformers_version`` and ``dtype`` (which our own loaders accept), plus, for
-the fine-tuning heads, ``id2label``/``label2id``/``problem_type`` when set. The standard ``transformers`` names map
+a model with a task head, the ``finetune`` section of ``enigma_fast.finetune`` (task, labels, pooling, ...; the
+fine-tuned folder format, read by ``load_finetuned``). The standard ``transformers`` names map
 onto ours (``hidden_size`` -> ``d_model``, ``num_attention_heads`` -> ``n_head``, ``num_hidden_layers`` -> ``n_layer``,
 ``max_position_embeddings`` -> ``block_size``, ``tie_word_embeddings`` -> ``tie_embeddings``).
 """
@@ -22,8 +23,9 @@ from enigma_fast.models.config import METADATA_KEYS, EnBERTConfig, EnigmaConfig,
 
 __all__ = ["EnBERTHFConfig", "EnigmaHFConfig", "config_class_for"]
 
-# Keys of a fine-tuned model's config.json that transformers' classification heads read (kept beside the fields).
-TASK_KEYS = ("id2label", "label2id", "problem_type")
+# transformers' task keys: accepted in a config.json (read as transformers reads them), never written (a model
+# with a head writes the `finetune` section instead, which holds the labels)
+TASK_KEYS = ("id2label", "label2id", "problem_type", "num_labels")
 _FIELD_TYPES = {"int": int, "float": float, "bool": bool}
 
 
@@ -62,33 +64,34 @@ class _DNAHFConfig(PreTrainedConfig):
             )
         d = dict(config_dict)
         task = {k: d.pop(k) for k in TASK_KEYS if k in d}
+        finetune = d.pop("finetune", None)
         meta = {k: d[k] for k in METADATA_KEYS if k in d}
         ours = cls.ours.from_dict(d)  # raises on a missing, unknown or ill-typed field, or another model_type
         fields = dataclasses.asdict(ours)
-        if task.get("id2label") is not None:
+        if finetune is not None:
+            from enigma_fast.finetune.folder import FinetuneSpec
+
+            spec = FinetuneSpec.from_dict(finetune)  # ValueError naming the field
+            task = {"id2label": dict(enumerate(spec.labels)), "finetune": spec.to_dict()}
+        elif task.get("id2label") is not None:
             task["id2label"] = {int(k): v for k, v in task["id2label"].items()}
         return super().from_dict({**fields, **task, **meta}, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """Our config.json content: the fields, ``model_type``, ``architectures``, ``transformers_version``,
-        ``dtype`` and the task keys of a classifier (when set)."""
+        ``dtype`` and, for a model with a task head, the ``finetune`` section."""
         out = super().to_dict()
         keep = {f.name for f in dataclasses.fields(self.ours)} | {"transformers_version", "dtype"}
         d = {k: v for k, v in out.items() if k in keep and v is not None}
         d["model_type"] = self.model_type
         d["architectures"] = list(self.architectures or [self.ours.architecture])
-        if getattr(self, "problem_type", None) is not None or self._is_classifier():
-            d.update({k: out[k] for k in TASK_KEYS if out.get(k) is not None})
+        if getattr(self, "finetune", None) is not None:
+            d["finetune"] = self.finetune
         return d
 
     def to_diff_dict(self) -> dict[str, Any]:
         """Same as ``to_dict``: our loaders need every field in config.json."""
         return self.to_dict()
-
-    def _is_classifier(self) -> bool:
-        return any(
-            a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in self.architectures or []
-        )
 
 
 def _config_class(ours: type[_Config], name: str, doc: str, attribute_map: dict[str, str]) -> type[_DNAHFConfig]:

@@ -6,7 +6,8 @@ when that Auto module has been imported, so ``import enigma_fast`` never imports
 * ``register_configs``: ``AutoConfig`` knows ``model_type`` "enbert" and "enigma";
 * ``register_tokenizers``: ``AutoTokenizer`` gives ``EnigmaDNATokenizer`` for both;
 * ``register_models``: ``AutoModelForCausalLM`` -> ``EnBERTForCausalLM``, ``AutoModelForSeq2SeqLM`` ->
-  ``EnigmaForConditionalGeneration``.
+  ``EnigmaForConditionalGeneration``, ``AutoModelForSequenceClassification`` / ``AutoModelForTokenClassification``
+  -> the heads of ``enigma_fast.finetune`` on either backbone (``enigma_fast.hf.modeling_heads``).
 
 ``register_all`` runs the three (what ``from enigma_fast.hf import ...`` does). Each is idempotent.
 """
@@ -67,7 +68,8 @@ def register_tokenizers() -> None:
 
 
 def register_models() -> None:
-    """``AutoModelForCausalLM`` (EnBERT) and ``AutoModelForSeq2SeqLM`` (Enigma)."""
+    """``AutoModelForCausalLM`` (EnBERT), ``AutoModelForSeq2SeqLM`` (Enigma), and the sequence and token
+    classification heads on both."""
     if "models" in _done:
         return
     register_configs()
@@ -76,9 +78,25 @@ def register_models() -> None:
     from enigma_fast.hf.configuration import EnBERTHFConfig, EnigmaHFConfig
     from enigma_fast.hf.modeling_enbert import EnBERTForCausalLM
     from enigma_fast.hf.modeling_enigma import EnigmaForConditionalGeneration
+    from enigma_fast.hf.modeling_heads import (
+        EnBERTForSequenceClassification,
+        EnBERTForTokenClassification,
+        EnigmaForSequenceClassification,
+        EnigmaForTokenClassification,
+    )
 
     modeling_auto.AutoModelForCausalLM.register(EnBERTHFConfig, EnBERTForCausalLM, exist_ok=True)
     modeling_auto.AutoModelForSeq2SeqLM.register(EnigmaHFConfig, EnigmaForConditionalGeneration, exist_ok=True)
+    for auto, enbert, enigma in (
+        (
+            modeling_auto.AutoModelForSequenceClassification,
+            EnBERTForSequenceClassification,
+            EnigmaForSequenceClassification,
+        ),
+        (modeling_auto.AutoModelForTokenClassification, EnBERTForTokenClassification, EnigmaForTokenClassification),
+    ):
+        auto.register(EnBERTHFConfig, enbert, exist_ok=True)
+        auto.register(EnigmaHFConfig, enigma, exist_ok=True)
     _done.add("models")
 
 
