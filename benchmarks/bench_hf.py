@@ -13,6 +13,7 @@ concatenations), reported per step next to our generator's whole step.
     pytest benchmarks/bench_hf.py --benchmark-disable              # smoke (CI)
     python -m benchmarks.bench_hf --preset tiny 47m --batch 1 16   # the bars: hf-enbert >= 0.8x enigma_fast,
                                                                    # hf-enbert faster than hf-gpt2
+    python -m benchmarks.bench_hf --import-time 15                 # import costs, fresh processes, medians
 """
 
 from __future__ import annotations
@@ -115,6 +116,45 @@ def test_hf_generate_matches_ours():
     assert torch.equal(p["enigma_fast"](), p["hf-enbert"]()) and p["hf-gpt2"]().shape == (3, 24)
 
 
+# ---- import cost ------------------------------------------------------------------------------------------------
+_IMPORTS = {
+    # what `import enigma_fast` costs with transformers installed (the hook), and with it unimportable
+    "import enigma_fast": "import enigma_fast",
+    "import enigma_fast (transformers absent)": "import sys; sys.modules['transformers'] = None; import enigma_fast",
+    # the Auto classes: alone, and after enigma_fast (its registration runs when they load)
+    "from transformers import AutoModelForCausalLM": "from transformers import AutoModelForCausalLM",
+    "import enigma_fast; from transformers import AutoModelForCausalLM": (
+        "import enigma_fast; from transformers import AutoModelForCausalLM"
+    ),
+}
+
+
+def import_times(rounds: int) -> dict[str, float]:
+    """Median wall time (s) of each statement of ``_IMPORTS`` in a fresh interpreter, interleaved rounds."""
+    samples: dict[str, list[float]] = {k: [] for k in _IMPORTS}
+    probe = "import time; t = time.perf_counter(); {}; print(time.perf_counter() - t)"
+    for r in range(rounds):
+        names = list(_IMPORTS)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            out = subprocess.run([sys.executable, "-c", probe.format(_IMPORTS[name])], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"{name}: {out.stderr[-500:]}")
+            samples[name].append(float(out.stdout.split()[-1]))
+    import statistics
+
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def hook_install_us(n: int = 2000) -> float:
+    """Microseconds per ``enigma_fast.hf._hook.install()`` once installed (what each later call costs)."""
+    from enigma_fast.hf import _hook
+
+    t = time.perf_counter()
+    for _ in range(n):
+        _hook.install()
+    return (time.perf_counter() - t) / n * 1e6
+
+
 # ---- command line ----------------------------------------------------------------------------------------------
 def _load() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "?"
@@ -138,8 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new", type=int, default=128)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--import-time", type=int, default=0, metavar="ROUNDS", help="measure import costs instead")
     add_cpu_capability_argument(p)
     args = p.parse_args(argv)
+    if args.import_time:
+        print(f"CPU: {_lscpu()}; load at start: {_load()}; {args.import_time} interleaved rounds, medians\n")
+        print("| statement (fresh interpreter) | median s |\n|---|---:|")
+        for name, t in import_times(args.import_time).items():
+            print(f"| `{name}` | {t:.3f} |")
+        print(f"\nhook install (already installed): {hook_install_us():.2f} us per call; load at end: {_load()}")
+        return 0
     status = run_at_cpu_levels(args, "benchmarks.bench_hf", argv)
     if status is not None:
         return status
