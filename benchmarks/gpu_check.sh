@@ -23,7 +23,10 @@ step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, remember pass/fail 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 step build "$PY" -m pip install --no-build-isolation --no-deps -e . || { cat "$OUT/build.log" | tail -40; }
 step backend "$PY" -c "import enigma_fast, json; print(json.dumps(enigma_fast.backend_info(), indent=1))"
-step cuda_tests "$PY" -m pytest tests/ -q -m cuda -x -p no:cacheprovider
+# Every CUDA test, none stopping the rest: with pytest-xdist a test that crashes its process is reported as failed
+# (its worker restarts) instead of ending the run.
+XDIST=$("$PY" -c "import xdist" 2> /dev/null && echo "-n 4" || true)
+step cuda_tests "$PY" -m pytest tests/ -q -m cuda -p no:cacheprovider $XDIST
 step rms_norm_bench "$PY" -m benchmarks.bench_rms_norm --device cuda --rounds 50
 
 # Relative-position attention: a small forward/backward/decode under compute-sanitizer (memcheck, racecheck), then

@@ -125,8 +125,8 @@ void run_rows(const Geom& g, const at::Tensor& q, const at::Tensor& k, const at:
     p.part_o = part_o.data_ptr();
     p.part_ml = part_ml.data_ptr();
   }
-  TORCH_CHECK(rows <= std::numeric_limits<int32_t>::max(), "rel_attention: too many query rows for one launch: ",
-              rows);
+  TORCH_CHECK(rows <= std::numeric_limits<int32_t>::max(),
+              "rel_attention: too many query rows (B * H * Tq > 2^31 - 1) for one launch");
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(nsplit));
   head_dim_switch(D, [&](auto d_c) {
     constexpr int Dc = decltype(d_c)::value;
@@ -251,12 +251,6 @@ at::Tensor composite_scores(const at::Tensor& qf, const at::Tensor& kf, const at
   return (s * scale).masked_fill(masked.unsqueeze(1), -std::numeric_limits<double>::infinity());
 }
 
-void warn_composite(int64_t D, c10::ScalarType t) {
-  TORCH_WARN_ONCE("rel_attention on CUDA: no fused kernel for head dim ", D, " / ", dtype_name(t),
-                  " here; running an ATen composite with a materialised (Tq x Tk) score matrix (slow, O(T^2) memory)."
-                  " Fused kernels: D in {32, 64, 128}.");
-}
-
 std::tuple<at::Tensor, at::Tensor> composite_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                  const std::optional<at::Tensor>& rel_emb, int64_t P,
                                                  const Positions& pos, bool causal, double scale) {
@@ -327,7 +321,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q_in, const at::Ten
   at::Tensor lse = at::empty({B, H, Tq}, q_in.options().dtype(stat_dtype(q_in.scalar_type())));
   if (q_in.numel() == 0) return {out, lse};
   if (!supported_head_dim(D)) {
-    warn_composite(D, q_in.scalar_type());
+    warn_no_fused_cuda_kernel(D, q_in.scalar_type());
     return composite_fwd(q_in, k_in, v_in, rel_emb, P, positions(q_in, Tk, seqlens, n_new, key_start), causal,
                          scale);
   }
@@ -395,7 +389,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rel_attention_bwd_cud
             drel};
   }
   if (!supported_head_dim(D) || !is_16bit(q) || q.size(0) * q.size(1) > kMaxGridY) {
-    if (!supported_head_dim(D)) warn_composite(D, q.scalar_type());
+    if (!supported_head_dim(D)) warn_no_fused_cuda_kernel(D, q.scalar_type());
     return composite_bwd(dout, q, k, v, rel_emb, P, out, lse, positions(q, Tk, nullptr, 0, key_start), causal,
                          scale);
   }

@@ -61,11 +61,7 @@ double window_ns(const Lookup& v) {
 }
 
 [[noreturn]] void fail_byte(const char* op, const Status& st, int64_t seq) {
-  if (seq >= 0)
-    TORCH_CHECK(false, op, ": sequence ", seq, " has byte ", byte_repr(st.byte), " at position ", st.position,
-                " that has no token (not a vocabulary piece and no fallback id); use the 'unk' policy to map it to UNK");
-  TORCH_CHECK(false, op, ": byte ", byte_repr(st.byte), " at position ", st.position,
-              " has no token (not a vocabulary piece and no fallback id); use the 'unk' policy to map it to UNK");
+  fail_no_token(op, st.byte, st.position, seq);
 }
 
 template <typename Out>

@@ -139,8 +139,7 @@ void fail_if_bad(const at::Tensor& stats_host, const at::Tensor& bases) {
   const int64_t pos = stats_host.data_ptr<int64_t>()[kBadPos];
   if (pos == INT64_MAX) return;
   const uint8_t byte = bases.narrow(0, pos, 1).cpu().data_ptr<uint8_t>()[0];
-  TORCH_CHECK(false, "kmer_encode: byte ", byte_repr(byte), " at position ", pos,
-              " has no token (not a vocabulary piece and no fallback id); use the 'unk' policy to map it to UNK");
+  fail_no_token("kmer_encode", byte, pos);
 }
 
 template <typename Out>
