@@ -69,7 +69,7 @@ def models(preset: str, block_size: int, **overrides):
 
 
 def providers(ours, gpt2, idx: torch.Tensor, n: int) -> dict:
-    kw = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=None)
+    kw = dict(max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=None)  # no early stop: n tokens
     return {
         "enigma_fast": lambda: generate(ours.core, idx, n, temperature=0.0),
         "hf-enbert": lambda: ours.generate(idx, **kw),

@@ -14,7 +14,7 @@ import torch
 
 from enigma_fast.models import EnBERT, EnBERTConfig, Enigma, EnigmaConfig, load_model
 from enigma_fast.tokenizers import FALLBACK_ALPHABET, CharTokenizer, KMerTokenizer
-from tests.hf_support import DATA, ENV, ROOT, genome_fasta, left_padded, require, train_run
+from tests.hf_support import DATA, ENV, ROOT, left_padded, require
 
 transformers = require("transformers")
 from transformers import (  # noqa: E402
@@ -31,13 +31,6 @@ from enigma_fast.hf import (  # noqa: E402
     EnigmaForConditionalGeneration,
     EnigmaHFConfig,
 )
-
-
-@pytest.fixture(scope="module")
-def run_final(tmp_path_factory):
-    """The final/ folder of a short `python -m enigma_fast.train` run (EnBERT, char tokenizer)."""
-    tmp = tmp_path_factory.mktemp("hf_run")
-    return train_run(tmp / "run", genome_fasta(tmp / "g.fa"))
 
 
 # ---- registration and import cost ---------------------------------------------------------------------------
@@ -64,12 +57,12 @@ def test_import_enigma_fast_imports_no_transformers_and_registers_when_auto_load
 
 
 # ---- a trained run folder -----------------------------------------------------------------------------------
-def test_auto_classes_open_a_trained_run_folder_with_our_outputs(run_final):
-    ours = load_model(str(run_final))
-    model = AutoModelForCausalLM.from_pretrained(run_final)
-    tok = AutoTokenizer.from_pretrained(run_final)
+def test_auto_classes_open_a_trained_run_folder_with_our_outputs(hf_run_final):
+    ours = load_model(str(hf_run_final))
+    model = AutoModelForCausalLM.from_pretrained(hf_run_final)
+    tok = AutoTokenizer.from_pretrained(hf_run_final)
     assert isinstance(model, EnBERTForCausalLM) and isinstance(tok, EnigmaDNATokenizer) and not model.training
-    assert isinstance(AutoConfig.from_pretrained(run_final), EnBERTHFConfig)
+    assert isinstance(AutoConfig.from_pretrained(hf_run_final), EnBERTHFConfig)
     assert model.config.to_enigma_fast() == ours.config and tok.dna == ours.tokenizer
     seqs = ["ACGTACGGTTAGCAT", "GGCA", "TTGACCANNAC"]
     batch = tok(seqs, padding=True, return_tensors="pt")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from enigma_fast.models import load_model
-from tests.hf_support import DATA, ROOT, genome_fasta, left_padded, require, sharpen, train_run
+from tests.hf_support import DATA, ROOT, left_padded, require, sharpen
 
 require("transformers")
 require("peft")
@@ -134,15 +134,9 @@ def _docs_examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
-@pytest.fixture(scope="module")
-def run_final(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hf_ft_run")
-    return train_run(tmp / "run", genome_fasta(tmp / "g.fa"))
-
-
-def test_docs_lora_trainer_example_runs_and_trains_only_adapters_and_head(run_final, tmp_path, monkeypatch):
+def test_docs_lora_trainer_example_runs_and_trains_only_adapters_and_head(hf_run_final, tmp_path, monkeypatch):
     train_code, save_code = _docs_examples()
-    train_code, n = re.subn(r'^folder = ".*"', f'folder = "{run_final}"', train_code, count=1, flags=re.M)
+    train_code, n = re.subn(r'^folder = ".*"', f'folder = "{hf_run_final}"', train_code, count=1, flags=re.M)
     assert n == 1, "the example starts from `folder = ...` (a run folder)"
     monkeypatch.chdir(tmp_path)
     before: dict = {}
