@@ -17,6 +17,10 @@ from enigma_fast._extension import (
     set_cpu_capability,
     supported_cpu_capabilities,
 )
+from enigma_fast.hf import _hook as _hf_hook
+
+# transformers' Auto classes learn our models when they are imported (enigma_fast.hf); nothing is imported here
+_hf_hook.install()
 
 __version__ = "0.1.0"
 

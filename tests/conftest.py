@@ -28,3 +28,13 @@ def cpu_level(request: pytest.FixtureRequest) -> Iterator[str]:
     with enigma_fast.cpu_capability(request.param) as active:
         assert active == request.param
         yield active
+
+
+@pytest.fixture(scope="session")
+def hf_run_final(tmp_path_factory: pytest.TempPathFactory):
+    """The final/ folder of a short `python -m enigma_fast.train` run (EnBERT, char tokenizer), shared by the
+    Hugging Face interface tests (tests/test_hf*.py)."""
+    from tests.hf_support import genome_fasta, train_run
+
+    tmp = tmp_path_factory.mktemp("hf_run")
+    return train_run(tmp / "run", genome_fasta(tmp / "g.fa"))

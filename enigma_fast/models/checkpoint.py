@@ -2,7 +2,8 @@
 
 Writes go to a temporary folder beside the target, renamed into place at the end, so a crash mid-write never
 leaves a half-written checkpoint where a good one was. An existing target is replaced only when it is a checkpoint
-folder this module wrote (nothing but its three files, a ``config.json`` of an enigma_fast model); an empty folder
+folder this module wrote (nothing but its three files -- and the ``generation_config.json`` that ``transformers``
+writes for these models -- with a ``config.json`` of an enigma_fast model); an empty folder
 is filled; anything else -- a file, a folder holding other files -- is refused, never removed or renamed.
 
 Loading checks the file against the model its config builds: the tensor names must be exactly the model's (a tied
@@ -32,7 +33,8 @@ WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_NAME = "tokenizer.json"
 _CONFIG_CLASSES = {c.model_type: c for c in (EnBERTConfig, EnigmaConfig)}
 
-_OWN_NAMES = {CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME}
+# generation_config.json: what transformers' save_pretrained writes beside the others for these models (enigma_fast.hf)
+_OWN_NAMES = {CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME, "generation_config.json"}
 
 
 def _unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -4,6 +4,10 @@
     cfg = EnigmaConfig.from_preset("seed", dropout=0.1)
     cfg = config_from_dict(json.load(open("ckpt/config.json")))   # EnBERTConfig or EnigmaConfig
 
+config.json also carries the keys ``transformers`` reads and writes beside the fields (``model_type``,
+``architectures``, ``transformers_version``, ``dtype``; see ``METADATA_KEYS``), so one folder serves both this library
+and ``transformers`` (``enigma_fast.hf``): ``from_dict`` checks their types and sets them aside.
+
 Every way of making a config (the constructor, ``from_preset``, ``from_dict``, ``dataclasses.replace``) runs
 ``validate``: each field must have its declared type (``"false"`` is not ``False``, ``"4"`` and ``4.0`` are not
 ``4``; a bool is not an int) and a sensible value (sizes >= 1, ``d_model`` divisible by ``n_head``, ...). A wrong
@@ -20,12 +24,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["EnBERTConfig", "EnigmaConfig", "config_from_dict"]
+__all__ = ["METADATA_KEYS", "EnBERTConfig", "EnigmaConfig", "config_from_dict"]
 
 C = TypeVar("C", bound="_Config")
 
 # Sizes must fit the kernels' 32-bit size arguments (and keep a typo from asking for petabytes).
 MAX_SIZE = 2**31 - 1
+
+
+# Keys of config.json that are not model fields: what ``transformers`` writes beside them (the architecture names,
+# its version, the dtype of the saved weights), each with the JSON types it may hold. ``from_dict`` type-checks and
+# drops them; they never change the model.
+METADATA_KEYS: dict[str, tuple[type, ...]] = {
+    "architectures": (list,),
+    "transformers_version": (str,),
+    "dtype": (str, type(None)),
+    "torch_dtype": (str, type(None)),
+}
 
 
 def _got(value: Any) -> str:
@@ -118,8 +133,9 @@ class _Config:
         return cls(**{**cls.PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict with a ``model_type`` key, the content of config.json."""
-        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+        """Plain dict with ``model_type`` and ``architectures`` keys (what ``transformers`` needs to pick the classes),
+        the content of config.json."""
+        return {"model_type": self.model_type, "architectures": [self.architecture], **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls: type[C], d: Mapping[str, Any]) -> C:
@@ -135,6 +151,14 @@ class _Config:
         kind = d.pop("model_type", cls.model_type)
         if kind != cls.model_type:
             raise ValueError(f"config is for model_type {kind!r}, not {cls.model_type!r}")
+        for key, types in METADATA_KEYS.items():
+            if key not in d:
+                continue
+            value = d.pop(key)
+            ok = isinstance(value, types) and (key != "architectures" or all(isinstance(a, str) for a in value))
+            if not ok:
+                want = "a list of str" if key == "architectures" else " or ".join(t.__name__ for t in types)
+                raise TypeError(f"{cls.__name__} config key {key!r} must be {want}, got {_got(value)}")
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -150,6 +174,7 @@ class _Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     model_type: ClassVar[str] = ""
+    architecture: ClassVar[str] = ""  # the transformers class (enigma_fast.hf) written to config.json's architectures
 
     def _block_params(self, cross: bool = False) -> int:
         d = self.d_model
@@ -170,6 +195,7 @@ class EnBERTConfig(_Config):
     n_layer: int = 12
 
     model_type: ClassVar[str] = "enbert"
+    architecture: ClassVar[str] = "EnBERTForCausalLM"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # trains on a 2-core CPU in minutes (~1.1M parameters with a small vocabulary)
         "tiny": dict(d_model=128, n_head=4, n_layer=4, max_rel_pos=64, block_size=1024),
@@ -204,6 +230,7 @@ class EnigmaConfig(_Config):
     _ADDED_FIELDS: ClassVar[dict[str, Any]] = {"cross_rel_pos": 0}
 
     model_type: ClassVar[str] = "enigma"
+    architecture: ClassVar[str] = "EnigmaForConditionalGeneration"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(d_model=128, n_head=4, n_encoder_layer=2, n_decoder_layer=2, max_rel_pos=64, block_size=256),
         # the seed's Enigma: d_model 384, 12 heads, 12 layers, block 512
