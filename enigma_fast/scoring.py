@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from enigma_fast._reading import embed_chunks, run_windows
+from enigma_fast._reading import embed_chunks, per_call, run_windows
 from enigma_fast.data.windows import EvalWindow, EvalWindowArrays, eval_window_arrays, eval_windows
 from enigma_fast.tokenizers import DNATokenizer, reverse_complement
 
@@ -506,15 +506,11 @@ def embed(
     was_training = model.training
     model.eval()
     try:
+        block = int(model.config.block_size)
+        longest = min(block, max((len(x) for x in ids), default=1))
+        calls = per_call(model, dev, batch_size, longest)
         mean, per, counts = embed_chunks(
-            ids,
-            int(model.config.block_size),
-            states,
-            kind == "enigma",
-            int(model.config.d_model),
-            batch_size,
-            dev,
-            per_token,
+            ids, block, states, kind == "enigma", int(model.config.d_model), calls, dev, per_token
         )
     finally:
         handle.remove()
