@@ -115,16 +115,18 @@ def test_scoring_throughput(benchmark, preset, provider, device):
 
 
 # ---- the whole record: the batched engine against the one it replaced --------------------------------------------
-def record_providers(model, seq: str, what: tuple[str, ...] = ("score", "embed")) -> dict:
-    """``score before``/``score now`` and ``embed before``/``embed now`` of ``seq`` with the API's defaults; each
-    call returns what a comparison of the two needs (bits/base, or the mean embedding)."""
+def record_providers(model, seq: str, what: tuple[str, ...] = ("score", "embed"), bf16: bool = False) -> dict:
+    """``score before``/``score now`` and ``embed before``/``embed now`` of ``seq`` with the API's defaults (and with
+    ``bf16`` ``score now bfloat16``: bfloat16 autocast, an option, not the default); each call returns what a
+    comparison needs (bits/base, or the mean embedding)."""
     make = {
         "score before": lambda: score_before(model, [seq])[0].bits_per_base,
         "score now": lambda: scoring.score(model, [seq])[0].bits_per_base,
+        "score now bfloat16": lambda: scoring.score(model, [seq], dtype="bfloat16")[0].bits_per_base,
         "embed before": lambda: embed_before(model, [seq]).mean,
         "embed now": lambda: scoring.embed(model, [seq]).mean,
     }
-    return {n: f for n, f in make.items() if n.split()[0] in what}
+    return {n: f for n, f in make.items() if n.split()[0] in what and (bf16 or "bfloat16" not in n)}
 
 
 @pytest.mark.parametrize("what", ["score", "embed"])
@@ -148,7 +150,7 @@ def record(args: argparse.Namespace, cmd: str) -> int:
     what = tuple(args.what.split(","))
     seq = genome()[: args.bases] if args.bases else genome()
     model = make_model("tiny")
-    provs = record_providers(model, seq, what)
+    provs = record_providers(model, seq, what, args.bf16)
     print(f"Device: {device_name('cpu')}; torch {torch.__version__}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print(f"Command: `{cmd}`; {len(seq):,} bases, tiny EnBERT (random weights), {args.rounds} interleaved rounds")
     samples: dict[str, list[tuple[float, float, float, int]]] = {n: [] for n in provs}
@@ -165,17 +167,24 @@ def record(args: argparse.Namespace, cmd: str) -> int:
             loads.append(os.getloadavg()[0])
             print(f"  round {r + 1} {n}: {t1 - t0:.2f} s (load {loads[-1]:.2f})", flush=True)
     print(f"\n1-minute load average during the run: {min(loads):.2f}-{max(loads):.2f}\n")
-    print("| call | wall s (median) | user s | system s | minor faults | wall: before / now |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| call | wall s (median) | user s | system s | minor faults | wall: before / now | CPU: before / now |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+
+    def peer_name(n: str) -> str:
+        return n.split()[0] + " before"
+
     med = {n: [statistics.median(x[i] for x in v) for i in range(4)] for n, v in samples.items()}
     for n, (w, u, sy, f) in med.items():
-        peer = med.get(n.split()[0] + " before")
-        ratio = f"{peer[0] / w:.2f}x" if peer and n.endswith("now") else ""
+        peer = med.get(peer_name(n))
+        ratio = f"{peer[0] / w:.2f}x | {(peer[1] + peer[2]) / (u + sy):.2f}x" if peer and n != peer_name(n) else " |"
         print(f"| {n} | {w:.2f} | {u:.2f} | {sy:.2f} | {f:,.0f} | {ratio} |")
     for w in what:
         a, b = outs[f"{w} before"], outs[f"{w} now"]
         same = np.array_equal(a, b) if w == "embed" else a == b
         print(f"{w}: results of before and now {'identical' if same else f'differ: {a} vs {b}'}")
+    if "score now bfloat16" in outs:
+        low, ref = outs["score now bfloat16"], outs["score now"]
+        print(f"score bfloat16: {low:.6f} bits/base against float32 {ref:.6f} (difference {low - ref:.1e})")
     return 0
 
 
@@ -242,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5, help="--heldout: runs (the median is reported)")
     p.add_argument("--record", action="store_true", help="the whole record of the shipped genome, before vs now")
     p.add_argument("--what", default="score,embed", help="--record: score, embed or score,embed")
+    p.add_argument("--bf16", action="store_true", help="--record: also score under bfloat16 autocast")
     p.add_argument("--record-bases", dest="bases_record", type=int, default=0, help="--record: first N bases only")
     add_cpu_capability_argument(p)
     args, extra = p.parse_known_args(argv)
