@@ -11,6 +11,12 @@ depend on the weights).
     python -m benchmarks.bench_scoring --preset tiny --bases 65536 --rounds 5       # throughput table
     python -m benchmarks.bench_scoring --preset 47m --bases 8192 --rounds 3
     python -m benchmarks.bench_scoring --heldout runs/tiny/final --runs 5           # the 30 s bar
+    python -m benchmarks.bench_scoring --record --cpu-capability all --rounds 3      # the whole record, before/now
+
+``--record`` scores and embeds the shipped genome's whole record (2,463,666 bases) with the ``tiny`` EnBERT
+(random weights, single-base tokens, the API's defaults: window = block_size = 1024, context 512, 32 windows per
+call) through the current engine and through the one it replaced (``benchmarks/scoring_before.py``), in
+interleaved rounds, and prints medians of wall time and of the process's user and system CPU time per call.
 """
 
 from __future__ import annotations
@@ -18,16 +24,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from benchmarks.harness import Case, compare, cpu_model, device_name, format_table
+from benchmarks.harness import (
+    Case,
+    add_cpu_capability_argument,
+    compare,
+    cpu_model,
+    device_name,
+    format_table,
+    run_at_cpu_levels,
+)
+from benchmarks.scoring_before import embed_before, score_before
 from enigma_fast import scoring
 from enigma_fast.data import shipped_genome
 from enigma_fast.models import EnBERT, EnBERTConfig
@@ -97,6 +114,80 @@ def test_scoring_throughput(benchmark, preset, provider, device):
     assert 0.0 < bpb < 10.0
 
 
+# ---- the whole record: the batched engine against the one it replaced --------------------------------------------
+def record_providers(model, seq: str, what: tuple[str, ...] = ("score", "embed"), bf16: bool = False) -> dict:
+    """``score before``/``score now`` and ``embed before``/``embed now`` of ``seq`` with the API's defaults (and with
+    ``bf16`` ``score now bfloat16``: bfloat16 autocast, an option, not the default); each call returns what a
+    comparison needs (bits/base, or the mean embedding)."""
+    make = {
+        "score before": lambda: score_before(model, [seq])[0].bits_per_base,
+        "score now": lambda: scoring.score(model, [seq])[0].bits_per_base,
+        "score now bfloat16": lambda: scoring.score(model, [seq], dtype="bfloat16")[0].bits_per_base,
+        "embed before": lambda: embed_before(model, [seq]).mean,
+        "embed now": lambda: scoring.embed(model, [seq]).mean,
+    }
+    return {n: f for n, f in make.items() if n.split()[0] in what and (bf16 or "bfloat16" not in n)}
+
+
+@pytest.mark.parametrize("what", ["score", "embed"])
+def test_record_before_and_now(benchmark, what):
+    # smoke: 4 kbp of the record (a few windows of 1024 tokens); the command line reads the whole record
+    provs = record_providers(make_model("tiny"), genome()[:4096], (what,))
+    before, now = (provs[f"{what} {w}"] for w in ("before", "now"))
+    benchmark.group = f"{what} 4096 bases of the record, tiny, w1024"
+    got = benchmark.pedantic(now, rounds=1, warmup_rounds=0, iterations=1)
+    np.testing.assert_array_equal(got, before())  # the same arithmetic: the same bits
+
+
+def _usage() -> tuple[float, float, int]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime, r.ru_minflt
+
+
+def record(args: argparse.Namespace, cmd: str) -> int:
+    """Interleaved rounds of the record providers; a table of medians (wall, user, system) and the ratios."""
+    torch.set_num_threads(args.threads)
+    what = tuple(args.what.split(","))
+    seq = genome()[: args.bases] if args.bases else genome()
+    model = make_model("tiny")
+    provs = record_providers(model, seq, what, args.bf16)
+    print(f"Device: {device_name('cpu')}; torch {torch.__version__}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    print(f"Command: `{cmd}`; {len(seq):,} bases, tiny EnBERT (random weights), {args.rounds} interleaved rounds")
+    samples: dict[str, list[tuple[float, float, float, int]]] = {n: [] for n in provs}
+    outs, loads = {}, [os.getloadavg()[0]]
+    for r in range(args.rounds):
+        names = list(provs)
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            u0, s0, f0 = _usage()
+            t0 = time.perf_counter()
+            outs[n] = provs[n]()
+            t1 = time.perf_counter()
+            u1, s1, f1 = _usage()
+            samples[n].append((t1 - t0, u1 - u0, s1 - s0, f1 - f0))
+            loads.append(os.getloadavg()[0])
+            print(f"  round {r + 1} {n}: {t1 - t0:.2f} s (load {loads[-1]:.2f})", flush=True)
+    print(f"\n1-minute load average during the run: {min(loads):.2f}-{max(loads):.2f}\n")
+    print("| call | wall s (median) | user s | system s | minor faults | wall: before / now | CPU: before / now |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+
+    def peer_name(n: str) -> str:
+        return n.split()[0] + " before"
+
+    med = {n: [statistics.median(x[i] for x in v) for i in range(4)] for n, v in samples.items()}
+    for n, (w, u, sy, f) in med.items():
+        peer = med.get(peer_name(n))
+        ratio = f"{peer[0] / w:.2f}x | {(peer[1] + peer[2]) / (u + sy):.2f}x" if peer and n != peer_name(n) else " |"
+        print(f"| {n} | {w:.2f} | {u:.2f} | {sy:.2f} | {f:,.0f} | {ratio} |")
+    for w in what:
+        a, b = outs[f"{w} before"], outs[f"{w} now"]
+        same = np.array_equal(a, b) if w == "embed" else a == b
+        print(f"{w}: results of before and now {'identical' if same else f'differ: {a} vs {b}'}")
+    if "score now bfloat16" in outs:
+        low, ref = outs["score now bfloat16"], outs["score now"]
+        print(f"score bfloat16: {low:.6f} bits/base against float32 {ref:.6f} (difference {low - ref:.1e})")
+    return 0
+
+
 # ---- command line ----------------------------------------------------------------------------------------------
 def heldout(model_dir: str, runs: int, extra: list[str]) -> int:
     """Time ``python -m enigma_fast.score --model DIR --heldout`` end to end (a fresh process each run, model load
@@ -158,9 +249,25 @@ def main(argv: list[str] | None = None) -> int:
         help="time `python -m enigma_fast.score --model MODEL_DIR --heldout` instead",
     )
     p.add_argument("--runs", type=int, default=5, help="--heldout: runs (the median is reported)")
+    p.add_argument("--record", action="store_true", help="the whole record of the shipped genome, before vs now")
+    p.add_argument("--what", default="score,embed", help="--record: score, embed or score,embed")
+    p.add_argument("--bf16", action="store_true", help="--record: also score under bfloat16 autocast")
+    p.add_argument("--record-bases", dest="bases_record", type=int, default=0, help="--record: first N bases only")
+    add_cpu_capability_argument(p)
     args, extra = p.parse_known_args(argv)
     if args.heldout:
         return heldout(args.heldout, args.runs, extra)
+    if args.record:
+        if extra:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        if os.environ.get("OMP_WAIT_POLICY") is None:  # as the CLIs: read when OpenMP loads, so a fresh process
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+            return subprocess.run([sys.executable, "-m", "benchmarks.bench_scoring", *argv]).returncode
+        status = run_at_cpu_levels(args, "benchmarks.bench_scoring", argv)
+        if status is not None:
+            return status
+        args.bases = args.bases_record
+        return record(args, "python -m benchmarks.bench_scoring " + " ".join(argv))
     if extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     torch.set_num_threads(args.threads)

@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from enigma_fast.data.windows import EvalWindow, eval_windows
+from enigma_fast._reading import embed_chunks, per_call, run_windows
+from enigma_fast.data.windows import EvalWindow, EvalWindowArrays, eval_window_arrays, eval_windows
 from enigma_fast.tokenizers import DNATokenizer, reverse_complement
 
 __all__ = [
@@ -232,127 +233,11 @@ def plan_windows(kind: str, segments: np.ndarray, window: int, context: int) -> 
     return eval_windows(segments, window, window - context)
 
 
-class _Reporter:
-    """Progress over tokens: a tqdm bar on stderr when installed (else an INFO line now and then), or a caller's
-    object with ``update(n)``."""
-
-    def __init__(self, progress: Any, total: int, desc: str) -> None:
-        self.bar, self.own, self.total, self.done, self.next_log = None, False, total, 0, total // 10
-        if progress is True:
-            try:
-                from tqdm.auto import tqdm
-
-                self.bar, self.own = tqdm(total=total, desc=desc, unit="tok", unit_scale=True, leave=False), True
-            except ImportError:
-                self.bar = None
-        elif progress is not False and progress is not None:
-            if not callable(getattr(progress, "update", None)):
-                raise TypeError(f"progress must be a bool or an object with update(n), got {type(progress).__name__}")
-            self.bar = progress
-        self.log = progress is True and self.bar is None
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.log and self.done >= self.next_log:
-            logger.info("scored %d / %d tokens", self.done, self.total)
-            self.next_log += max(1, self.total // 10)
-
-    def close(self) -> None:
-        if self.own:
-            self.bar.close()
-
-
-def _enbert_batch(model, flat, starts, lengths, score_from, dev):
-    """Log-probs of one batch of EnBERT windows; returns (flat positions, values) of the scored targets."""
-    L = int(lengths.max())
-    ar = np.arange(L)
-    idx = starts[:, None] + ar[None, :]  # (B, L) flat positions of window position j
-    real = ar[None, :] < lengths[:, None]
-    rows = np.where(real, flat[np.minimum(idx, len(flat) - 1)], 0).astype(np.int64)
-    rows_t = torch.from_numpy(rows).to(dev, non_blocking=True)
-    logits, _ = model(rows_t[:, :-1])  # (B, L-1, V): position j predicts window id j + 1
-    lp = _target_log_probs(logits, rows_t[:, 1:])
-    scored = real[:, 1:] & (ar[None, 1:] >= score_from[:, None])  # targets at window positions 1..L-1
-    return idx[:, 1:][scored], lp, scored
-
-
-def _enigma_batch(model, flat, starts, lengths, score_from, context, bos_id, dev):
-    """Log-probs of one batch of Enigma windows (source = first ``sl`` ids, target = the rest)."""
-    sl = np.minimum(context, lengths - 1)  # source ids per window (as the trainer: min(src_len, length - 1))
-    tl = lengths - sl
-    S, T = int(sl.max()), int(tl.max())
-    # source, left-padded: column c holds window position c - (S - sl)
-    cs = np.arange(S)[None, :] - (S - sl)[:, None]
-    src = np.where(cs >= 0, flat[np.clip(starts[:, None] + cs, 0, len(flat) - 1)], 0).astype(np.int64)
-    # target, right-padded: column t holds window position sl + t
-    pt = sl[:, None] + np.arange(T)[None, :]
-    real = np.arange(T)[None, :] < tl[:, None]
-    idx = starts[:, None] + pt
-    tgt = np.where(real, flat[np.minimum(idx, len(flat) - 1)], 0).astype(np.int64)
-    tgt_t = torch.from_numpy(tgt).to(dev, non_blocking=True)
-    src_t = torch.from_numpy(src).to(dev, non_blocking=True)
-    tgt_in = torch.cat([torch.full_like(tgt_t[:, :1], bos_id), tgt_t[:, :-1]], dim=1)
-    src_start = None if (sl == S).all() else torch.from_numpy(S - sl).to(dev)
-    logits, _ = model(src_t, tgt_in, src_start=src_start)
-    lp = _target_log_probs(logits, tgt_t)
-    scored = real & (pt >= np.maximum(score_from, sl)[:, None])
-    return idx[scored], lp, scored
-
-
-def _target_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``log softmax(logits)[target]`` ``(B, T)`` float32, computed in float32 (as ``F.cross_entropy`` on
-    ``logits.float()`` does in the trainer)."""
-    logits = logits.float()
-    return logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-
-
-def _run_windows(
-    model: Any,
-    flat: np.ndarray,
-    windows: Sequence[EvalWindow],
-    kind: str,
-    context: int,
-    batch_size: int,
-    dev: torch.device,
-    autocast: Callable[[], Any],
-    progress: Any,
-) -> np.ndarray:
-    """Per-token natural-log probabilities ``(len(flat),)`` float64 of the ids ``flat`` scored by ``windows``
-    (NaN where no window scores a token). Windows are batched by length, longest first."""
-    out = np.full(len(flat), np.nan, dtype=np.float64)
-    if not windows:
-        return out
-    starts = np.fromiter((w.start for w in windows), dtype=np.int64, count=len(windows))
-    lengths = np.fromiter((w.length for w in windows), dtype=np.int64, count=len(windows))
-    score_from = np.fromiter((w.score_from for w in windows), dtype=np.int64, count=len(windows))
-    order = np.argsort(-lengths, kind="stable")
-    bos_id = int(getattr(model.config, "bos_id", 0))
-    first = 1 if kind == "enbert" else context
-    reporter = _Reporter(
-        progress, int((lengths - np.maximum(score_from, first)).clip(min=0).sum()) or len(flat), "score"
-    )
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for i in range(0, len(order), batch_size):
-                sel = order[i : i + batch_size]
-                with autocast():
-                    if kind == "enbert":
-                        pos, lp, scored = _enbert_batch(model, flat, starts[sel], lengths[sel], score_from[sel], dev)
-                    else:
-                        pos, lp, scored = _enigma_batch(
-                            model, flat, starts[sel], lengths[sel], score_from[sel], context, bos_id, dev
-                        )
-                values = lp.double().cpu().numpy()[scored]
-                out[pos] = values
-                reporter.update(len(values))
-    finally:
-        model.train(was_training)
-        reporter.close()
-    return out
+def _plan(kind: str, segments: np.ndarray, window: int, context: int) -> EvalWindowArrays:
+    """``plan_windows`` as arrays (``eval_window_arrays``)."""
+    if kind == "enbert":
+        return eval_window_arrays(segments, window + 1, window + 1 - context)
+    return eval_window_arrays(segments, window, window - context)
 
 
 def token_log_probs(
@@ -397,8 +282,8 @@ def token_log_probs(
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
     segments = np.stack([offsets[:-1], lengths], axis=1) if arrays else np.zeros((0, 2), dtype=np.int64)
-    windows = plan_windows(kind, segments, window, context)
-    lp = _run_windows(model, flat, windows, kind, context, batch_size, dev, autocast, progress)
+    wins = _plan(kind, segments, window, context)
+    lp = run_windows(model, flat, wins, kind, context, batch_size, dev, autocast, progress, "ids")
     return [lp[offsets[i] : offsets[i + 1]] for i in range(len(arrays))]
 
 
@@ -422,8 +307,8 @@ def score_segments(
     batch_size = _int_arg("batch_size", batch_size, 1)
     dev = _resolve_device(model, device)
     autocast = _autocast(dev, dtype, model)
-    windows = plan_windows(kind, np.asarray(segments, dtype=np.int64).reshape(-1, 2), window, context)
-    return _run_windows(model, np.asarray(tokens), windows, kind, context, batch_size, dev, autocast, progress)
+    wins = _plan(kind, np.asarray(segments, dtype=np.int64).reshape(-1, 2), window, context)
+    return run_windows(model, np.asarray(tokens), wins, kind, context, batch_size, dev, autocast, progress)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -596,61 +481,33 @@ def embed(
     dev = _resolve_device(model, device)
     autocast = _autocast(dev, dtype, model)
     ids = _encode(tok, seqs, "seqs")
-    block = int(model.config.block_size)
-    chunks = [(i, a, min(a + block, len(x))) for i, x in enumerate(ids) for a in range(0, len(x), block)]
-    order = sorted(range(len(chunks)), key=lambda c: -(chunks[c][2] - chunks[c][1]))
-    d = int(model.config.d_model)
-    states: list[np.ndarray | None] = [None] * len(chunks)
     module, which, _ = _layer_hook(model, kind, layer)
 
     def hook(mod: torch.nn.Module, args: Any, output: Any) -> None:
         raise _Captured(output[which] if isinstance(output, tuple) else output)
 
+    def states(x: torch.Tensor, start: torch.Tensor | None) -> torch.Tensor:
+        try:
+            with autocast():
+                if kind == "enbert":
+                    model(x)
+                else:
+                    model.encode(x, start)
+        except _Captured as got:
+            return got.value
+        raise RuntimeError("the hidden-state hook did not run")  # pragma: no cover
+
     handle = module.register_forward_hook(hook)
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            for b in range(0, len(order), batch_size):
-                sel = [chunks[c] for c in order[b : b + batch_size]]
-                T = max(e - a for _, a, e in sel)
-                rows = np.zeros((len(sel), T), dtype=np.int64)
-                start = np.zeros(len(sel), dtype=np.int64)
-                for r, (i, a, e) in enumerate(sel):
-                    if kind == "enbert":
-                        rows[r, : e - a] = ids[i][a:e]
-                    else:
-                        start[r] = T - (e - a)
-                        rows[r, start[r] :] = ids[i][a:e]
-                x = torch.from_numpy(rows).to(dev)
-                try:
-                    with autocast():
-                        if kind == "enbert":
-                            model(x)
-                        else:
-                            model.encode(x, torch.from_numpy(start).to(dev) if start.any() else None)
-                    raise RuntimeError("the hidden-state hook did not run")  # pragma: no cover
-                except _Captured as got:
-                    h = got.value.float().cpu().numpy()
-                for r, (c, (_, a, e)) in enumerate(zip(order[b : b + batch_size], sel, strict=True)):
-                    states[c] = h[r, : e - a] if kind == "enbert" else h[r, start[r] :]
+        block = int(model.config.block_size)
+        longest = min(block, max((len(x) for x in ids), default=1))
+        calls = per_call(model, dev, batch_size, longest)
+        mean, per, counts = embed_chunks(
+            ids, block, states, kind == "enigma", int(model.config.d_model), calls, dev, per_token
+        )
     finally:
         handle.remove()
         model.train(was_training)
-    per_seq: list[list[np.ndarray]] = [[] for _ in seqs]
-    for c, (i, _, _) in enumerate(chunks):
-        per_seq[i].append(states[c])
-    tokens = [np.concatenate(p) if p else np.zeros((0, d), dtype=np.float32) for p in per_seq]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # mean of an empty sequence
-        mean = (
-            np.stack([t.mean(axis=0) if len(t) else np.full(d, np.nan, np.float32) for t in tokens])
-            if tokens
-            else np.zeros((0, d), dtype=np.float32)
-        )
-    return Embeddings(
-        mean.astype(np.float32),
-        tokens if per_token else None,
-        np.array([len(t) for t in tokens], dtype=np.int64),
-        layer,
-    )
+    return Embeddings(mean, per, counts, layer)

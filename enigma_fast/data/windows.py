@@ -9,16 +9,19 @@ Segments are ``(N, 2)`` int64 rows ``(token_offset, num_tokens)`` into a store's
   uniformly over every position where a whole window fits, so resuming at step s needs no sampler state,
   and under DDP every rank draws the same global batch and keeps its own rows.
 * ``eval_windows``: windows that tile the held-out segments so that every held-out token (but the first of a
-  segment) is scored exactly once, each with at least ``window - stride`` tokens of context.
+  segment) is scored exactly once, each with at least ``window - stride`` tokens of context;
+  ``eval_window_arrays`` gives the same windows as three arrays, planned without a Python loop over windows
+  (a 2.5 Mbp record read in windows of 128 is ~26,000 windows).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["EvalWindow", "WindowSampler", "eval_windows", "split_segments"]
+__all__ = ["EvalWindow", "EvalWindowArrays", "WindowSampler", "eval_window_arrays", "eval_windows", "split_segments"]
 
 SPLITS = ("position", "record")
 
@@ -117,23 +120,47 @@ class EvalWindow:
     score_from: int
 
 
+class EvalWindowArrays(NamedTuple):
+    """The windows of ``eval_windows`` as arrays ``(W,)`` int64 each, in the same order: window ``w`` is
+    ``tokens[starts[w] : starts[w] + lengths[w]]`` and scores its targets at positions ``>= score_from[w]``."""
+
+    starts: np.ndarray
+    lengths: np.ndarray
+    score_from: np.ndarray
+
+
+def eval_window_arrays(segments: np.ndarray, window: int, stride: int) -> EvalWindowArrays:
+    """``eval_windows`` as arrays, planned with array arithmetic over the segments ``(S, 2)``.
+
+    A segment ``(off, n)`` with ``n > window`` gets ``1 + m`` windows, ``m = ceil((n - window) / stride)``:
+    window 0 at ``off`` scoring from 1; window ``k = 1 .. m-1`` at ``off + k * stride`` scoring from
+    ``window - stride``; the last at ``off + n - window`` scoring from ``window + (m - 1) * stride - (n - window)``.
+    A segment of ``2 <= n <= window`` ids gets one window ``(off, n, 1)``; shorter ones none."""
+    if not 0 < stride <= window - 1:
+        raise ValueError(f"eval stride must be in [1, window - 1 = {window - 1}], got {stride}")
+    seg = np.asarray(segments, dtype=np.int64).reshape(-1, 2)
+    seg = seg[seg[:, 1] >= 2]
+    off, n = seg[:, 0], seg[:, 1]
+    extra = np.where(n > window, -(-(n - window) // stride), 0)  # m: windows after the first
+    count = 1 + extra
+    first = np.cumsum(count) - count  # index of each segment's first window
+    total = int(count.sum())
+    k = np.arange(total, dtype=np.int64) - np.repeat(first, count)  # window number within its segment
+    off_w, n_w, m_w = np.repeat(off, count), np.repeat(n, count), np.repeat(extra, count)
+    lengths = np.minimum(n_w, window)
+    starts = off_w + k * stride
+    score_from = np.where(k == 0, 1, window - stride)
+    last = (k == m_w) & (k > 0)
+    starts[last] = (off_w + n_w - window)[last]
+    score_from[last] = (window + (m_w - 1) * stride - (n_w - window))[last]
+    return EvalWindowArrays(starts, lengths.astype(np.int64), score_from.astype(np.int64))
+
+
 def eval_windows(segments: np.ndarray, window: int, stride: int) -> list[EvalWindow]:
     """Windows of ``window`` ids, ``stride`` apart, tiling every segment: each id but a segment's first is
     scored once. A segment shorter than ``window`` gives one short window."""
-    if not 0 < stride <= window - 1:
-        raise ValueError(f"eval stride must be in [1, window - 1 = {window - 1}], got {stride}")
-    out: list[EvalWindow] = []
-    for off, n in segments.tolist():
-        if n < 2:
-            continue
-        if n <= window:
-            out.append(EvalWindow(off, n, 1))
-            continue
-        out.append(EvalWindow(off, window, 1))
-        scored = window  # ids [off, off + scored) are done
-        while scored < n:
-            end = min(scored + stride, n)
-            start = end - window
-            out.append(EvalWindow(off + start, window, scored - start))
-            scored = end
-    return out
+    a = eval_window_arrays(segments, window, stride)
+    return [
+        EvalWindow(s, n, f)
+        for s, n, f in zip(a.starts.tolist(), a.lengths.tolist(), a.score_from.tolist(), strict=True)
+    ]
