@@ -1,4 +1,5 @@
-"""Infilling with an Enigma trained by span corruption: fill the gaps of a DNA sequence from both flanks.
+"""Infilling with an Enigma trained by span corruption (or an EnBERT trained fill-in-the-middle, see
+``enigma_fast.generation.fim``): fill the gaps of a DNA sequence from both flanks.
 
 A sequence with gaps is written with ``[N:<bases>]`` (a gap of exactly that many bases) or ``[N]`` (a gap whose
 length the model chooses, at most ``max_gap_length`` bases), e.g. ``ACGT[N:12]TTGA[N]CC``; or given as a
@@ -151,15 +152,24 @@ def fill_gaps(
     max_batch: int = 64,
 ) -> list[list[list[str]]]:
     """The fills of every gap: ``out[i][s][j]`` is sample s of gap j of item i (see :func:`infill`)."""
-    if getattr(getattr(model, "config", None), "model_type", None) != "enigma":
-        raise TypeError(f"infill needs an Enigma (encoder-decoder) model, got {type(model).__name__}")
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    fim = kind == "enbert" and bool(getattr(model.config, "fim", False))  # an EnBERT trained fill-in-the-middle
+    if kind != "enigma" and not fim:
+        raise TypeError(
+            f"infill needs an Enigma (encoder-decoder) model or an EnBERT trained with --objective fim, got "
+            f"{type(model).__name__}"
+        )
     temperature, top_k, top_p = check_sampling_args(temperature, top_k, top_p)
     num_samples = _int_arg("num_samples", num_samples, 1)
     max_gap_length = _int_arg("max_gap_length", max_gap_length, 1)
     max_batch = _int_arg("max_batch", max_batch, 1)
     _int_arg("seed", seed, -(2**63), 2**64, allow_none=True)
     n_sent = tokenizer.num_sentinels
-    if n_sent == 0:
+    if fim:
+        from enigma_fast.data.fim import fim_markers
+
+        fim_markers(tokenizer)  # its three markers are sentinels
+    elif n_sent == 0:
         raise ValueError(
             "the tokenizer has no sentinel tokens (<mask_0>, ...): infill needs a model trained with "
             "span corruption (python -m enigma_fast.train --model enigma --objective span)"
@@ -172,6 +182,9 @@ def fill_gaps(
     parsed = []
     for name, item in _items(text):
         masked = parse_masked(item, name)
+        if fim:  # gaps are filled one at a time (generation/fim.py), each checked against block_size there
+            parsed.append((masked, [], 0))
+            continue
         if len(masked.gaps) > n_sent:
             raise ValueError(
                 f"{name}: {len(masked.gaps)} gaps, but the tokenizer has {n_sent} sentinels "
@@ -199,9 +212,17 @@ def fill_gaps(
     i = 0
     while i < len(parsed):  # batches of at most max_batch rows
         j = min(len(parsed), i + max(1, max_batch // num_samples))
-        out += _fill_batch(
-            model, tokenizer, parsed[i:j], num_samples, temperature, top_k, top_p, gen, max_gap_length, bpt, device
-        )
+        if fim:
+            from enigma_fast.generation.fim import fim_fill_batch
+
+            items = [m for m, _, _ in parsed[i:j]]
+            out += fim_fill_batch(
+                model, tokenizer, items, num_samples, temperature, top_k, top_p, gen, max_gap_length, bpt, device
+            )
+        else:
+            out += _fill_batch(
+                model, tokenizer, parsed[i:j], num_samples, temperature, top_k, top_p, gen, max_gap_length, bpt, device
+            )
         i = j
     return out
 
@@ -319,7 +340,8 @@ def infill(
     """Fill the gaps of DNA sequences with an Enigma trained by span corruption.
 
     Args:
-        model: an ``Enigma`` whose vocabulary holds the tokenizer's sentinels.
+        model: an ``Enigma`` whose vocabulary holds the tokenizer's sentinels, or an ``EnBERT`` trained with
+            ``--objective fim`` (``config.fim``; gaps filled left to right, see ``enigma_fast.generation.fim``).
         tokenizer: its tokenizer (``model.tokenizer`` after ``from_pretrained``).
         text: ``"ACGT[N:12]TTGA"`` (gaps ``[N:<bases>]`` exact, ``[N]`` free), a ``(left, length, right)`` tuple
             (``length`` None = free), or a list of these (a batch).

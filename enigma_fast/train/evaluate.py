@@ -48,9 +48,15 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     autocast: Any = contextlib.nullcontext,
+    tracks: dict[int, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Score held-out ``windows`` of ``tokens``; returns loss (nats/token), bpb (bits/base), accuracy
-    (next-token argmax), and the counts ``tokens`` and ``bases`` scored."""
+    (next-token argmax), and the counts ``tokens`` and ``bases`` scored.
+
+    ``tracks`` ``{offset: (n,) float64}``: for a stretch of ``n`` tokens starting at ``offset`` in ``tokens``, the
+    natural-log probability of every token a window scores is written at its place in the array (the per-token
+    track ``enigma_fast.scoring.score_segments`` gives with the same windows); other stretches are not kept."""
+    starts = np.asarray(sorted(tracks), dtype=np.int64) if tracks else None
     was_training = model.training
     model.eval()
     nll = torch.zeros((), dtype=torch.float64, device=device)
@@ -81,6 +87,8 @@ def evaluate(
         n_tok += mask.sum()
         n_bases += (bases_per_token[targets] * mask).sum()
         correct += ((logits.argmax(-1) == targets) & mask).sum()
+        if starts is not None:
+            _keep(tracks, starts, group, first, (-ce).double().cpu().numpy(), mask.cpu().numpy())
     model.train(was_training)
     nll_, tok_, bases_ = float(nll), float(n_tok), float(n_bases)
     return {
@@ -90,6 +98,26 @@ def evaluate(
         "tokens": tok_,
         "bases": bases_,
     }
+
+
+def _keep(
+    tracks: dict[int, np.ndarray],
+    starts: np.ndarray,
+    group: list[EvalWindow],
+    first: int,
+    lp: np.ndarray,
+    m: np.ndarray,
+) -> None:
+    """Write the scored log-probabilities ``lp`` ``(B, T)`` (``m``: scored) of the windows ``group`` into ``tracks``
+    (target t of a window is its token ``first + t``)."""
+    for r, w in enumerate(group):
+        j = int(np.searchsorted(starts, w.start, side="right")) - 1
+        if j < 0:
+            continue
+        arr = tracks[int(starts[j])]
+        pos = w.start - int(starts[j]) + first + np.flatnonzero(m[r])
+        if len(pos) and pos[-1] < len(arr):
+            arr[pos] = lp[r][m[r]]
 
 
 @torch.no_grad()

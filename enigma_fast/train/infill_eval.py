@@ -1,14 +1,15 @@
-"""``python -m enigma_fast.train.infill_eval``: score the same masked held-out spans with an Enigma (both flanks) and
-an EnBERT (left context only), in bits per base.
+"""``python -m enigma_fast.train.infill_eval``: score the same masked held-out spans with an Enigma (both flanks), an
+EnBERT trained fill-in-the-middle (both flanks) and an EnBERT (left context only), in bits per base.
 
-    python -m enigma_fast.train.infill_eval --enigma RUN_A/final --enbert RUN_B/final
+    python -m enigma_fast.train.infill_eval --enigma RUN_A/final --enbert RUN_B/final --fim RUN_C/final
     python -m enigma_fast.train.infill_eval --enigma RUN_A/final --noise-density 0.15 --mean-span 3 --seed 0 genome.fa
 
 The data (default: the genome shipped with the package) is tokenized as the trainer does (upper case, N runs cut
 out) and split as the trainer does (the last ``--val-fraction`` of every record held out). The held-out part is cut
 into windows of ``--window`` tokens, and each window gets spans drawn from ``(--seed, window index)`` alone (see
 ``enigma_fast.data.spans``), so every run of this command, and a span run of the trainer with the same options,
-scores the same bases. Figures are defined in ``enigma_fast.train.span``.
+scores the same bases. Figures are defined in ``enigma_fast.train.span`` (Enigma, EnBERT) and ``enigma_fast.train.fim``
+(the fill-in-the-middle EnBERT: the left context as the EnBERT's, the right flank up to the next masked span).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", nargs="*", help="FASTA/FASTQ files (plain or gzip); none = the shipped genome")
     p.add_argument("--enigma", help="Enigma model folder (trained with --objective span)")
-    p.add_argument("--enbert", help="EnBERT model folder")
+    p.add_argument("--enbert", help="EnBERT model folder (scored from the left context only)")
+    p.add_argument("--fim", help="EnBERT model folder trained with --objective fim (scored from both flanks)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail of every record (default 0.1)")
     p.add_argument("--window", type=int, default=128, help="tokens per masked window (default 128)")
     p.add_argument("--noise-density", type=float, default=0.15, help="masked fraction of each window (default 0.15)")
@@ -47,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         "--context",
         type=int,
         default=128,
-        help="EnBERT: tokens of left context before each window, within its segment (default 128)",
+        help="EnBERT and FIM: tokens of left context before each window, within its segment (default 128)",
     )
     p.add_argument(
         "--max-windows", type=int, default=0, help="score at most this many windows, evenly spread (default 0 = all)"
@@ -72,9 +74,10 @@ def evaluate_pair(
     max_windows: int = 0,
     batch_size: int = 32,
     device: str = "cpu",
+    fim: str | None = None,
 ) -> dict:
     """Score the held-out spans with the given model folders; returns ``{"spans": {...}, "enigma": {...},
-    "enbert": {...}}`` (a model's entry only when its folder is given). See the module doc."""
+    "enbert": {...}, "fim": {...}}`` (a model's entry only when its folder is given). See the module doc."""
     import torch
 
     from enigma_fast.data.fasta import shipped_genome_path
@@ -84,8 +87,8 @@ def evaluate_pair(
     from enigma_fast.models import load_model
     from enigma_fast.train.span import SpanEval, bases_per_token, check_same_tokens
 
-    if not enigma and not enbert:
-        raise ValueError("give --enigma, --enbert or both")
+    if not enigma and not enbert and not fim:
+        raise ValueError("give --enigma, --enbert, --fim or several")
     check_span_options(noise_density, mean_span)
     for name, value, ok in (
         ("--window", window, window >= 2),
@@ -97,18 +100,23 @@ def evaluate_pair(
         if not ok:
             raise ValueError(f"{name} out of range, got {value}")
     models = {}
-    for kind, path in (("enigma", enigma), ("enbert", enbert)):
+    for flag, path in (("enigma", enigma), ("enbert", enbert), ("fim", fim)):
         if path:
+            kind = "enigma" if flag == "enigma" else "enbert"
             m = load_model(path, device=device)
             if m.config.model_type != kind:
                 got = m.config.model_type
-                raise ValueError(f"--{kind} {path}: an {kind} model folder is needed, got a {got} model")
+                raise ValueError(f"--{flag} {path}: an {kind} model folder is needed, got a {got} model")
+            if flag == "fim" and not m.config.fim:
+                raise ValueError(f"--fim {path}: an EnBERT trained with --objective fim is needed (config fim false)")
             if m.tokenizer is None:
-                raise ValueError(f"--{kind} {path}: the model folder has no tokenizer.json")
-            models[kind] = (path, m)
-    tok = (models.get("enigma") or models["enbert"])[1].tokenizer
-    if "enigma" in models and "enbert" in models:
-        check_same_tokens(models["enbert"][1].tokenizer, tok, f"--enbert {enbert}")
+                raise ValueError(f"--{flag} {path}: the model folder has no tokenizer.json")
+            models[flag] = (path, m)
+    first = next(iter(models))
+    tok = models[first][1].tokenizer
+    for flag, (path, m) in models.items():
+        if flag != first:
+            check_same_tokens(m.tokenizer, tok, f"--{flag} {path}")
     if "enigma" in models and tok.num_sentinels == 0:
         raise ValueError(f"--enigma {enigma}: its tokenizer has no sentinel tokens; train it with --objective span")
     inputs = list(data) or [str(shipped_genome_path())]
@@ -143,6 +151,18 @@ def evaluate_pair(
                 **ev.score_left_to_right(m, m.tokenizer, bpt, context, batch_size, dev),
             }
             out["spans"].setdefault("bases", out["enbert"]["bases"])
+        if "fim" in models:
+            from enigma_fast.train.fim import fim_span_score
+
+            path, m = models["fim"]
+            bpt = torch.from_numpy(bases_per_token(m.tokenizer)).to(dev)
+            out["fim"] = {
+                "model": path,
+                "context": context,
+                **fim_span_score(m, m.tokenizer, ev, bpt, context, batch_size, dev),
+            }
+            out["spans"].setdefault("bases", out["fim"]["bases"])
+            out["spans"].setdefault("spans", out["fim"]["spans"])
         del tokens, store, ev  # the memory map, before the folder goes
     return out
 
@@ -165,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_windows=a.max_windows,
             batch_size=a.batch_size,
             device=a.device,
+            fim=a.fim,
         )
     except (OSError, ValueError) as err:
         print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
@@ -183,6 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"Enigma, both flanks      {e['model']}: {e['bpb']:.4f} bits/base (accuracy {e['accuracy']:.3f}; "
             f"{e['bpb_with_ends']:.4f} counting where each span ends)"
+        )
+    if "fim" in res:
+        e = res["fim"]
+        print(
+            f"EnBERT-FIM, both flanks   {e['model']}: {e['bpb']:.4f} bits/base (accuracy {e['accuracy']:.3f}; "
+            f"up to {e['context']} tokens before each window, the right flank to the next masked span)"
         )
     if "enbert" in res:
         e = res["enbert"]
