@@ -4,6 +4,7 @@ clipping and fused AdamW, on the fused ops against the same step on the referenc
     pytest benchmarks/bench_train.py --benchmark-disable                           # smoke (each case once)
     python -m benchmarks.bench_train --preset tiny --batch 16 --window 256          # the default recipe
     python -m benchmarks.bench_train --preset 47m --batch 8 --window 512 --rounds 3
+    python -m benchmarks.bench_train --preset tiny --batch 8 --window 256 --bf16   # + the step under bf16 autocast
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def genome_tokens() -> np.ndarray:
     return _TOKENS
 
 
-def make_step(preset: str, batch: int, window: int, reference: bool, device: str = "cpu", **overrides):
+def make_step(
+    preset: str, batch: int, window: int, reference: bool, device: str = "cpu", bf16: bool = False, **overrides
+):
     """A zero-argument training step (the trainer's recipe: AdamW fused where available, clip 1.0) on random
-    genome windows; returns (step, bases per call)."""
+    genome windows, the forward under bfloat16 autocast when ``bf16`` (as ``--dtype bfloat16``); returns (step,
+    bases per call)."""
     torch.manual_seed(0)
     tok = CharTokenizer()
     cfg = EnBERTConfig.from_preset(preset, vocab_size=tok.vocab_size, **overrides)
@@ -61,8 +65,10 @@ def make_step(preset: str, batch: int, window: int, reference: bool, device: str
         rows, _ = sampler.batch(state["step"], batch)
         state["step"] += 1
         x = torch.from_numpy(rows).to(device)
+        amp = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with _extension.force_reference() if reference else contextlib.nullcontext():
-            _, loss = model(x[:, :-1], x[:, 1:])
+            with amp:
+                _, loss = model(x[:, :-1], x[:, 1:])
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -73,12 +79,12 @@ def make_step(preset: str, batch: int, window: int, reference: bool, device: str
 
 
 # ---- pytest-benchmark (small shapes: a smoke test under --benchmark-disable) -------------------------------------
-@pytest.mark.parametrize("ops", ["fused", "reference"])
+@pytest.mark.parametrize("ops", ["fused", "reference", "fused-bf16"])
 @pytest.mark.parametrize("preset", ["tiny", "47m"])
 def test_train_throughput(benchmark, preset, ops):
     # the 47m width with one layer keeps the smoke run short; the command line times the whole model
     batch, window, over = (4, 64, {}) if preset == "tiny" else (1, 32, {"n_layer": 1})
-    step, bases = make_step(preset, batch, window, ops == "reference", **over)
+    step, bases = make_step(preset, batch, window, ops == "reference", bf16=ops == "fused-bf16", **over)
     benchmark.group = f"train step {preset}{' (1 layer)' if over else ''} b{batch} w{window}"
     benchmark.extra_info["bases_per_call"] = bases
     loss = bench(benchmark, step, rounds=3)
@@ -96,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=256)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--bar", type=float, default=None, help="exit 1 unless fused ops are at least this much faster")
+    p.add_argument("--bf16", action="store_true", help="also time the fused step under bfloat16 autocast")
     add_cpu_capability_argument(p)
     args = p.parse_args(argv)
     status = run_at_cpu_levels(args, "benchmarks.bench_train", argv)
@@ -108,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     over = {"block_size": max(args.window, 1024)}
     ref, bases = make_step(args.preset, args.batch, args.window, True, args.device, **over)
     fused, _ = make_step(args.preset, args.batch, args.window, False, args.device, **over)
+    providers = {"reference ops": ref, "fused ops": fused}
+    if args.bf16:
+        providers["fused ops, bf16 autocast"] = make_step(
+            args.preset, args.batch, args.window, False, args.device, bf16=True, **over
+        )[0]
     case = compare(
-        Case(
-            f"train step {args.preset} b{args.batch} w{args.window}",
-            {"reference ops": ref, "fused ops": fused},
-            device=args.device,
-        ),
+        Case(f"train step {args.preset} b{args.batch} w{args.window}", providers, device=args.device),
         rounds=args.rounds,
         warmup=1,
     )
@@ -121,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for name, t in case.medians_s.items():
         print(f"{name}: {bases / t:,.0f} bases/s")
+    if args.bf16:
+        ratio = case.medians_s["fused ops"] / case.medians_s["fused ops, bf16 autocast"]
+        print(f"bf16 autocast: {ratio:.2f}x the float32 fused step")
     speedup = case.medians_s["reference ops"] / case.medians_s["fused ops"]
     if args.bar is not None:
         ok = speedup >= args.bar

@@ -466,7 +466,7 @@ def test_old_run_without_objective_resumes_as_continuation(fasta, tmp_path):
 
 def test_span_objective_needs_enigma_and_sentinels(fasta, tmp_path, caplog):
     assert train_main([str(fasta), "--objective", "span", "--out", str(tmp_path / "a")]) == 2
-    assert "objective must be 'continuation' for --model enbert" in caplog.text
+    assert "objective must be 'continuation' or 'fim' for --model enbert" in caplog.text
     with pytest.raises(ValueError, match=r"a window of 128 tokens gets 25 spans .* the tokenizer has 16 sentinels"):
         check_span_fit(128, 0.3, 1.5, 16, 256)
     check_span_fit(128, 0.15, 3.0, 64, 128)

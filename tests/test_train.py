@@ -404,6 +404,15 @@ def test_default_run_end_to_end(tmp_path):
     assert "held-out bits/base:" in proc.stdout and "Markov baseline:" in proc.stdout
     assert "sampled continuation:" in proc.stdout
     summary = json.loads((run / "summary.json").read_text())
+    try:
+        import pyrodigal  # noqa: F401
+    except ImportError:
+        assert "codon" not in summary
+    else:  # the codon evaluation of the held-out genes, beside the baseline's Markov order
+        assert "codon rhythm:" in proc.stdout and f"order-{summary['baseline']['order']} Markov" in proc.stdout
+        c = summary["codon"]
+        assert c["genes"] > 0 and c["markov"]["order"] == summary["baseline"]["order"]
+        assert sum(c["model"]["sense"]["bases"]) == sum(c["markov"]["sense"]["bases"]) > 10_000
     assert summary["step"] == 6 and 1.5 < summary["val"]["bpb"] < 4.0
     assert 1.9 < summary["baseline"]["bpb"] < 2.0  # order-k Markov on the shipped genome
     rows = read_metrics(run / "metrics.csv")

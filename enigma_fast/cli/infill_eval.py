@@ -1,14 +1,15 @@
-"""``python -m enigma_fast.train.infill_eval``: score the same masked held-out spans with an Enigma (both flanks) and
-an EnBERT (left context only), in bits per base.
+"""``python -m enigma_fast.train.infill_eval``: score the same masked held-out spans with an Enigma (both flanks), an
+EnBERT trained fill-in-the-middle (both flanks) and an EnBERT (left context only), in bits per base.
 
-    python -m enigma_fast.train.infill_eval --enigma RUN_A/final --enbert RUN_B/final
+    python -m enigma_fast.train.infill_eval --enigma RUN_A/final --enbert RUN_B/final --fim RUN_C/final
     python -m enigma_fast.train.infill_eval --enigma RUN_A/final --noise-density 0.15 --mean-span 3 --seed 0 genome.fa
 
 The data (default: the genome shipped with the package) is tokenized as the trainer does (upper case, N runs cut
 out) and split as the trainer does (the last ``--val-fraction`` of every record held out). The held-out part is cut
 into windows of ``--window`` tokens, and each window gets spans drawn from ``(--seed, window index)`` alone (see
 ``enigma_fast.data.spans``), so every run of this command, and a span run of the trainer with the same options,
-scores the same bases. Figures are defined in ``enigma_fast.train.span``.
+scores the same bases. Figures are defined in ``enigma_fast.train.span`` (Enigma, EnBERT) and ``enigma_fast.train.fim``
+(the fill-in-the-middle EnBERT: the left context as the EnBERT's, the right flank up to the next masked span).
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ __all__ = ["main"]
 
 PROG = "python -m enigma_fast.train.infill_eval"
 # the options passed on to evaluate_pair under their own names
-OPTIONS = "val_fraction window noise_density mean_span seed context max_windows batch_size device".split()
+OPTIONS = "val_fraction window noise_density mean_span seed context max_windows batch_size device fim".split()
 
 
 def _parser() -> argparse.ArgumentParser:
     p = common.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("data", nargs="*", help="FASTA/FASTQ files (plain or gzip); none = the shipped genome")
     p.add_argument("--enigma", help="Enigma model folder (trained with --objective span)")
-    p.add_argument("--enbert", help="EnBERT model folder")
+    p.add_argument("--enbert", help="EnBERT model folder (scored from the left context only)")
+    p.add_argument("--fim", help="EnBERT model folder trained with --objective fim (scored from both flanks)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail of every record (default 0.1)")
     p.add_argument("--window", type=int, default=128, help="tokens per masked window (default 128)")
     p.add_argument("--noise-density", type=float, default=0.15, help="masked fraction of each window (default 0.15)")
@@ -42,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "--context",
         type=int,
         default=128,
-        help="EnBERT: tokens of left context before each window, within its segment (default 128)",
+        help="EnBERT and FIM: tokens of left context before each window, within its segment (default 128)",
     )
     p.add_argument(
         "--max-windows", type=int, default=0, help="score at most this many windows, evenly spread (default 0 = all)"
@@ -69,6 +71,12 @@ def _run(a: argparse.Namespace) -> int:
         print(
             f"Enigma, both flanks      {e['model']}: {e['bpb']:.4f} bits/base (accuracy {e['accuracy']:.3f}; "
             f"{e['bpb_with_ends']:.4f} counting where each span ends)"
+        )
+    if "fim" in res:
+        e = res["fim"]
+        print(
+            f"EnBERT-FIM, both flanks   {e['model']}: {e['bpb']:.4f} bits/base (accuracy {e['accuracy']:.3f}; "
+            f"up to {e['context']} tokens before each window, the right flank to the next masked span)"
         )
     if "enbert" in res:
         e = res["enbert"]

@@ -112,18 +112,25 @@ def _dry_run(cfg: TrainConfig, world: int | None) -> int:
 def _report(s: dict) -> None:
     """The end-of-run summary on stdout."""
     print(f"run folder: {s['run_dir']}  (final model: {s.get('final_model', '-')})")
-    if "val" in s and "objective" in s:  # span corruption: masked held-out spans, both flanks
+    span = s.get("objective", {}).get("name") == "span"  # the held-out figure is then the infill one
+    if "infill" in s:  # fill-in-the-middle: the same masked spans, both flanks
+        v = s["infill"]
+        print(
+            f"held-out infill bits/base (masked spans, both flanks, fill-in-the-middle): {v['bpb']:.4f}  (accuracy "
+            f"{v['accuracy']:.3f}, {int(v['bases'])} bases in {int(v['spans'])} spans)"
+        )
+    if "val" in s and span:
         v = s["val"]
         print(
             f"held-out infill bits/base (masked spans, both flanks): {v['bpb']:.4f}  (accuracy {v['accuracy']:.3f}, "
             f"{int(v['bases'])} bases in {int(v['spans'])} spans; {v['bpb_with_ends']:.4f} counting span ends)"
         )
-        if "infill_compare" in s:
-            c = s["infill_compare"]
-            print(f"same spans, EnBERT from the left only ({c['enbert']}): {c['bpb']:.4f} bits/base")
+    if "infill_compare" in s:
+        c = s["infill_compare"]
+        print(f"same spans, EnBERT from the left only ({c['enbert']}): {c['bpb']:.4f} bits/base")
     if "val" in s:
         v, b = s["val"], s["baseline"]
-        if "objective" not in s:
+        if not span:
             print(
                 f"held-out bits/base: {v['bpb']:.4f}  (next-token accuracy {v['accuracy']:.3f}, "
                 f"{int(v['bases'])} bases scored)"
@@ -132,6 +139,10 @@ def _report(s: dict) -> None:
             f"order-{b['order']} Markov baseline: {b['bpb']:.4f} bits/base  "
             f"({'model better' if v['bpb'] < b['bpb'] else 'baseline better'} by {abs(b['bpb'] - v['bpb']):.4f})"
         )
+    if "codon" in s:
+        from enigma_fast.train.codon_eval import format_table
+
+        print(format_table(s["codon"]))
     if s.get("sample", {}).get("kind") == "infill":
         sm = s["sample"]
         print(f"held-out gap of {len(sm['truth'])} bases between {len(sm['left'])}-base flanks:")

@@ -1,4 +1,5 @@
-"""Infilling with an Enigma trained by span corruption: fill the gaps of a DNA sequence from both flanks.
+"""Infilling with an Enigma trained by span corruption (or an EnBERT trained fill-in-the-middle, see
+``enigma_fast.generation.fim``): fill the gaps of a DNA sequence from both flanks.
 
 A sequence with gaps is written with ``[N:<bases>]`` (a gap of exactly that many bases) or ``[N]`` (a gap whose
 length the model chooses, at most ``max_gap_length`` bases), e.g. ``ACGT[N:12]TTGA[N]CC``; or given as a
@@ -27,6 +28,8 @@ from typing import Any
 
 import torch
 
+from enigma_fast.data.fim import fim_markers
+from enigma_fast.generation.fim import fim_fill_batch
 from enigma_fast.generation.sampling import _int_arg, _sample, check_sampling_args
 from enigma_fast.generation.vocab import emit_mask
 from enigma_fast.tokenizers import FALLBACK_ALPHABET
@@ -201,14 +204,21 @@ def _fill(
     vocab: str | torch.Tensor,
 ) -> tuple[list[_Item], list[list[list[str]]]]:
     """The items as set up and their fills (``fill_gaps``): every argument checked before any model work."""
-    if getattr(getattr(model, "config", None), "model_type", None) != "enigma":
-        raise TypeError(f"infill needs an Enigma (encoder-decoder) model, got {type(model).__name__}")
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    fim = kind == "enbert" and bool(getattr(model.config, "fim", False))  # an EnBERT trained fill-in-the-middle
+    if kind != "enigma" and not fim:
+        raise TypeError(
+            f"infill needs an Enigma (encoder-decoder) model or an EnBERT trained with --objective fim, got "
+            f"{type(model).__name__}"
+        )
     temperature, top_k, top_p = check_sampling_args(temperature, top_k, top_p)
     num_samples = _int_arg("num_samples", num_samples, 1)
     max_gap_length = _int_arg("max_gap_length", max_gap_length, 1)
     max_batch = _int_arg("max_batch", max_batch, 1)
     _int_arg("seed", seed, -(2**63), 2**64, allow_none=True)
-    if tokenizer.num_sentinels == 0:
+    if fim:
+        fim_markers(tokenizer)  # its three markers are sentinels
+    elif tokenizer.num_sentinels == 0:
         raise ValueError(
             "the tokenizer has no sentinel tokens (<mask_0>, ...): infill needs a model trained with "
             "span corruption (python -m enigma_fast.train --model enigma --objective span)"
@@ -225,7 +235,10 @@ def _fill(
         emit = torch.ones(V, dtype=torch.bool, device=device)
     if not bool((emit & (bpt == 1)).any()):  # every exact length must stay reachable
         raise ValueError("vocab allows no single-base token, so a gap of 1 base could never be filled")
-    items = [_setup(name, item, tokenizer, max_gap_length, model.config.block_size) for name, item in _items(text)]
+    if fim:  # gaps are filled one at a time (generation/fim.py), each checked against block_size there
+        items = [_Item(parse_masked(item, name), [], [], [], [], 0) for name, item in _items(text)]
+    else:
+        items = [_setup(name, item, tokenizer, max_gap_length, model.config.block_size) for name, item in _items(text)]
     gen = None
     if seed is not None:
         gen = torch.Generator(device=device)
@@ -234,7 +247,15 @@ def _fill(
     i = 0
     while i < len(items):  # batches of at most max_batch rows
         j = min(len(items), i + max(1, max_batch // num_samples))
-        out += _fill_batch(model, tokenizer, items[i:j], num_samples, temperature, top_k, top_p, gen, bpt, device, emit)
+        if fim:
+            rows = [it.masked for it in items[i:j]]
+            out += fim_fill_batch(
+                model, tokenizer, rows, num_samples, temperature, top_k, top_p, gen, max_gap_length, bpt, device, emit
+            )
+        else:
+            out += _fill_batch(
+                model, tokenizer, items[i:j], num_samples, temperature, top_k, top_p, gen, bpt, device, emit
+            )
         i = j
     return items, out
 
@@ -353,7 +374,8 @@ def infill(
     """Fill the gaps of DNA sequences with an Enigma trained by span corruption.
 
     Args:
-        model: an ``Enigma`` whose vocabulary holds the tokenizer's sentinels.
+        model: an ``Enigma`` whose vocabulary holds the tokenizer's sentinels, or an ``EnBERT`` trained with
+            ``--objective fim`` (``config.fim``; gaps filled left to right, see ``enigma_fast.generation.fim``).
         tokenizer: its tokenizer (``model.tokenizer`` after ``from_pretrained``).
         text: ``"ACGT[N:12]TTGA"`` (gaps ``[N:<bases>]`` exact, ``[N]`` free), a ``(left, length, right)`` tuple
             (``length`` None = free), or a list of these (a batch).

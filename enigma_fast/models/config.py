@@ -193,7 +193,10 @@ class EnBERTConfig(_Config):
     """Decoder-only EnBERT: token embedding (no absolute positions), ``n_layer`` causal pre-norm blocks."""
 
     n_layer: int = 12
+    # trained fill-in-the-middle (enigma_fast.data.fim): infilling reads both flanks; configs without it: False
+    fim: bool = False
 
+    _ADDED_FIELDS: ClassVar[dict[str, Any]] = {"fim": False}
     model_type: ClassVar[str] = "enbert"
     architecture: ClassVar[str] = "EnBERTForCausalLM"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {

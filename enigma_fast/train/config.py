@@ -41,10 +41,18 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     window: int = 256  # tokens per training window (EnBERT: inputs; Enigma: source + target)
     src_len: int = 0  # Enigma source tokens per window; 0 = half the window
-    objective: str = "continuation"  # Enigma: "continuation" (prefix -> rest) or "span" (span corruption)
+    # "continuation": EnBERT next token, Enigma prefix -> rest; "span": Enigma span corruption (train/span.py);
+    # "fim": EnBERT fill-in-the-middle (train/fim.py)
+    objective: str = "continuation"
     noise_density: float = 0.15  # span objective: fraction of each window's tokens masked
     mean_span: float = 3.0  # span objective: mean length of a masked span (tokens)
-    compare_enbert: str = ""  # span objective: an EnBERT model folder scored on the same held-out spans at the end
+    # span objective: a mixture of denoisers, one drawn per step, e.g. "0.15:3,0.5:1.5,continuation"
+    # (noise_density:mean_span, or the continuation task); "" = noise_density and mean_span alone
+    span_mix: str = ""
+    fim_rate: float = 0.5  # fim objective: fraction of windows reordered prefix-suffix-middle
+    # span/fim objectives: an EnBERT model folder scored on the same held-out spans (left context only) at the end
+    compare_enbert: str = ""
+    init_from: str = ""  # a model folder whose weights start the run (its config must equal the run's)
     # optimisation
     batch_size: int = 16  # windows per micro-batch per process
     grad_accum: int = 1
@@ -60,6 +68,7 @@ class TrainConfig:
     eval_interval: int = 250
     eval_windows: int = 64  # held-out windows scored at each periodic eval (the final eval scores all)
     eval_stride: int = 0  # 0 = three quarters of the window (each scored token sees >= window/4 of context)
+    codon_eval: bool = True  # at the end: bits by codon position in held-out genes (needs pyrodigal; train/codon_eval)
     log_interval: int = 10
     ckpt_interval: int = 500
     keep_last: int = 2
@@ -82,12 +91,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self._check_types()
         checks = [
-            ("objective", self.objective in ("continuation", "span"), "'continuation' or 'span'"),
+            ("objective", self.objective in ("continuation", "span", "fim"), "'continuation', 'span' or 'fim'"),
             (
                 "objective",
                 self.objective != "span" or self.model == "enigma",
-                "'continuation' for --model enbert (span corruption needs the encoder-decoder)",
+                "'continuation' or 'fim' for --model enbert (span corruption needs the encoder-decoder)",
             ),
+            (
+                "objective",
+                self.objective != "fim" or self.model == "enbert",
+                "'continuation' or 'span' for --model enigma (fill-in-the-middle is for the decoder-only EnBERT)",
+            ),
+            ("fim_rate", 0.0 < self.fim_rate <= 1.0, "in (0, 1]"),
+            ("window", self.objective != "fim" or self.window >= 4, ">= 4 for the fim objective"),
+            ("span_mix", not self.span_mix or self.objective == "span", "empty unless objective is 'span'"),
             ("noise_density", 0.0 < self.noise_density < 1.0, "in (0, 1)"),
             ("mean_span", self.mean_span >= 1.0, ">= 1"),
             (

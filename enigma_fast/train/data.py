@@ -33,11 +33,12 @@ logger = logging.getLogger(__name__)
 def make_tokenizer(cfg: TrainConfig, num_sentinels: int | None = None) -> DNATokenizer:
     """ "char": single base; "kmer": every one of the 4^k k-mers (stride k; a complete vocabulary, so the
     reverse complement of every k-mer has an id); otherwise a tokenizer.json path. Enigma runs get the 64 sentinel
-    tokens (span corruption, infilling), EnBERT runs none (a next-token model never sees them, and its vocabulary
-    stays what it was before sentinels existed), unless ``num_sentinels`` says otherwise; a tokenizer.json is used
-    as it is."""
+    tokens (span corruption, infilling) and so do fill-in-the-middle EnBERT runs (three are its markers); other
+    EnBERT runs none (a next-token model never sees them, and its vocabulary stays what it was before sentinels
+    existed), unless ``num_sentinels`` says otherwise; a tokenizer.json is used as it is."""
     case = "upper" if cfg.case == "upper" else "keep"
-    sentinels = num_sentinels if num_sentinels is not None else DEFAULT_SENTINELS if cfg.model == "enigma" else 0
+    wants = cfg.model == "enigma" or cfg.objective == "fim"  # span corruption, infilling, FIM markers
+    sentinels = num_sentinels if num_sentinels is not None else DEFAULT_SENTINELS if wants else 0
     if cfg.tokenizer == "char":
         return CharTokenizer(case=case, num_sentinels=sentinels)
     if cfg.tokenizer == "kmer":

@@ -62,12 +62,21 @@ def evaluate(
     device: torch.device,
     autocast: Any = contextlib.nullcontext,
     share: EvalShare = ONE_PROCESS,
+    tracks: dict[int, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Score held-out ``windows`` of ``tokens``; returns loss (nats/token), bpb (bits/base), accuracy
     (next-token argmax), and the counts ``tokens`` and ``bases`` scored.
 
     ``share``: under FSDP2 every rank calls this with its ``EvalShare(rank, world)`` and scores only its share of
-    the batches; the figures are those of one process scoring all of them, bit for bit (see ``eval_share``)."""
+    the batches; the figures are those of one process scoring all of them, bit for bit (see ``eval_share``).
+
+    ``tracks`` ``{offset: (n,) float64}``: for a stretch of ``n`` tokens starting at ``offset`` in ``tokens``, the
+    natural-log probability of every token a window scores is written at its place in the array (the per-token
+    track ``enigma_fast.scoring.score_segments`` gives with the same windows); other stretches are not kept. Only
+    one process keeps tracks (``share`` must be the whole)."""
+    if tracks and share.world > 1:
+        raise ValueError("evaluate: per-token tracks are kept by one process scoring every batch (share.world 1)")
+    starts = np.asarray(sorted(tracks), dtype=np.int64) if tracks else None
     was_training = model.training
     model.eval()
     groups = _groups(windows, batch_size)
@@ -93,6 +102,8 @@ def evaluate(
         rows_out[b, 1] = mask.sum()
         rows_out[b, 2] = (bases_per_token[targets] * mask).sum()
         rows_out[b, 3] = ((logits.argmax(-1) == targets) & mask).sum()
+        if starts is not None:
+            _keep(tracks, starts, group, first, (-ce).double().cpu().numpy(), mask.cpu().numpy())
     model.train(was_training)
     nll_, tok_, bases_, correct = share.totals(rows_out)
     return {
@@ -102,6 +113,26 @@ def evaluate(
         "tokens": tok_,
         "bases": bases_,
     }
+
+
+def _keep(
+    tracks: dict[int, np.ndarray],
+    starts: np.ndarray,
+    group: list[EvalWindow],
+    first: int,
+    lp: np.ndarray,
+    m: np.ndarray,
+) -> None:
+    """Write the scored log-probabilities ``lp`` ``(B, T)`` (``m``: scored) of the windows ``group`` into ``tracks``
+    (target t of a window is its token ``first + t``)."""
+    for r, w in enumerate(group):
+        j = int(np.searchsorted(starts, w.start, side="right")) - 1
+        if j < 0:
+            continue
+        arr = tracks[int(starts[j])]
+        pos = w.start - int(starts[j]) + first + np.flatnonzero(m[r])
+        if len(pos) and pos[-1] < len(arr):
+            arr[pos] = lp[r][m[r]]
 
 
 @torch.no_grad()

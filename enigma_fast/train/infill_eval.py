@@ -1,11 +1,13 @@
-"""The same masked held-out spans scored by an Enigma (both flanks) and an EnBERT (left context only), in bits per
-base: ``evaluate_pair``, on the command line ``python -m enigma_fast.train.infill_eval`` (``enigma_fast.cli``).
+"""The same masked held-out spans scored by an Enigma (both flanks), an EnBERT trained fill-in-the-middle (both
+flanks) and an EnBERT (left context only), in bits per base: ``evaluate_pair``, on the command line ``python -m
+enigma_fast.train.infill_eval`` (``enigma_fast.cli``).
 
 The data (default: the genome shipped with the package) is tokenized and split as the trainer does (upper case, N
 runs cut out, the last ``val_fraction`` of every record held out); the held-out part is cut into windows of
 ``window`` tokens whose spans are drawn from ``(seed, window index)`` alone (``enigma_fast.data.spans``), so every
 evaluation with the same options, and a span run of the trainer, scores the same bases. Figures are defined in
-``enigma_fast.train.span``.
+``enigma_fast.train.span`` (Enigma, EnBERT) and ``enigma_fast.train.fim`` (the fill-in-the-middle EnBERT: the left
+context as the EnBERT's, the right flank up to the next masked span).
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ def evaluate_pair(
     max_windows: int = 0,
     batch_size: int = 32,
     device: str = "cpu",
+    fim: str | None = None,
 ) -> dict:
     """Score the held-out spans with the given model folders; returns ``{"spans": {...}, "enigma": {...},
-    "enbert": {...}}`` (a model's entry only when its folder is given). See the module doc."""
+    "enbert": {...}, "fim": {...}}`` (a model's entry only when its folder is given). See the module doc."""
     import torch
 
     from enigma_fast.data.fasta import shipped_genome_path
@@ -43,8 +46,8 @@ def evaluate_pair(
     from enigma_fast.models import load_model
     from enigma_fast.train.span import SpanEval, bases_per_token, check_same_tokens
 
-    if not enigma and not enbert:
-        raise ValueError("give --enigma, --enbert or both")
+    if not enigma and not enbert and not fim:
+        raise ValueError("give --enigma, --enbert, --fim or several")
     check_span_options(noise_density, mean_span)
     for name, value, ok in (
         ("--window", window, window >= 2),
@@ -56,18 +59,23 @@ def evaluate_pair(
         if not ok:
             raise ValueError(f"{name} out of range, got {value}")
     models = {}
-    for kind, path in (("enigma", enigma), ("enbert", enbert)):
+    for flag, path in (("enigma", enigma), ("enbert", enbert), ("fim", fim)):
         if path:
+            kind = "enigma" if flag == "enigma" else "enbert"
             m = load_model(path, device=device)
             if m.config.model_type != kind:
                 got = m.config.model_type
-                raise ValueError(f"--{kind} {path}: an {kind} model folder is needed, got a {got} model")
+                raise ValueError(f"--{flag} {path}: an {kind} model folder is needed, got a {got} model")
+            if flag == "fim" and not m.config.fim:
+                raise ValueError(f"--fim {path}: an EnBERT trained with --objective fim is needed (config fim false)")
             if m.tokenizer is None:
-                raise ValueError(f"--{kind} {path}: the model folder has no tokenizer.json")
-            models[kind] = (path, m)
-    tok = (models.get("enigma") or models["enbert"])[1].tokenizer
-    if "enigma" in models and "enbert" in models:
-        check_same_tokens(models["enbert"][1].tokenizer, tok, f"--enbert {enbert}")
+                raise ValueError(f"--{flag} {path}: the model folder has no tokenizer.json")
+            models[flag] = (path, m)
+    first = next(iter(models))
+    tok = models[first][1].tokenizer
+    for flag, (path, m) in models.items():
+        if flag != first:
+            check_same_tokens(m.tokenizer, tok, f"--{flag} {path}")
     if "enigma" in models and tok.num_sentinels == 0:
         raise ValueError(f"--enigma {enigma}: its tokenizer has no sentinel tokens; train it with --objective span")
     inputs = list(data) or [str(shipped_genome_path())]
@@ -102,6 +110,18 @@ def evaluate_pair(
                 **ev.score_left_to_right(m, m.tokenizer, bpt, context, batch_size, dev),
             }
             out["spans"].setdefault("bases", out["enbert"]["bases"])
+        if "fim" in models:
+            from enigma_fast.train.fim import fim_span_score
+
+            path, m = models["fim"]
+            bpt = torch.from_numpy(bases_per_token(m.tokenizer)).to(dev)
+            out["fim"] = {
+                "model": path,
+                "context": context,
+                **fim_span_score(m, m.tokenizer, ev, bpt, context, batch_size, dev),
+            }
+            out["spans"].setdefault("bases", out["fim"]["bases"])
+            out["spans"].setdefault("spans", out["fim"]["spans"])
         del tokens, store, ev  # the memory map, before the folder goes
     return out
 

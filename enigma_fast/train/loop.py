@@ -31,16 +31,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from enigma_fast.data.fim import fim_markers
 from enigma_fast.data.windows import WindowSampler, eval_windows
+from enigma_fast.train import codon_eval
 from enigma_fast.train import data as tdata
 from enigma_fast.train.baseline import markov_baseline
 from enigma_fast.train.config import TrainConfig
 from enigma_fast.train.distributed import Parallel, init_single_process_group
 from enigma_fast.train.eval_share import EvalShare
 from enigma_fast.train.evaluate import evaluate, forward_loss, sample_continuation
+from enigma_fast.train.fim import FimObjective, fim_loss, fim_span_score
 from enigma_fast.train.metrics import MetricsLog, Progress, plot_losses
 from enigma_fast.train.sharded_ckpt import is_sharded, load_sharded_checkpoint, save_sharded_checkpoint
-from enigma_fast.train.span import SpanEval, SpanObjective, check_span_fit, span_loss, span_summary
+from enigma_fast.train.span import SpanEval, SpanObjective, check_span_fit, parse_span_mix, span_loss, span_summary
 from enigma_fast.train.state import latest_checkpoint, load_checkpoint, save_checkpoint
 
 __all__ = ["lr_at", "train"]
@@ -187,7 +190,8 @@ def _model_config(cfg: TrainConfig, vocab_size: int, bos_id: int) -> Any:
     cls = EnBERTConfig if cfg.model == "enbert" else EnigmaConfig
     _check_overrides(cls, cfg.model_overrides)
     if cfg.model == "enbert":
-        mcfg = EnBERTConfig.from_preset(cfg.model_preset, vocab_size=vocab_size, **cfg.model_overrides)
+        fim = {"fim": True} if cfg.objective == "fim" else {}  # infilling reads both flanks (generation/fim.py)
+        mcfg = EnBERTConfig.from_preset(cfg.model_preset, vocab_size=vocab_size, **{**cfg.model_overrides, **fim})
     else:
         mcfg = EnigmaConfig.from_preset(cfg.model_preset, vocab_size=vocab_size, bos_id=bos_id, **cfg.model_overrides)
     if cfg.window > mcfg.block_size:
@@ -203,6 +207,38 @@ def _build_model(cfg: TrainConfig, tok: Any) -> torch.nn.Module:
     model = (EnBERT if cfg.model == "enbert" else Enigma)(mcfg)
     model.tokenizer = tok
     return model
+
+
+def _check_init_config(path: str, ours: dict[str, Any], skip: tuple[str, ...]) -> None:
+    """ValueError naming the first field (``skip`` aside) where the config of model folder ``path`` differs from
+    ``ours``."""
+    from enigma_fast.models.checkpoint import read_config
+
+    theirs = read_config(path)
+    differ = [k for k in sorted(set(theirs) | set(ours)) if k not in skip and theirs.get(k) != ours.get(k)]
+    if differ:
+        k = differ[0]
+        raise ValueError(
+            f"init_from {path}: its model config differs from the run's ({k}: {theirs.get(k)!r} there, "
+            f"{ours.get(k)!r} here); it cannot start this run"
+        )
+
+
+def _init_from(model: torch.nn.Module, path: str, tok: Any) -> None:
+    """Load the weights of model folder ``path`` into ``model`` (``--init-from``): its config must equal the run's
+    model config, field by field (an EnBERT's ``fim`` flag aside: a next-token run may start a fill-in-the-middle
+    one), and its tokenizer must give DNA the run's ids; ValueError naming the first difference otherwise."""
+    from enigma_fast.models.checkpoint import load_state
+    from enigma_fast.train.span import check_same_tokens
+
+    _check_init_config(path, model.config.to_dict(), skip=("fim",))
+    tok_file = Path(path) / "tokenizer.json"
+    if tok_file.is_file():
+        from enigma_fast.tokenizers import from_file
+
+        check_same_tokens(from_file(str(tok_file)), tok, f"init_from {path}")
+    load_state(model, path)
+    logger.info("model weights initialised from %s", path)
 
 
 def _autocast_works(
@@ -292,7 +328,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     amp_dtype = torch.bfloat16 if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device.type == "cuda") else None
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
 
-    _model_config(cfg, vocab_size=64, bos_id=2)  # a bad preset or field fails here, before any data work
+    early = _model_config(cfg, vocab_size=64, bos_id=2)  # a bad preset or field fails here, before any data work
+    if cfg.init_from and not resume:  # and a folder that cannot start this run (vocabulary checked when loaded)
+        _check_init_config(cfg.init_from, early.to_dict(), skip=("vocab_size", "bos_id", "fim"))
 
     # ---- run folder and data (rank 0 prepares, the others wait) ----
     if resume and run_dir is None:
@@ -340,10 +378,15 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     bpt_np = store.bases_per_token()
 
     model = _build_model(cfg, tok).to(device)
+    if cfg.init_from and not resume:
+        _init_from(model, cfg.init_from, tok)
     objective = None  # span corruption (train/span.py): its masks, and held-out windows with fixed masks
+    fim = FimObjective(cfg.seed, cfg.fim_rate, fim_markers(tok)) if cfg.objective == "fim" else None  # train/fim.py
     if cfg.objective == "span":
-        check_span_fit(cfg.window, cfg.noise_density, cfg.mean_span, tok.num_sentinels, model.config.block_size)
-        objective = SpanObjective(cfg.seed, cfg.window, cfg.noise_density, cfg.mean_span)
+        mix = parse_span_mix(cfg.span_mix, cfg.noise_density, cfg.mean_span)
+        for d in {(cfg.noise_density, cfg.mean_span), *(x for x in mix if x is not None)}:
+            check_span_fit(cfg.window, d[0], d[1], tok.num_sentinels, model.config.block_size)
+        objective = SpanObjective(cfg.seed, cfg.window, cfg.noise_density, cfg.mean_span, mix)
         val_windows = SpanEval(store.tokens, val_segs, cfg.window, cfg.noise_density, cfg.mean_span, cfg.seed)
         periodic_windows = val_windows.subset(cfg.eval_windows)
     if amp_dtype is not None and not _autocast_works(model, cfg, tok, device, amp_dtype):
@@ -452,11 +495,21 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     # fsdp: every rank scores its share of the evaluation's batches (the sums gathered: train/eval_share.py)
     share = EvalShare(dd.rank, dd.world) if par.sharded else EvalShare()
 
-    def run_eval(windows: Any) -> dict[str, float]:
+    def run_eval(windows: Any, final: bool = False, tracks: dict | None = None) -> dict[str, float]:
+        # the final figure on CPU in float32 whatever the training precision (the figure `score --heldout` gives)
+        ac = contextlib.nullcontext if final and device.type == "cpu" else autocast
         if objective is not None:
-            return windows.score_enigma(model, tok, bpt, 2 * B, device, autocast, share)
-        return evaluate(model, store.tokens, windows, bpt, kind, src_len, tok.bos_id, 2 * B, device, autocast, share)
+            return windows.score_enigma(model, tok, bpt, 2 * B, device, ac, share)
+        return evaluate(model, store.tokens, windows, bpt, kind, src_len, tok.bos_id, 2 * B, device, ac, share, tracks)
 
+    want_codons = objective is None and cfg.codon_eval and dd.main and codon_eval.available() and not par.sharded
+    if objective is None and cfg.codon_eval and dd.main and not want_codons:
+        why = (
+            "fsdp shares the final evaluation"
+            if par.sharded
+            else "it needs pyrodigal (pip install enigma_fast[reading])"
+        )
+        logger.info("no codon evaluation at the end: %s", why)
     stopped = 0
     with _Stop() as stop:
         model.train()
@@ -470,7 +523,11 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             rows, flips = sampler.gather(starts[mine]), flips[mine]  # (A * B, span)
             if flips.any():
                 rows[flips] = rc[rows[flips]][:, ::-1]
-            masks = objective.masks(step, global_batch)[mine] if objective is not None else None
+            masks = objective.masks(step, global_batch) if objective is not None else None
+            masks = masks[mine] if masks is not None else None  # None: no span step (a mixture's continuation)
+            keep = None  # fim: the targets in the loss
+            if fim is not None:
+                rows, keep = fim.rows(step, rows, global_batch, mine)
             loss_sum = torch.zeros((), device=device)
             for m in range(A):
                 x = torch.from_numpy(np.ascontiguousarray(rows[m * B : (m + 1) * B])).to(device)
@@ -479,6 +536,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                         if masks is not None:
                             xm = torch.from_numpy(masks[m * B : (m + 1) * B]).to(device)
                             _, loss, _ = span_loss(fwd, x, xm, tok)
+                        elif keep is not None:
+                            _, loss = fim_loss(fwd, x, torch.from_numpy(keep[m * B : (m + 1) * B]).to(device))
                         else:
                             _, loss, _ = forward_loss(fwd, x, kind, src_len, tok.bos_id)
                     (loss / A).backward()
@@ -502,6 +561,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
                     progress.set_total(total)
             if masks is not None:
                 n_targets, n_bases = objective.counts(rows, masks, bpt_np)
+            elif keep is not None:
+                n_targets, n_bases = fim.counts(rows, keep, bpt_np)
             else:
                 targets = rows[:, 1:] if kind == "enbert" else rows[:, src_len:]
                 n_targets, n_bases = targets.size, float(bpt_np[targets].sum())
@@ -572,7 +633,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         logger.warning("stopped by signal %d at step %d; continue with --resume %s", stopped, step, run)
     elif dd.main or par.sharded:  # fsdp: every rank takes part in the forward passes and in gathering the shards
         t_eval = time.perf_counter()
-        final = run_eval(val_windows)
+        codons = codon_eval.track_buffers(val_segs) if want_codons else None  # the forward track, kept for them
+        final = run_eval(val_windows, final=True, tracks=codons)
         eval_s = time.perf_counter() - t_eval
         whole = par.full_model(model)  # rank 0: the whole, unwrapped model
     if not stopped and dd.main:
@@ -580,8 +642,34 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
         summary.update(val=final, eval_s=eval_s, baseline=baseline)
         whole.save_pretrained(run / "final")
         summary["final_model"] = str(run / "final")
-        if objective is not None:  # the EnBERT comparison on the same spans, and a filled held-out gap
-            summary.update(span_summary(cfg, whole, tok, store.tokens, val_segs, val_windows, bpt, device))
+        if want_codons:  # per-base bits by codon position in the held-out genes (train/codon_eval.py)
+            t_codon = time.perf_counter()
+            eval_ctx = src_len if kind == "enigma" else cfg.window + 1 - min(stride, cfg.window)
+            summary["codon"] = codon_eval.end_of_run(
+                whole,
+                store.tokens,
+                train_segs,
+                codons,
+                window=cfg.window,
+                context=eval_ctx,
+                device=device,
+                markov_orders=(baseline["order"],),
+            )
+            summary["codon"]["seconds_total"] = round(time.perf_counter() - t_codon, 2)
+        if objective is not None or fim is not None:  # infill figures, the EnBERT's on the same spans, a filled gap
+            ev = (
+                val_windows
+                if objective is not None
+                else SpanEval(store.tokens, val_segs, cfg.window, cfg.noise_density, cfg.mean_span, cfg.seed)
+            )
+            if fim is not None:  # the FIM model's own infill figure on the held-out spans
+                summary["infill"] = fim_span_score(whole, tok, ev, bpt, context=cfg.window, device=device)
+                logger.info(
+                    "held-out spans, both flanks (fill-in-the-middle): %.4f bits/base over %d bases",
+                    summary["infill"]["bpb"],
+                    int(summary["infill"]["bases"]),
+                )
+            summary.update(span_summary(cfg, whole, tok, store.tokens, val_segs, ev, bpt, device))
         elif cfg.sample_tokens:
             seg = val_segs[int(np.argmax(val_segs[:, 1]))]
             n = min(cfg.sample_prompt, int(seg[1]) - 1)

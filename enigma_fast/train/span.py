@@ -33,7 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from enigma_fast.data.spans import eval_span_masks, span_counts, span_eval_windows, train_span_masks
+from enigma_fast.data.spans import (
+    check_span_options,
+    eval_span_masks,
+    span_counts,
+    span_eval_windows,
+    train_span_masks,
+)
 from enigma_fast.models.base import IGNORE_INDEX
 from enigma_fast.train.eval_share import ONE_PROCESS, EvalShare
 
@@ -45,6 +51,7 @@ __all__ = [
     "check_span_fit",
     "enbert_span_score",
     "load_enbert",
+    "parse_span_mix",
     "special_mask",
     "span_loss",
     "span_summary",
@@ -92,22 +99,63 @@ def span_loss(
     return logits, loss, sb.targets
 
 
+MIX_STREAM = 0x4D495800  # "MIX": the third seed word of a mixture's choice of denoiser per step
+
+
+def parse_span_mix(spec: str, noise_density: float, mean_span: float) -> list[tuple[float, float] | None]:
+    """The denoisers of ``--span-mix``: ``"0.15:3,0.5:1.5,continuation"`` -> ``[(0.15, 3.0), (0.5, 1.5), None]``
+    (None: the continuation task); ``""`` -> ``[(noise_density, mean_span)]``. ValueError naming a bad item."""
+    if not spec.strip():
+        return [(noise_density, mean_span)]
+    out: list[tuple[float, float] | None] = []
+    for item in spec.split(","):
+        item = item.strip()
+        if item == "continuation":
+            out.append(None)
+            continue
+        try:
+            d, m = (float(x) for x in item.split(":"))
+        except ValueError:
+            raise ValueError(
+                f"span_mix items must be 'noise_density:mean_span' or 'continuation', got {item!r}"
+            ) from None
+        check_span_options(d, m)
+        out.append((d, m))
+    if all(x is None for x in out):
+        raise ValueError(f"span_mix must hold at least one span denoiser, got {spec!r}")
+    return out
+
+
 @dataclass
 class SpanObjective:
-    """Span corruption with the run's options; ``masks(step, n)`` are the masks of the global batch of a step."""
+    """Span corruption with the run's options; ``masks(step, n)`` are the masks of the global batch of a step.
+
+    With several ``denoisers`` (``parse_span_mix``), step s uses the one drawn from ``default_rng([seed, s,
+    MIX_STREAM])``: span corruption with its density and mean span, or (None) the continuation task, for which
+    ``masks`` returns None. One denoiser: every step, no draw (the masks of a run without a mixture)."""
 
     seed: int
     window: int
     noise_density: float
     mean_span: float
+    denoisers: list[tuple[float, float] | None] | None = None
 
-    def masks(self, step: int, n: int) -> np.ndarray:
-        """``(n, window)`` bool masks of step ``step``: a pure function of (seed, step)."""
-        return train_span_masks(self.seed, step, n, self.window, self.noise_density, self.mean_span)
+    def denoiser(self, step: int) -> tuple[float, float] | None:
+        """The denoiser of step ``step``: ``(noise_density, mean_span)`` or None (continuation)."""
+        mix = self.denoisers or [(self.noise_density, self.mean_span)]
+        if len(mix) == 1:
+            return mix[0]
+        return mix[int(np.random.default_rng([self.seed, step, MIX_STREAM]).integers(len(mix)))]
 
-    def counts(self, rows: np.ndarray, masks: np.ndarray, bases_per_token: np.ndarray) -> tuple[int, float]:
+    def masks(self, step: int, n: int) -> np.ndarray | None:
+        """``(n, window)`` bool masks of step ``step`` (None: a continuation step); a pure function of the step."""
+        d = self.denoiser(step)
+        return None if d is None else train_span_masks(self.seed, step, n, self.window, d[0], d[1])
+
+    @staticmethod
+    def counts(rows: np.ndarray, masks: np.ndarray, bases_per_token: np.ndarray) -> tuple[int, float]:
         """Target tokens (spans' tokens, one sentinel per span, one ``<eos>`` per row) and the bases they stand for."""
-        _, m = span_counts(rows.shape[1], self.noise_density, self.mean_span)
+        m = int((masks[0] & ~np.concatenate([[False], masks[0, :-1]])).sum())  # spans per row (equal in every row)
         return int(masks.sum()) + rows.shape[0] * (m + 1), float(bases_per_token[rows[masks]].sum())
 
 
@@ -332,15 +380,18 @@ def span_summary(
     bpt: torch.Tensor,
     device: torch.device,
 ) -> dict[str, Any]:
-    """End of a span run: the objective's options, the EnBERT's left-context score of the same held-out spans
+    """End of a span or fim run: the objective's options (a fim run adds its own infill score of ``ev``, the
+    trainer's ``fim_span_score``), the EnBERT's left-context score of the same held-out spans
     (``cfg.compare_enbert``), and a filled held-out gap (``cfg.sample_tokens`` > 0: a gap of min(sample_tokens, 50)
     tokens between two flanks of ``sample_prompt`` tokens)."""
     out: dict[str, Any] = {
         "objective": {
-            "name": "span",
+            "name": cfg.objective,
             "noise_density": cfg.noise_density,
             "mean_span": cfg.mean_span,
             "windows": len(ev.windows),
+            **({"span_mix": cfg.span_mix} if cfg.span_mix else {}),
+            **({"fim_rate": cfg.fim_rate} if cfg.objective == "fim" else {}),
         }
     }
     if cfg.compare_enbert:
