@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -413,3 +414,29 @@ def test_scale_option_errors_are_one_line(case, fasta, tmp_path, caplog, capsys)
     assert expect in err and len(err.strip().splitlines()) == 1, err
     if case != "fsdp_resume_full":
         assert not run.exists()
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_an_error_on_rank_0_ends_every_rank(fasta, tmp_path, strategy):
+    """A run folder that already holds a run is found by rank 0 alone (it makes the folder); under torchrun every
+    rank must end with exit code 2 and the one line, none left waiting for rank 0 at a collective (gloo's timeout
+    would be 30 minutes: the subprocess limit of 120 s fails the test instead)."""
+    out = tmp_path / "taken"
+    (out / "final").mkdir(parents=True)
+    (out / "final" / "mine.txt").write_text("not the library's")
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+        + ["enigma_fast.train", str(fasta), *COMMON.split(), "--strategy", strategy, "--out", str(out)],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if "already holds a run" in ln]
+    assert len(lines) == 1, proc.stderr[-3000:]  # said once, by rank 0
+    assert (out / "final" / "mine.txt").read_text() == "not the library's"
+    assert sorted(p.name for p in out.iterdir()) == ["final"]
+    assert time.monotonic() - t0 < 120

@@ -279,18 +279,18 @@ def test_a_training_run_records_its_letters(tmp_path):
 # ---- the generate CLI: --full-vocab -------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["enbert", "enigma"])
 def test_cli_writes_trained_letters_unless_full_vocab(kind, tmp_path, monkeypatch, capsys):
-    from enigma_fast import generate as cli
+    from enigma_fast.cli import generate as cli
 
     tok = CharTokenizer()
     _model(kind, tok).save_pretrained(tmp_path / "model")
-    load = cli.load_model
+    load = cli.common.load_checkpoint
 
     def biased(*a, **k):
         model = load(*a, **k)
         _favour(model, model.tokenizer, eos=False)  # (the CLI stops a row at <eos>)
         return model
 
-    monkeypatch.setattr(cli, "load_model", biased)
+    monkeypatch.setattr(cli.common, "load_checkpoint", biased)
     task = ["--prompt", "ACGTTGCA", "--max-new-tokens", "20"] if kind == "enbert" else ["--infill", "ACGT[N:12]TTGA"]
     for flag, want_other in (([], False), (["--full-vocab"], True)):
         out = tmp_path / f"out{len(flag)}.fa"

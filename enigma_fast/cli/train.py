@@ -188,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if dist.is_initialized():  # e.g. the one-rank group of --strategy fsdp, when a check failed after it started
             dist.destroy_process_group()
+        if getattr(err, "peer_error", False):  # rank 0's error, raised here too so that this rank ends: rank 0 says it
+            return 2
         return _user_error(err)
     import torch.distributed as dist
 

@@ -55,6 +55,14 @@ def _why_not(model: Any, device: torch.device, dtype: torch.dtype) -> str | None
         return f"the whole-step path runs EnBERT and Enigma models (decode_weights), got {type(model).__name__}"
     if model.training and model.config.dropout > 0:
         return "the model is in training mode with dropout (call model.eval())"
+    # the native step reads the weights and nothing else: a forward hook, or a module of another library in place of
+    # ours (a peft LoRA layer, say), would change what the module path computes without the native step seeing it
+    global_hooks = torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks
+    for name, m in model.named_modules():
+        if global_hooks or m._forward_hooks or m._forward_pre_hooks:
+            return f"module {name or type(model).__name__!r} has forward hooks (the native step would skip them)"
+        if not type(m).__module__.startswith(("torch.nn.", "enigma_fast.")):
+            return f"module {name!r} is a {type(m).__module__}.{type(m).__name__}, which the native step cannot run"
     norms = [m for m in model.modules() if type(m).__name__ == "RMSNorm"]
     if any(getattr(m, "weight", None) is None for m in norms):
         return "the model has RMSNorm layers without weights"

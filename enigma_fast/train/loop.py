@@ -23,6 +23,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,36 @@ class _Dist:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+
+def _on_main(dd: _Dist, fn: Callable[[], Any]) -> Any:
+    """``fn()`` run on rank 0 alone, its result shared with every rank (``broadcast_object_list``).
+
+    A user error there (``OSError``, ``ValueError``: a run folder that exists, an unreadable input) is raised on every
+    rank, the same type and message, so that no rank is left waiting for rank 0 at a collective; on the other ranks
+    it carries ``peer_error = True`` (the command line then prints the one line on rank 0 only)."""
+    box: list[Any] = [None, None]
+    if dd.main:
+        try:
+            box[0] = fn()
+        except (OSError, ValueError) as err:
+            if not dd.enabled:
+                raise
+            box[1] = (type(err), str(err))
+            failure = err
+    if dd.enabled:
+        dist.broadcast_object_list(box, src=0)
+    if box[1] is not None:
+        if dd.main:
+            raise failure
+        cls, message = box[1]
+        try:
+            err = cls(message)
+        except Exception:  # an error type that cannot be rebuilt from its message
+            err = ValueError(message)
+        err.peer_error = True
+        raise err
+    return box[0]
 
 
 def _init_distributed(device_type: str) -> _Dist:
@@ -335,11 +366,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     # ---- run folder and data (rank 0 prepares, the others wait) ----
     if resume and run_dir is None:
         raise ValueError("resume needs the run_dir of the run to continue")
-    path = [str(run_dir) if resume else (str(_new_run_dir(cfg, run_dir)) if dd.main else "")]
-    if dd.enabled:
-        dist.broadcast_object_list(path, src=0)
-    run = Path(path[0])
-    if dd.main:
+    local: dict[str, Any] = {}
+
+    def prepare_run() -> str:  # rank 0: the folder, the data (kept in ``local``), the config record
+        run = Path(run_dir) if resume else _new_run_dir(cfg, run_dir)
         fresh = not run.exists()
         run.mkdir(parents=True, exist_ok=True)
         try:
@@ -350,9 +380,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
             raise
         if not resume:  # a resume records its changes in the checkpoints and the summary, never over the original
             (run / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
-    dd.barrier()
-    if not dd.main:
-        store = tdata.open_data(cfg, run, prepare=False)
+        local["store"] = store
+        return str(run)
+
+    # an error on rank 0 ends every rank (_on_main): none is left waiting at a collective
+    run = Path(_on_main(dd, prepare_run))
+    store = local["store"] if dd.main else tdata.open_data(cfg, run, prepare=False)
     tok = store.tokenizer
     train_segs, val_segs = tdata.split(cfg, store)
     # what the model will be taught to write: recorded in its tokenizer.json, sampled from by generation
