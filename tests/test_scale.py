@@ -427,7 +427,7 @@ def test_an_error_on_rank_0_ends_every_rank(fasta, tmp_path, strategy):
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
-        + ["enigma_fast.train", str(fasta), *COMMON.split(), "--strategy", strategy, "--out", str(out)],
+        + ["enigma_fast.train", str(fasta), *COMMON, "--strategy", strategy, "--out", str(out)],
         env=ENV,
         cwd=ROOT,
         capture_output=True,

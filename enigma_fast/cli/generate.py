@@ -136,10 +136,11 @@ def _run_infill(args: argparse.Namespace) -> int:
     for item, name in zip(items, where, strict=True):  # bad gaps fail before the model loads
         parse_masked(item, name)
     model = common.load_checkpoint(args.model, args.device)
-    if model.config.model_type != "enigma":
+    if model.config.model_type != "enigma" and not getattr(model.config, "fim", False):
         raise common.UsageError(
             f"{where[0].split()[0]} needs an Enigma trained with span corruption (python -m enigma_fast.train "
-            f"--model enigma --objective span), got --model {args.model}, an {type(model).__name__} (decoder-only)"
+            f"--model enigma --objective span) or an EnBERT trained with --objective fim, got --model {args.model}, "
+            f"an {type(model).__name__} (decoder-only, not trained fill-in-the-middle)"
         )
     t0 = time.perf_counter()
     sampling = dict(

@@ -194,10 +194,16 @@ class DNAPreTrainedModel(PreTrainedModel):
 
     def attach_tokenizer(self, tok: tokenizers.DNATokenizer) -> None:
         """Keep ``tok`` as ``model.core.tokenizer`` and use its ``<pad>``/``<eos>``/``<bos>`` ids in
-        ``generation_config`` (``generate`` then stops a row at ``<eos>`` and pads it after)."""
+        ``generation_config`` (``generate`` then stops a row at ``<eos>`` and pads it after). As our generator,
+        ``generate`` writes only tokens made of the training data's letters (``tok.output_mask``; ``<eos>`` too):
+        every other id is in ``generation_config.suppress_tokens`` (set it to None to sample the whole
+        vocabulary)."""
         self.core.tokenizer = tok
         g = self.generation_config
         g.pad_token_id, g.eos_token_id, g.bos_token_id = tok.pad_id, tok.eos_id, tok.bos_id
+        allowed = tok.output_mask(self.config.vocab_size).clone()
+        allowed[tok.eos_id] = True
+        g.suppress_tokens = (~allowed).nonzero().flatten().tolist()
 
     # ---- generate ------------------------------------------------------------------------------------------
     def _new_cache(self, batch: int, positions: int) -> DNAKVCache:

@@ -242,7 +242,7 @@ class _TokenHead(_HeadModel):
 
 
 class EnBERTForSequenceClassification(_SequenceHead):
-    """EnBERT with a sequence head (last-token pooling by default): classification or regression."""
+    """EnBERT with a sequence head (``last-mean`` pooling by default, as fine-tuning): classification or regression."""
 
     config_class = EnBERTHFConfig
     backbone_class = EnBERT
