@@ -181,3 +181,28 @@ def test_forward_outputs_and_cache_contract():
         model.generate(ids, attention_mask=mask, max_new_tokens=120)
     with pytest.raises(TypeError, match="unsupported arguments: inputs_embeds"):
         model(ids, inputs_embeds=torch.zeros(2, 12, 48))
+
+
+def test_generate_runs_one_native_call_per_step_where_it_can(monkeypatch):
+    """An EnBERT's cache is a whole-step decoder's (the layers are views of its stacked buffers): every step after
+    the prefill is one ops.decode_step call, with the tokens of the module path; beam search, which gives the
+    layers new buffers, drops it and runs the modules."""
+    from enigma_fast import ops
+
+    tok = _tok("char")
+    model = enbert(tok)
+    ids, mask, _ = left_padded([9, 5], *_pieces(tok), pad=tok.pad_id)
+    kw = dict(attention_mask=mask, max_new_tokens=10, do_sample=False, eos_token_id=None)
+    calls = []
+    native = ops.decode_step
+    monkeypatch.setattr(ops, "decode_step", lambda *a, **k: calls.append(1) or native(*a, **k))
+    cache = model.make_cache(2, 24)
+    assert cache.fast is not None
+    fast = model.generate(ids, cache=cache, **kw)
+    assert len(calls) == 9  # 10 new tokens: the first from the prefill's logits
+    slow = model.generate(ids, cache=DNAKVCache(model.core, 2, 24, ids.device, torch.float32, whole_step=False), **kw)
+    assert len(calls) == 9 and torch.equal(fast, slow)
+    want = ours_generate(model.core, ids[:1], 10, temperature=0.0, decode_path="module")  # row 0: no padding
+    assert torch.equal(fast[0, 9:], want[0, 9:])
+    beams = model.generate(ids, num_beams=2, **kw)
+    assert len(calls) == 9 and beams.shape == fast.shape

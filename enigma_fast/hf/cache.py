@@ -10,6 +10,12 @@ read once, not every step) and, for Enigma, the encoder's cross-attention K/V.
 Every row holds the same number of positions (left padding aligns the prompts), kept on the host as ``length``,
 so ``get_seq_length`` never reads the device. Beam search (``reorder_cache``), ``num_return_sequences``
 (``batch_repeat_interleave``) and rollbacks (``crop``) act on every buffer of ``state``.
+
+For an EnBERT the buffers are, where it can serve (``enigma_fast.generation.whole_step``: float32/float64 on CPU,
+no hooks or foreign modules), those of a ``WholeStepDecoder`` (``fast``): the layers are views of its stacked
+caches, so the prefill runs the modules as always and every one-token step is one native call
+(``ops.decode_step``), as in our own generator. An operation that replaces the buffers (beam search's reordering,
+``batch_repeat_interleave``, ``batch_select_indices``) drops ``fast``: later steps run the modules.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from enigma_fast.generation.whole_step import WholeStepDecoder, whole_step_decoder
 from enigma_fast.nn import KVCache
 
 __all__ = ["DNAKVCache", "DNAKVLayer"]
@@ -109,8 +116,22 @@ class DNAKVCache(Cache):
     ``memory_start``, ``first_pos``. ``length`` (host int) is the number of positions every row holds.
     """
 
-    def __init__(self, model: torch.nn.Module, batch: int, max_len: int, device: torch.device, dtype: torch.dtype):
-        self.state: dict[str, Any] = model.allocate_cache(batch, max_len, device, dtype)
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        batch: int,
+        max_len: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        whole_step: bool = True,
+    ):
+        enbert = getattr(getattr(model, "config", None), "model_type", None) == "enbert"
+        self.fast: WholeStepDecoder | None = None
+        if whole_step and enbert:  # None where the native step cannot serve (dtype, device, hooks, ...)
+            self.fast = whole_step_decoder(model, batch, max_len, 0, torch.device(device), dtype, "auto")
+        self.state: dict[str, Any] = (
+            self.fast.allocate_cache() if self.fast is not None else model.allocate_cache(batch, max_len, device, dtype)
+        )
         self.length = 0
         super().__init__(layers=[DNAKVLayer(kv, self) for kv in self.state["layers"]])
 
@@ -172,14 +193,17 @@ class DNAKVCache(Cache):
                 self.state[key] = _map_rows(self.state[key], fn)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.fast = None  # the layers get new buffers: the modules run the later steps
         super().reorder_cache(beam_idx)
         self._rows(lambda t: t.index_select(0, beam_idx.to(t.device)))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
+        self.fast = None
         super().batch_repeat_interleave(repeats)
         self._rows(lambda t: t.repeat_interleave(repeats, dim=0))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.fast = None
         super().batch_select_indices(indices)
         self._rows(lambda t: t[indices])
 

@@ -138,8 +138,12 @@ class EnBERTForCausalLM(DNAPreTrainedModel, GenerationMixin):
                 state["seqlens"].fill_(T)
                 logits = core.lm_head(y[:, -logits_to_keep:] if logits_to_keep else y)
             cache.length = T
+            if cache.fast is not None:  # the whole-step decoder reads the left padding the prefill set
+                cache.fast.start(state)
             return logits
-        if T == 1 and logits_to_keep in (0, 1):  # the generator's own decode step
+        if T == 1 and logits_to_keep in (0, 1) and cache.fast is not None:  # one native call (whole_step.py)
+            logits = cache.fast.step(idx).clone()[:, None]  # (the op checks the ids; its buffer is rewritten next step)
+        elif T == 1 and logits_to_keep in (0, 1):  # the generator's own module decode step
             logits = core.decode_step(idx, state)[:, None]
         else:
             core._check(idx, None, None)
