@@ -19,17 +19,15 @@ masked) to the right, and the same as the left-to-right EnBERT to the left.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from enigma_fast.data.fim import FimMarkers, fim_markers, fim_rows, fim_sequence, train_fim_cuts
 from enigma_fast.models.base import IGNORE_INDEX
-from enigma_fast.train.span import SpanEval, special_mask
+from enigma_fast.train.span import SpanEval, marked_figures, score_marked, special_mask
 
 __all__ = ["FimObjective", "fim_loss", "fim_span_items", "fim_span_score"]
 
@@ -97,7 +95,7 @@ def fim_span_score(
     special = special_mask(tok, model.config.vocab_size, device)
     items = fim_span_items(ev, context, fim_markers(tok))
     order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
-    nll = bases = correct = count = 0.0
+    sums = np.zeros(4)
     for i in range(0, len(order), batch_size):
         group = [items[j] for j in order[i : i + batch_size]]
         T = max(len(g[0]) for g in group)
@@ -106,21 +104,7 @@ def fim_span_score(
         for r, (seq, m0, m) in enumerate(group):
             rows[r, : len(seq)] = seq
             scored[r, m0 : m0 + m] = True
-        x = torch.from_numpy(rows).to(device)
-        logits, _ = model(x[:, :-1])  # position t predicts token t + 1 (right padding changes nothing before it)
-        logits = logits.float().masked_fill(special, float("-inf"))
-        t = x[:, 1:]
-        sc = torch.from_numpy(scored[:, 1:]).to(device)
-        ce = F.cross_entropy(logits.transpose(1, 2), t, reduction="none")
-        nll += float(torch.where(sc, ce, 0.0).sum())
-        bases += float((bases_per_token[t] * sc).sum())
-        correct += float(((logits.argmax(-1) == t) & sc).sum())
-        count += float(sc.sum())
+        # position t predicts token t + 1 (right padding changes nothing before it)
+        sums += score_marked(model, rows, scored, special, bases_per_token, device)
     model.train(was_training)
-    return {
-        "bpb": nll / max(bases, 1.0) / math.log(2),
-        "accuracy": correct / max(count, 1.0),
-        "tokens": count,
-        "bases": bases,
-        "spans": float(len(items)),
-    }
+    return {**marked_figures(sums), "spans": float(len(items))}

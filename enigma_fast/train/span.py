@@ -51,7 +51,9 @@ __all__ = [
     "check_span_fit",
     "enbert_span_score",
     "load_enbert",
+    "marked_figures",
     "parse_span_mix",
+    "score_marked",
     "special_mask",
     "span_loss",
     "span_summary",
@@ -307,7 +309,7 @@ def enbert_span_score(
         c = max(seg, s - context)
         items.append((s + n - c, k, c))
     items.sort()
-    nll = bases = correct = count = 0.0
+    sums = np.zeros(4)
     i = 0
     while i < len(items):
         j = i
@@ -322,17 +324,42 @@ def enbert_span_score(
         for r, (_, k, c) in enumerate(group):
             s, n, _ = ev.windows[k].tolist()
             scored[r, s - c : s - c + n] = ev.masks[k]
-        x = torch.from_numpy(rows).to(device)
-        logits, _ = model(x[:, :-1])
-        logits = logits.float().masked_fill(special, float("-inf"))
-        t = x[:, 1:]
-        sc = torch.from_numpy(scored[:, 1:]).to(device)  # the first input token is never scored (no left context)
-        ce = F.cross_entropy(logits.transpose(1, 2), t, reduction="none")
-        nll += float(torch.where(sc, ce, 0.0).sum())
-        bases += float((bases_per_token[t] * sc).sum())
-        correct += float(((logits.argmax(-1) == t) & sc).sum())
-        count += float(sc.sum())
+        sums += score_marked(model, rows, scored, special, bases_per_token, device)
     model.train(was_training)
+    return marked_figures(sums)
+
+
+def score_marked(
+    model: Any,
+    rows: np.ndarray,
+    scored: np.ndarray,
+    special: torch.Tensor,
+    bases_per_token: torch.Tensor,
+    device: torch.device | str,
+) -> np.ndarray:
+    """Left-to-right scores of the marked tokens of ``rows`` ``(B, T)`` (ids): ``scored`` ``(B, T)`` bool marks
+    the targets (column 0 never counts: nothing precedes it); the logits at position i - 1 give token i's
+    probability, restricted to the ids not in ``special`` ``(V,)``. Returns the sums ``[nll (nats), bases,
+    correct, tokens]`` ``(4,)`` float64."""
+    x = torch.from_numpy(rows).to(device)
+    logits, _ = model(x[:, :-1])
+    logits = logits.float().masked_fill(special, float("-inf"))
+    t = x[:, 1:]
+    sc = torch.from_numpy(scored[:, 1:]).to(device)
+    ce = F.cross_entropy(logits.transpose(1, 2), t, reduction="none")
+    return np.array(
+        [
+            float(torch.where(sc, ce, 0.0).sum()),
+            float((bases_per_token[t] * sc).sum()),
+            float(((logits.argmax(-1) == t) & sc).sum()),
+            float(sc.sum()),
+        ]
+    )
+
+
+def marked_figures(sums: np.ndarray) -> dict[str, float]:
+    """``bpb`` (bits per base), ``accuracy``, ``tokens`` and ``bases`` of the sums of :func:`score_marked`."""
+    nll, bases, correct, count = (float(v) for v in sums)
     return {
         "bpb": nll / max(bases, 1.0) / math.log(2),
         "accuracy": correct / max(count, 1.0),
