@@ -138,6 +138,49 @@ def target_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+class BaseChain:
+    """What ``chain_log_probs`` needs of a k-mer tokenizer (k > 1): ``codes`` ``(V,)`` int64, the base-4 number of
+    each id that stands for k of A/C/G/T (A=0, C=1, G=2, T=3, first base most significant), -1 for every other id;
+    ``ids`` ``(4^k,)`` int64, the id of each code; ``k``."""
+
+    def __init__(self, codes: torch.Tensor, ids: torch.Tensor, k: int) -> None:
+        self.codes, self.ids, self.k = codes, ids, k
+
+    def to(self, dev: torch.device) -> BaseChain:
+        return BaseChain(self.codes.to(dev), self.ids.to(dev), self.k)
+
+
+def chain_log_probs(logits: torch.Tensor, targets: torch.Tensor, chain: BaseChain) -> torch.Tensor:
+    """Per-base chain-rule log-probabilities ``(B, T, 1 + k)`` float32 of k-mer targets ``(B, T)`` under
+    ``logits`` ``(B, T, V)``: column 0 is ``log p(target)`` (``target_log_probs``), column j (1..k) the log-probability
+    of the target's base j given the context and its bases 1..j-1, read off the whole distribution:
+
+        P_j(b_1..b_j) = sum of p(t) over the k-mer tokens t whose first j bases are b_1..b_j     (P_0 = 1)
+        column j      = log P_j(b_1..b_j) - log P_{j-1}(b_1..b_{j-1})
+
+    so columns 1..k sum to column 0 (the mass of special tokens is charged to base 1). Targets that are not a
+    k-mer of A/C/G/T get NaN in columns 1..k."""
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+    lp = logits - lse
+    k = chain.k
+    levels = [lp.index_select(-1, chain.ids)]  # (B, T, 4^k): log P_k of every k-mer
+    for _ in range(k - 1):
+        m = levels[0]
+        levels.insert(0, torch.logsumexp(m.unflatten(-1, (m.shape[-1] // 4, 4)), dim=-1))  # log P_j, j = k-1 .. 1
+    code = chain.codes[targets]  # (B, T)
+    valid = code >= 0
+    c = code.clamp(min=0)
+    out = torch.empty((*targets.shape, 1 + k), dtype=torch.float32, device=logits.device)
+    out[..., 0] = lp.gather(-1, targets[..., None]).squeeze(-1)
+    prev = torch.zeros_like(out[..., 0])
+    for j in range(1, k + 1):
+        cur = levels[j - 1].gather(-1, (c // 4 ** (k - j))[..., None]).squeeze(-1)
+        out[..., j] = torch.where(valid, cur - prev, float("nan"))
+        prev = cur
+    return out
+
+
 def _trimmable(model: Any) -> bool:
     """Whether ``enbert_tail_logits`` may drive ``model``'s blocks directly: a plain (not compiled or wrapped)
     EnBERT whose blocks have no cross-attention."""
@@ -183,11 +226,14 @@ def run_windows(
     autocast: Callable[[], Any],
     progress: Any,
     name: str = "tokens",
+    chain: BaseChain | None = None,
 ) -> np.ndarray:
     """Per-token natural-log probabilities ``(len(flat),)`` float64 of the ids ``flat`` scored by ``wins`` (NaN
     where no window scores a token); the module doc describes the batching. Ids outside the model's vocabulary
-    raise a ValueError naming ``name`` and the position."""
-    out = np.full(len(flat), np.nan, dtype=np.float64)
+    raise a ValueError naming ``name`` and the position. With ``chain`` (a k-mer tokenizer's): ``(len(flat), 1 + k)``,
+    the columns of ``chain_log_probs``."""
+    cols = () if chain is None else (1 + chain.k,)
+    out = np.full((len(flat), *cols), np.nan, dtype=np.float64)
     if not len(wins.starts):
         return out
     order = np.argsort(-wins.lengths, kind="stable")
@@ -202,6 +248,12 @@ def run_windows(
     batch_size = per_call(model, dev, batch_size, int(lengths[0]))
     reporter = Reporter(progress, int(n_scored.sum()) or len(flat), "score")
     was_training = model.training
+    if chain is not None:
+        chain = chain.to(dev)
+
+    def values(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return target_log_probs(logits, targets) if chain is None else chain_log_probs(logits, targets, chain)
+
     model.eval()
     try:
         with torch.inference_mode():
@@ -211,7 +263,7 @@ def run_windows(
                 col = np.arange(width, dtype=np.int64)[None, :]
                 _check_ids(ids, col < lengths[g0:g1, None], starts[g0:g1, None] + col, vocab, name)
                 ids_t = torch.from_numpy(ids).to(dev, non_blocking=True)
-                buf = torch.full((g1 - g0, width), float("nan"), dtype=torch.float32, device=dev)  # (n, width)
+                buf = torch.full((g1 - g0, width, *cols), float("nan"), dtype=torch.float32, device=dev)  # (n, width)
                 for b0 in range(g0, g1, batch_size):
                     b1 = min(b0 + batch_size, g1)
                     r0, r1 = b0 - g0, b1 - g0
@@ -221,10 +273,10 @@ def run_windows(
                             keep = L - int(first[b0:b1].min())  # targets at window positions L-keep .. L-1
                             x = ids_t[r0:r1, : L - 1]
                             logits = enbert_tail_logits(model, x, keep) if trim else model(x)[0][:, -keep:]
-                            buf[r0:r1, L - keep : L] = target_log_probs(logits, ids_t[r0:r1, L - keep : L])
+                            buf[r0:r1, L - keep : L] = values(logits, ids_t[r0:r1, L - keep : L])
                         else:
                             rows, dst = ids_t[r0:r1, :L], buf[r0:r1, :L]
-                            _enigma_batch(model, rows, lengths[b0:b1], src[b0:b1], bos_id, dst, dev)
+                            _enigma_batch(model, rows, lengths[b0:b1], src[b0:b1], bos_id, dst, dev, values)
                     reporter.update(int(n_scored[b0:b1].sum()))
                 lp = buf.cpu().numpy()
                 scored = (col >= first[g0:g1, None]) & (col < lengths[g0:g1, None])
@@ -236,7 +288,14 @@ def run_windows(
 
 
 def _enigma_batch(
-    model: Any, rows: torch.Tensor, lengths: np.ndarray, src: np.ndarray, bos_id: int, dst: torch.Tensor, dev
+    model: Any,
+    rows: torch.Tensor,
+    lengths: np.ndarray,
+    src: np.ndarray,
+    bos_id: int,
+    dst: torch.Tensor,
+    dev: torch.device,
+    values: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = target_log_probs,
 ) -> None:
     """One batch of Enigma windows ``rows`` ``(B, L)`` (right-padded with 0 past ``lengths``): source = the first
     ``src[r]`` ids of row r (left-padded, ``src_start``), target = the rest (right-padded); writes ``log p`` of
@@ -250,11 +309,13 @@ def _enigma_batch(
     tgt_in = torch.cat([torch.full_like(tgt[:, :1], bos_id), tgt[:, :-1]], dim=1)
     src_start = None if (src == S).all() else (S - sl)
     logits, _ = model(src_ids, tgt_in, src_start=src_start)
-    lp = target_log_probs(logits, tgt)  # (B, T)
+    lp = values(logits, tgt)  # (B, T) or (B, T, C)
     if (src == S).all():
         dst[:, S : S + T] = lp
-    else:
+    elif lp.dim() == 2:
         dst.scatter_(1, pt, lp)
+    else:
+        dst.scatter_(1, pt[..., None].expand(-1, -1, lp.shape[-1]), lp)
 
 
 def embed_chunks(

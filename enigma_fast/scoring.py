@@ -47,13 +47,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from enigma_fast._reading import embed_chunks, per_call, run_windows
+from enigma_fast._reading import BaseChain, embed_chunks, per_call, run_windows
 from enigma_fast.data.windows import EvalWindow, EvalWindowArrays, eval_window_arrays, eval_windows
 from enigma_fast.tokenizers import DNATokenizer, reverse_complement
 
 __all__ = [
     "Embeddings",
     "SequenceScore",
+    "base_chain",
     "bases_per_token",
     "embed",
     "per_base_track",
@@ -209,6 +210,29 @@ def bases_per_token(tok: DNATokenizer) -> np.ndarray:
     return tok.bases_per_token()
 
 
+def base_chain(tok: DNATokenizer) -> BaseChain | None:
+    """The k-mer table ``token_log_probs(..., bases=True)`` factorises a token's probability with, or None when
+    ``tok`` is not a non-overlapping k-mer tokenizer (k > 1, stride k) holding all 4^k upper-case k-mers of A/C/G/T.
+
+    ``codes[id]`` = sum over j of ``base(b_j) * 4^(k-j)`` (A=0, C=1, G=2, T=3) for the k-mer ``b_1..b_k``, -1 for
+    every other id (tail pieces, lower-case k-mers, specials, fallback letters)."""
+    k = int(tok.k)
+    if k < 2 or tok.stride != k:
+        return None
+    digit = {"A": 0, "C": 1, "G": 2, "T": 3}
+    codes = np.full(tok.vocab_size, -1, dtype=np.int64)
+    ids = np.full(4**k, -1, dtype=np.int64)
+    for text, i in tok.pieces.items():
+        if len(text) == k and all(ch in digit for ch in text):
+            c = 0
+            for ch in text:
+                c = 4 * c + digit[ch]
+            codes[i], ids[c] = c, i
+    if (ids < 0).any():
+        return None
+    return BaseChain(torch.from_numpy(codes), torch.from_numpy(ids), k)
+
+
 def _acgt_tokens(tok: DNATokenizer) -> np.ndarray:
     """``(vocab,)`` bool: ids standing for A/C/G/T bases only (either case)."""
     out = np.zeros(tok.vocab_size, dtype=bool)
@@ -250,6 +274,8 @@ def token_log_probs(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     progress: Any = False,
+    bases: bool = False,
+    tokenizer: DNATokenizer | None = None,
 ) -> list[np.ndarray]:
     """Per-token natural-log probabilities of token id sequences.
 
@@ -261,8 +287,23 @@ def token_log_probs(
     ``batch_size`` windows per model call; ``device`` (default: the model's; the model is moved there);
     ``dtype``: compute precision (``"bfloat16"``/``"float16"`` run under autocast; default the model's own);
     ``progress``: True for a bar on stderr, or an object with ``update(n)`` told the tokens scored.
+
+    ``bases``: with a non-overlapping k-mer tokenizer (``tokenizer``, default ``model.tokenizer``; see
+    ``base_chain``), each array is ``(T_i, 1 + k)``: column 0 the token's log-probability, column j the
+    log-probability of its base j given the context and its bases before j, by the chain rule over the whole
+    distribution (``P_j(b_1..b_j)`` = the summed probability of the k-mers starting with ``b_1..b_j``; column j =
+    ``log P_j - log P_{j-1}``, ``P_0 = 1``; columns 1..k sum to column 0), NaN for a token that is not a k-mer of
+    A/C/G/T. A ValueError for any other tokenizer (a single-base model's token is its base already).
     """
     kind = _model_kind(model)
+    chain = None
+    if bases:
+        tok = _tokenizer(model, tokenizer)
+        chain = base_chain(tok)
+        if chain is None:
+            raise ValueError(
+                f"bases=True needs a non-overlapping k-mer tokenizer with k > 1, got k={tok.k}, stride={tok.stride}"
+            )
     window, context = resolve_window(model, window, context)
     batch_size = _int_arg("batch_size", batch_size, 1)
     dev = _resolve_device(model, device)
@@ -283,7 +324,7 @@ def token_log_probs(
     flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
     segments = np.stack([offsets[:-1], lengths], axis=1) if arrays else np.zeros((0, 2), dtype=np.int64)
     wins = _plan(kind, segments, window, context)
-    lp = run_windows(model, flat, wins, kind, context, batch_size, dev, autocast, progress, "ids")
+    lp = run_windows(model, flat, wins, kind, context, batch_size, dev, autocast, progress, "ids", chain)
     return [lp[offsets[i] : offsets[i + 1]] for i in range(len(arrays))]
 
 
@@ -333,12 +374,25 @@ def _per_base(lp: np.ndarray, ids: np.ndarray, bpt: np.ndarray, acgt: np.ndarray
 
 
 def per_base_track(lp: np.ndarray, ids: np.ndarray, tokenizer: DNATokenizer) -> np.ndarray:
-    """Per-base natural-log probabilities ``(bases,)`` float64 of per-token log-probabilities ``lp`` ``(T,)`` of
-    ``ids`` ``(T,)``: token t's value divided evenly over the ``bases_per_token[ids[t]]`` bases it stands for
-    (NaN for an unscored token or one that is not A/C/G/T)."""
-    return _per_base(
-        np.asarray(lp, dtype=np.float64), np.asarray(ids), bases_per_token(tokenizer), _acgt_tokens(tokenizer)
-    )
+    """Per-base natural-log probabilities ``(bases,)`` float64 of per-token log-probabilities ``lp`` of ``ids``
+    ``(T,)`` (NaN for an unscored token or one that is not A/C/G/T).
+
+    ``lp`` ``(T,)``: token t's value divided evenly over the ``bases_per_token[ids[t]]`` bases it stands for.
+    ``lp`` ``(T, 1 + k)`` (``token_log_probs(..., bases=True)``): a k-mer token's k bases get its chain-rule
+    columns 1..k, base by base; any other token its column 0 divided evenly."""
+    lp = np.asarray(lp, dtype=np.float64)
+    ids = np.asarray(ids)
+    bpt, acgt = bases_per_token(tokenizer), _acgt_tokens(tokenizer)
+    if lp.ndim == 1:
+        return _per_base(lp, ids, bpt, acgt)
+    k = lp.shape[1] - 1
+    if lp.ndim != 2 or lp.shape[0] != len(ids) or k != tokenizer.k or tokenizer.stride != k:
+        raise ValueError(f"lp must be (T,) or (T, 1 + k) = ({len(ids)}, {1 + tokenizer.k}), got {lp.shape}")
+    out = _per_base(lp[:, 0], ids, bpt, acgt)
+    full = (bpt[ids] == k) & ~np.isnan(lp[:, 1:]).any(axis=1)  # k-mer tokens: every base has its own value
+    starts = np.concatenate([[0], np.cumsum(bpt[ids])[:-1]])[full]
+    out[starts[:, None] + np.arange(k)[None, :]] = lp[full, 1:]
+    return out
 
 
 def _finish(length: int, n_count: int, track: np.ndarray, keep: bool, ll: float | None = None) -> SequenceScore:

@@ -143,11 +143,23 @@ def test_model_tracks_are_the_two_strands_per_base(kind):
     rc = reverse_complement(text)
     ids = tok.encode_tensor(rc).numpy()
     (lp,) = token_log_probs(model, [ids], window=32, context=8)
-    np.testing.assert_allclose(tr[1], per_base_track(lp, ids, tok), rtol=1e-6, equal_nan=True)
+    even = per_base_track(lp, ids, tok)
     fwd_ids = tok.encode_tensor(text).numpy()
     (lpf,) = token_log_probs(model, [fwd_ids], window=32, context=8)
     (again,) = model_tracks(model, [text], window=32, context=8, forward=[lpf])
     np.testing.assert_allclose(again, tr, rtol=1e-6, equal_nan=True)
+    if kind == "char":
+        np.testing.assert_allclose(tr[1], even, rtol=1e-6, equal_nan=True)
+        return
+    # a 3-mer model: each base its own chain-rule value (not a third of the token's), the same per-token totals
+    (rich,) = token_log_probs(model, [ids], window=32, context=8, bases=True)
+    np.testing.assert_allclose(tr[1], per_base_track(rich, ids, tok), rtol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(np.isnan(tr[1]), np.isnan(even))
+    whole = ~np.isnan(even[:300].reshape(100, 3)).any(1)
+    np.testing.assert_allclose(
+        tr[1][:300].reshape(100, 3)[whole].sum(1), even[:300].reshape(100, 3)[whole].sum(1), rtol=1e-5
+    )
+    assert not np.allclose(tr[1][:300].reshape(100, 3)[whole], even[:300].reshape(100, 3)[whole])
 
 
 def test_pyrodigal_genes_are_in_frame():

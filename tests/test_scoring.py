@@ -216,6 +216,61 @@ def test_kmer_per_base_track_sums_to_the_log_likelihood(models, kind):
     np.testing.assert_allclose(s.per_base[3 * t : 3 * t + 3], lp[t] / 3, rtol=1e-12)
 
 
+def test_kmer_chain_rule_per_base_values(models, kind):
+    """``bases=True``: base j of a 3-mer gets log P(b_j | context, b_1..b_{j-1}) from the whole distribution, checked
+    against a float64 oracle of one direct model call; the columns telescope to the token's value."""
+    model = models[(kind, "kmer")]
+    tok = model.tokenizer
+    seq = _dna(150, 8) + "NAC" + _dna(30, 9)  # a k-mer next to fallback letters and a tail piece
+    ids = tok.encode_tensor(seq).numpy()
+    window, context = 30, 10
+    plain = scoring.token_log_probs(model, [ids], window=window, context=context)[0]
+    rich = scoring.token_log_probs(model, [ids], window=window, context=context, bases=True)[0]
+    assert rich.shape == (len(ids), 4)
+    np.testing.assert_allclose(rich[:, 0], plain, rtol=1e-6, atol=1e-6)
+    scored = ~np.isnan(rich[:, 0])
+    kmer = np.array(
+        [tok.decode(torch.tensor([i])) in {"".join(p) for p in itertools.product("ACGT", repeat=3)} for i in ids]
+    )
+    assert np.isnan(rich[~kmer, 1:]).all() and not np.isnan(rich[kmer & scored, 1:]).any()
+    np.testing.assert_allclose(rich[kmer & scored, 1:].sum(1), rich[kmer & scored, 0], rtol=1e-5, atol=1e-5)
+    # the oracle: the window that scores token t, from the same plan the engine uses
+    wins = scoring.plan_windows(kind, np.array([[0, len(ids)]]), window, context)
+    t = int(np.flatnonzero(kmer & scored)[5])
+
+    def first(w) -> int:  # the window position of its first scored target (Enigma: the source is never scored)
+        return w.score_from if kind == "enbert" else max(w.score_from, min(context, w.length - 1))
+
+    w = next(w for w in wins if w.start + first(w) <= t < w.start + w.length)
+    with torch.no_grad():
+        if kind == "enbert":
+            logits, _ = model(torch.from_numpy(ids[w.start : t][None].astype(np.int64)))
+        else:
+            src_len = min(context, w.length - 1)
+            src = torch.from_numpy(ids[w.start : w.start + src_len][None].astype(np.int64))
+            tgt = ids[w.start + src_len : t]
+            logits, _ = model(src, torch.from_numpy(np.r_[model.config.bos_id, tgt][None].astype(np.int64)))
+    p = torch.softmax(logits[0, -1].double(), -1).numpy()
+    text = tok.decode(torch.tensor([int(ids[t])]))
+    mass = {}
+    for i in range(tok.vocab_size):
+        piece = tok.decode(torch.tensor([i]))
+        if len(piece) == 3 and set(piece) <= set("ACGT"):
+            for j in range(4):
+                mass[piece[:j]] = mass.get(piece[:j], 0.0) + p[i]
+    want = [math.log(mass[text[: j + 1]] / (mass[text[:j]] if j else 1.0)) for j in range(3)]
+    np.testing.assert_allclose(rich[t, 1:], want, rtol=1e-4, atol=1e-5)
+    # per_base_track: chain values on the k-mers' bases, the even split elsewhere; the same total
+    track = scoring.per_base_track(rich, ids, tok)
+    even = scoring.per_base_track(plain, ids, tok)
+    assert track.shape == even.shape == (len(seq),)
+    np.testing.assert_allclose(track[3 * t : 3 * t + 3], rich[t, 1:], rtol=1e-12)
+    assert np.nansum(track) == pytest.approx(np.nansum(even), rel=1e-5)
+    np.testing.assert_array_equal(np.isnan(track), np.isnan(even))
+    with pytest.raises(ValueError, match="bases=True needs a non-overlapping k-mer tokenizer"):
+        scoring.token_log_probs(models[(kind, "char")], [ids % 4], bases=True)
+
+
 def test_empty_and_unscorable_sequences(models):
     model = models[("enbert", "char")]
     empty, one, ns = scoring.score(model, ["", "A", "NNNN"], per_base=True)

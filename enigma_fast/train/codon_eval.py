@@ -156,14 +156,22 @@ def model_tracks(
 ) -> list[np.ndarray]:
     """Per-base natural-log tracks ``(2, n_i)`` of ``texts`` read by ``model``: row 0 the text, row 1 its reverse
     complement (in its own coordinates), each with ``scoring.token_log_probs``' windows. ``forward``: per-token
-    log-probabilities of the texts' own ids already computed (the trainer's final evaluation), used for row 0."""
+    log-probabilities of the texts' own ids already computed (the trainer's final evaluation), used for row 0.
+
+    A non-overlapping k-mer model (``scoring.base_chain``) gets a value per base by the chain rule over its whole
+    output distribution (``token_log_probs(..., bases=True)``): base j of a token is charged
+    ``-log P(b_j | context, b_1..b_{j-1})``, not a k-th of the token's cost, so its codon positions are told apart
+    (``forward`` is not used then: it holds the token values only)."""
     from enigma_fast import scoring
     from enigma_fast.tokenizers import reverse_complement
 
     tok = model.tokenizer
+    chain = scoring.base_chain(tok) is not None
+    if chain:
+        forward = None
     strands = [tok.encode_tensor(reverse_complement(t)).numpy() for t in texts]
     ids = [tok.encode_tensor(t).numpy() for t in texts] if forward is None else []
-    kw = dict(window=window, context=context, batch_size=batch_size, device=device, dtype=dtype)
+    kw = dict(window=window, context=context, batch_size=batch_size, device=device, dtype=dtype, bases=chain)
     lps = scoring.token_log_probs(model, ids + strands, **kw)
     fwd = lps[: len(ids)] if forward is None else list(forward)
     out = []
