@@ -206,3 +206,72 @@ def test_generate_runs_one_native_call_per_step_where_it_can(monkeypatch):
     assert torch.equal(fast[0, 9:], want[0, 9:])
     beams = model.generate(ids, num_beams=2, **kw)
     assert len(calls) == 9 and beams.shape == fast.shape
+
+
+def test_decode_step_output_is_the_dataclass_output():
+    """The decode step's output, built without the dataclass machinery (``step_output``), behaves as
+    ``CausalLMOutputWithPast(logits=..., cache=...)``: the same keys, attributes, tuple and item access; and the
+    fast path gives the module path's logits (the op's buffer is copied, not handed out)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    from enigma_fast.hf.modeling_enbert import step_output
+
+    tok = _tok("char")
+    model = enbert(tok)
+    ids, mask, _ = left_padded([9, 5], *_pieces(tok), pad=tok.pad_id)
+    fast_cache, slow_cache = model.make_cache(2, 16), DNAKVCache(model.core, 2, 16, ids.device, torch.float32, False)
+    assert fast_cache.fast is not None and slow_cache.fast is None
+    with torch.no_grad():
+        model(ids, attention_mask=mask, cache=fast_cache)
+        model(ids, attention_mask=mask, cache=slow_cache)
+        a = model(torch.tensor([[5], [6]]), cache=fast_cache)
+        a_logits = a.logits.clone()
+        model(torch.tensor([[7], [8]]), cache=fast_cache)  # the op's buffer is rewritten: a.logits must not change
+        b = model(torch.tensor([[5], [6]]), cache=slow_cache)
+    assert torch.equal(a.logits, a_logits) and fast_cache.length == 11 and slow_cache.length == 10
+    torch.testing.assert_close(a.logits, b.logits, rtol=1e-5, atol=1e-5)
+    ref = CausalLMOutputWithPast(logits=a.logits, cache=fast_cache)
+    out = step_output(a.logits, fast_cache)
+    assert type(out) is type(a) is CausalLMOutputWithPast
+    assert list(out.keys()) == list(ref.keys()) == ["logits", "cache"]
+    assert out.to_tuple() == ref.to_tuple() and out[0] is ref[0] and out["cache"] is ref["cache"]
+    assert out.loss is None and out.hidden_states is None and "loss" not in out and "cache" in out
+    assert out == ref
+
+
+def test_generate_reads_the_mask_once():
+    """With our cache the attention mask is read at the prefill only, so generate leaves it at the prompt's length;
+    the tokens are those of a run that grows it (the module cache with the mask grown, below)."""
+    tok = _tok("char")
+    model = enbert(tok)
+    ids, mask, _ = left_padded([9, 5, 7], *_pieces(tok), pad=tok.pad_id)
+    seen = []
+    update = EnBERTForCausalLM._update_model_kwargs_for_generation
+
+    def spy(self, outputs, model_kwargs, *a, **k):
+        out = update(self, outputs, model_kwargs, *a, **k)
+        seen.append(tuple(out["attention_mask"].shape))
+        return out
+
+    kw = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, eos_token_id=None)
+    try:
+        EnBERTForCausalLM._update_model_kwargs_for_generation = spy
+        got = model.generate(ids, **kw)
+    finally:
+        EnBERTForCausalLM._update_model_kwargs_for_generation = update
+    assert seen and set(seen) == {(3, 9)}
+    from transformers import GenerationMixin
+
+    grown = []
+
+    def plain(self, outputs, model_kwargs, *a, **k):
+        out = GenerationMixin._update_model_kwargs_for_generation(self, outputs, model_kwargs, *a, **k)
+        grown.append(out["attention_mask"].shape[1])
+        return out
+
+    try:
+        EnBERTForCausalLM._update_model_kwargs_for_generation = plain
+        want = model.generate(ids, **kw)
+    finally:
+        EnBERTForCausalLM._update_model_kwargs_for_generation = update
+    assert grown == list(range(10, 10 + len(grown))) and torch.equal(got, want)
