@@ -426,9 +426,9 @@ def test_default_run_end_to_end(tmp_path):
     else:
         assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     model = EnBERT.from_pretrained(run / "final")
-    assert model.config.d_model == 128 and model.tokenizer is not None
+    assert model.config.d_model == 128 and model.tokenizer is not None and model.tokenizer.k == 3
     cfg = json.loads((run / "train_config.json").read_text())
-    assert cfg["preset"] == "tiny" and cfg["tokenizer"] == "char" and cfg["data"] == []
+    assert cfg["preset"] == "tiny" and cfg["tokenizer"] == "kmer" and cfg["k"] == 3 and cfg["data"] == []
     gen = subprocess.run(
         [
             sys.executable,
@@ -451,7 +451,9 @@ def test_default_run_end_to_end(tmp_path):
     )
     assert gen.returncode == 0, gen.stderr
     lines = gen.stdout.splitlines()
-    assert lines[0].startswith(">sample_1") and lines[1].startswith("ACGTACGTGG") and 10 < len(lines[1]) <= 30
+    assert (
+        lines[0].startswith(">sample_1") and lines[1].startswith("ACGTACGTGG") and 10 < len(lines[1]) <= 10 + 20 * 3
+    )  # 3-mers
 
 
 @pytest.mark.parametrize(
