@@ -50,14 +50,18 @@ def test_cuts_are_a_pure_function_of_seed_and_step():
         train_fim_cuts(0, 0, 4, 10, 1.5)
 
 
-def test_fim_rows_reorder_and_mask_the_markers():
+@pytest.mark.parametrize("mode", ["psm", "spm"])
+def test_fim_rows_reorder_and_mask_the_markers(mode):
     tok = CharTokenizer(num_sentinels=3)
     m = fim_markers(tok)
     rows = np.tile(np.arange(5, 9), (2, 4))[:, :13]  # (2, 13): 9 data tokens per FIM row
     cuts = np.array([[2, 5], [-1, -1]])
-    out, loss = fim_rows(rows, cuts, m)
+    out, loss = fim_rows(rows, cuts, m, mode)
     d = rows[0, :9]
-    assert out[0].tolist() == [m.pre, *d[:2], m.suf, *d[5:], m.mid, *d[2:5], m.eot]
+    if mode == "psm":
+        assert out[0].tolist() == [m.pre, *d[:2], m.suf, *d[5:], m.mid, *d[2:5], m.eot]
+    else:  # the prefix right before the middle, as in a plain row
+        assert out[0].tolist() == [m.pre, m.suf, *d[5:], m.mid, *d[:2], *d[2:5], m.eot]
     assert np.array_equal(out[1], rows[1]) and loss[1].all()
     targets = out[0, 1:]
     assert loss[0].tolist() == [t not in (m.suf, m.mid) for t in targets.tolist()]
@@ -65,7 +69,9 @@ def test_fim_rows_reorder_and_mask_the_markers():
     with pytest.raises(ValueError, match="3 sentinel"):
         fim_markers(CharTokenizer(num_sentinels=2))
     with pytest.raises(ValueError, match="0 <= i < j <= 9"):
-        fim_rows(rows, np.array([[4, 4], [-1, -1]]), m)
+        fim_rows(rows, np.array([[4, 4], [-1, -1]]), m, mode)
+    with pytest.raises(ValueError, match="fim mode must be one of"):
+        fim_rows(rows, cuts, m, "msp")
 
 
 def test_fim_span_items_and_score_equal_a_per_item_recomputation():
@@ -88,6 +94,13 @@ def test_fim_span_items_and_score_equal_a_per_item_recomputation():
     assert (
         seq.tolist() == want.tolist() and ml == b - a and seq[m0 : m0 + ml].tolist() == tokens[s + a : s + b].tolist()
     )
+    spm = fim_span_items(ev, 20, m, "spm")  # the same middles at the same places, the prefix moved next to them
+    assert [(m0, ml) for _, m0, ml in spm] == [(m0, ml) for _, m0, ml in items]
+    want = fim_sequence(tokens[s - 20 : s + a], tokens[s + a : s + b], tokens[s + b : s + c], m, "spm")[:-1]
+    assert (
+        spm[first][0].tolist() == want.tolist()
+        and spm[first][0][m0 - (a + 20) : m0].tolist() == tokens[s - 20 : s + a].tolist()
+    )
     model = _fim_model(tok)
     bpt = torch.from_numpy(bases_per_token(tok))
     res = fim_span_score(model, tok, ev, bpt, context=20, batch_size=7)
@@ -103,13 +116,14 @@ def test_fim_span_items_and_score_equal_a_per_item_recomputation():
     assert res["bpb"] == pytest.approx(nll / res["bases"] / math.log(2), rel=1e-5)
 
 
-def test_a_tiny_fim_enbert_learns_to_fill_a_periodic_sequence():
+@pytest.mark.parametrize("mode", ["psm", "spm"])
+def test_a_tiny_fim_enbert_learns_to_fill_a_periodic_sequence(mode):
     tok = CharTokenizer(num_sentinels=3)
     torch.manual_seed(0)
-    model = _fim_model(tok, n_head=4, n_layer=2).train()
+    model = _fim_model(tok, n_head=4, n_layer=2, fim_spm=mode == "spm").train()
     rng = np.random.default_rng(0)
     seq = np.tile(rng.permutation(4) + 5, 40)
-    obj = FimObjective(0, 1.0, fim_markers(tok))  # every row reordered: the middle's first token is the hard one
+    obj = FimObjective(0, 1.0, fim_markers(tok), mode)  # every row reordered: the middle's first token is the hard one
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for step in range(300):

@@ -11,6 +11,14 @@ chosen at random) predicts the middle from both of its flanks, and still learns 
 prefix, the suffix and the rows left as they are. The markers are the tokenizer's sentinels ``<mask_0>`` (pre),
 ``<mask_1>`` (suf) and ``<mask_2>`` (mid); ``<eot>`` is its ``<eos>`` (where a middle of free length ends).
 
+Suffix-prefix-middle (SPM, the paper's variant "<PRE> <SUF> suffix <MID> prefix middle"), ``mode="spm"``::
+
+    <pre> <suf> suffix <mid> prefix middle <eot>                  D + 4 tokens
+
+puts the prefix right before the middle, as in a left-to-right row: with relative positions the middle's nearest left
+context is then where a plain window has it, and the suffix is read first. Both modes place the middle after
+``len(prefix) + len(suffix) + 3`` tokens.
+
 Cuts: with probability ``rate`` a row is reordered (else it stays a plain window of ``D + 4`` data tokens, the same
 length); ``i`` and ``j`` are two distinct points drawn uniformly from ``0..D`` and sorted (the paper's uniform
 split at the token level). Step ``s`` draws from ``numpy.random.default_rng([seed, s, FIM_STREAM])``, so a resumed
@@ -23,9 +31,19 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["FIM_STREAM", "FimMarkers", "fim_markers", "fim_rows", "fim_sequence", "train_fim_cuts"]
+__all__ = [
+    "FIM_MODES",
+    "FIM_STREAM",
+    "FimMarkers",
+    "fim_markers",
+    "fim_mode",
+    "fim_rows",
+    "fim_sequence",
+    "train_fim_cuts",
+]
 
 FIM_STREAM = 0x46494D00  # "FIM": the third seed word of the cuts
+FIM_MODES = ("psm", "spm")
 
 
 class FimMarkers(NamedTuple):
@@ -48,6 +66,12 @@ def fim_markers(tok: Any) -> FimMarkers:
     return FimMarkers(s[0], s[1], s[2], tok.eos_id)
 
 
+def fim_mode(model: Any) -> str:
+    """The row order a fill-in-the-middle model was trained on: ``"spm"`` when its config says ``fim_spm``, else
+    ``"psm"``."""
+    return "spm" if getattr(model.config, "fim_spm", False) else "psm"
+
+
 def train_fim_cuts(seed: int, step: int, n: int, data_len: int, rate: float) -> np.ndarray:
     """Cuts ``(n, 2)`` int64 ``(i, j)`` of the ``n`` rows of training step ``step`` over ``data_len`` data tokens, or
     ``(-1, -1)`` for a row left plain (probability ``1 - rate``)."""
@@ -65,16 +89,25 @@ def train_fim_cuts(seed: int, step: int, n: int, data_len: int, rate: float) -> 
     return cuts
 
 
-def fim_sequence(prefix: np.ndarray, middle: np.ndarray, suffix: np.ndarray, m: FimMarkers) -> np.ndarray:
-    """``<pre> prefix <suf> suffix <mid> middle <eot>`` ``(len(prefix) + len(suffix) + len(middle) + 4,)`` int64."""
-    return np.concatenate([[m.pre], prefix, [m.suf], suffix, [m.mid], middle, [m.eot]]).astype(np.int64)
+def fim_sequence(
+    prefix: np.ndarray, middle: np.ndarray, suffix: np.ndarray, m: FimMarkers, mode: str = "psm"
+) -> np.ndarray:
+    """``(len(prefix) + len(suffix) + len(middle) + 4,)`` int64: ``<pre> prefix <suf> suffix <mid> middle <eot>``
+    (``mode="psm"``) or ``<pre> <suf> suffix <mid> prefix middle <eot>`` (``"spm"``)."""
+    if mode == "psm":
+        parts = [[m.pre], prefix, [m.suf], suffix, [m.mid], middle, [m.eot]]
+    elif mode == "spm":
+        parts = [[m.pre], [m.suf], suffix, [m.mid], prefix, middle, [m.eot]]
+    else:
+        raise ValueError(f"fim mode must be one of {FIM_MODES}, got {mode!r}")
+    return np.concatenate(parts).astype(np.int64)
 
 
-def fim_rows(rows: np.ndarray, cuts: np.ndarray, m: FimMarkers) -> tuple[np.ndarray, np.ndarray]:
+def fim_rows(rows: np.ndarray, cuts: np.ndarray, m: FimMarkers, mode: str = "psm") -> tuple[np.ndarray, np.ndarray]:
     """Training rows ``(B, L)`` (L >= 5) of data tokens to model rows ``(B, L)`` and a loss mask ``(B, L - 1)`` bool
-    over their targets ``[:, 1:]``. A row with cuts ``(i, j)`` becomes the PSM sequence of its first ``L - 4`` tokens
-    (module doc), its marker targets (``<suf>``, ``<mid>``) left out of the loss; a row with ``(-1, -1)`` stays as
-    it is, every target in the loss."""
+    over their targets ``[:, 1:]``. A row with cuts ``(i, j)`` becomes the ``mode`` sequence of its first ``L - 4``
+    tokens (module doc), its marker targets (``<suf>``, ``<mid>``) left out of the loss; a row with ``(-1, -1)``
+    stays as it is, every target in the loss."""
     rows = np.asarray(rows, dtype=np.int64)
     B, L = rows.shape
     if L < 5:
@@ -87,6 +120,6 @@ def fim_rows(rows: np.ndarray, cuts: np.ndarray, m: FimMarkers) -> tuple[np.ndar
         if not 0 <= i < j <= D:
             raise ValueError(f"cuts of row {r} must satisfy 0 <= i < j <= {D}, got ({i}, {j})")
         d = rows[r, :D]
-        out[r] = fim_sequence(d[:i], d[i:j], d[j:], m)
+        out[r] = fim_sequence(d[:i], d[i:j], d[j:], m, mode)
         loss[r] = (out[r, 1:] != m.suf) & (out[r, 1:] != m.mid)
     return out, loss

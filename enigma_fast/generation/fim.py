@@ -18,15 +18,20 @@ from typing import Any
 
 import torch
 
-from enigma_fast.data.fim import fim_markers
+from enigma_fast.data.fim import fim_markers, fim_mode
 from enigma_fast.generation.sampling import _sample
 
 __all__ = ["fim_fill_batch"]
 
 
-def _prompt(tok: Any, masked: Any, fills: list[str], g: int, markers: Any) -> list[int]:
+def _prompt(tok: Any, masked: Any, fills: list[str], g: int, markers: Any, mode: str = "psm") -> list[int]:
+    """The prompt of gap ``g``: ``<pre> prefix <suf> suffix <mid>`` (PSM) or ``<pre> <suf> suffix <mid> prefix``
+    (SPM), the prefix holding every earlier gap filled."""
     prefix = "".join(f + x for f, x in zip(masked.flanks[:g], fills[:g], strict=True)) + masked.flanks[g]
-    return [markers.pre, *tok.encode(prefix), markers.suf, *tok.encode(masked.flanks[g + 1]), markers.mid]
+    suffix = tok.encode(masked.flanks[g + 1])
+    if mode == "spm":
+        return [markers.pre, markers.suf, *suffix, markers.mid, *tok.encode(prefix)]
+    return [markers.pre, *tok.encode(prefix), markers.suf, *suffix, markers.mid]
 
 
 @torch.no_grad()
@@ -48,6 +53,7 @@ def fim_fill_batch(
     ``fill_gaps`` returns them; ``emit (V,)`` bool: the ids a fill may hold (``generation/vocab.py``; None: every
     base token). ValueError when a prompt and its gap do not fit the model's ``block_size``."""
     markers = fim_markers(tok)
+    mode = fim_mode(model)
     rows = [m for m in items for _ in range(num_samples)]
     fills: list[list[str]] = [[] for _ in rows]
     special = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
@@ -58,7 +64,7 @@ def fim_fill_batch(
     dtype = next(model.parameters()).dtype
     for g in range(max(len(m.gaps) for m in rows)):
         active = [r for r, m in enumerate(rows) if len(m.gaps) > g]
-        prompts = [_prompt(tok, rows[r], fills[r], g, markers) for r in active]
+        prompts = [_prompt(tok, rows[r], fills[r], g, markers, mode) for r in active]
         lengths = [max_gap_length if rows[r].gaps[g] is None else rows[r].gaps[g] for r in active]
         B, S, N = len(active), max(map(len, prompts)), max(lengths)
         if S + N > model.config.block_size:

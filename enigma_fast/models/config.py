@@ -195,8 +195,11 @@ class EnBERTConfig(_Config):
     n_layer: int = 12
     # trained fill-in-the-middle (enigma_fast.data.fim): infilling reads both flanks; configs without it: False
     fim: bool = False
+    # the fill-in-the-middle row order it was trained on: True = suffix-prefix-middle, False = prefix-suffix-middle
+    # (enigma_fast.data.fim); configs without it: False
+    fim_spm: bool = False
 
-    _ADDED_FIELDS: ClassVar[dict[str, Any]] = {"fim": False}
+    _ADDED_FIELDS: ClassVar[dict[str, Any]] = {"fim": False, "fim_spm": False}
     model_type: ClassVar[str] = "enbert"
     architecture: ClassVar[str] = "EnBERTForCausalLM"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {

@@ -49,7 +49,8 @@ class TrainConfig:
     # span objective: a mixture of denoisers, one drawn per step, e.g. "0.15:3,0.5:1.5,continuation"
     # (noise_density:mean_span, or the continuation task); "" = noise_density and mean_span alone
     span_mix: str = ""
-    fim_rate: float = 0.5  # fim objective: fraction of windows reordered prefix-suffix-middle
+    fim_rate: float = 0.5  # fim objective: fraction of windows reordered (fill-in-the-middle rows)
+    fim_mode: str = "psm"  # fim objective: row order, "psm" (prefix-suffix-middle) or "spm" (suffix-prefix-middle)
     # span/fim objectives: an EnBERT model folder scored on the same held-out spans (left context only) at the end
     compare_enbert: str = ""
     init_from: str = ""  # a model folder whose weights start the run (its config must equal the run's)
@@ -103,6 +104,7 @@ class TrainConfig:
                 "'continuation' or 'span' for --model enigma (fill-in-the-middle is for the decoder-only EnBERT)",
             ),
             ("fim_rate", 0.0 < self.fim_rate <= 1.0, "in (0, 1]"),
+            ("fim_mode", self.fim_mode in ("psm", "spm"), "'psm' or 'spm'"),
             ("window", self.objective != "fim" or self.window >= 4, ">= 4 for the fim objective"),
             ("span_mix", not self.span_mix or self.objective == "span", "empty unless objective is 'span'"),
             ("noise_density", 0.0 < self.noise_density < 1.0, "in (0, 1)"),

@@ -11,7 +11,8 @@ seed), with the span at window tokens ``[a, b)`` and the next span (or the windo
     middle = tokens[s + a : s + b]                                the masked tokens, scored
     suffix = tokens[s + b : s + c]                                the right flank up to the next masked span
 
-The model reads ``<pre> prefix <suf> suffix <mid>`` and predicts the middle token by token, its probabilities
+The model reads ``<pre> prefix <suf> suffix <mid>`` (SPM, ``config.fim_spm``: ``<pre> <suf> suffix <mid>
+prefix``) and predicts the middle token by token, its probabilities
 restricted to the non-special tokens (as ``span.py``'s figures), so ``bits/base = sum -log2 p / bases``. Its right
 flank stops at the next masked span: it sees no more than the Enigma (which reads the whole window with every span
 masked) to the right, and the same as the left-to-right EnBERT to the left.
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from enigma_fast.data.fim import FimMarkers, fim_markers, fim_rows, fim_sequence, train_fim_cuts
+from enigma_fast.data.fim import FimMarkers, fim_markers, fim_mode, fim_rows, fim_sequence, train_fim_cuts
 from enigma_fast.models.base import IGNORE_INDEX
 from enigma_fast.train.span import SpanEval, marked_figures, score_marked, special_mask
 
@@ -39,12 +40,13 @@ class FimObjective:
     seed: int
     rate: float
     markers: FimMarkers
+    mode: str = "psm"
 
     def rows(self, step: int, rows: np.ndarray, n: int, mine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model rows ``(len(mine), L)`` and loss mask ``(len(mine), L - 1)`` of this rank's ``rows`` (its ``mine``
         of the ``n`` global rows of step ``step``)."""
         cuts = train_fim_cuts(self.seed, step, n, rows.shape[1] - 4, self.rate)[mine]
-        return fim_rows(rows, cuts, self.markers)
+        return fim_rows(rows, cuts, self.markers, self.mode)
 
     @staticmethod
     def counts(rows: np.ndarray, loss: np.ndarray, bases_per_token: np.ndarray) -> tuple[int, float]:
@@ -60,9 +62,11 @@ def fim_loss(model: Any, rows: torch.Tensor, loss_mask: torch.Tensor) -> tuple[t
     return model(rows[:, :-1], targets)
 
 
-def fim_span_items(ev: SpanEval, context: int, markers: FimMarkers) -> list[tuple[np.ndarray, int, int]]:
-    """One ``(sequence, middle_start, middle_len)`` per masked span of ``ev`` (module doc): the PSM ids ``(T,)``
-    without the closing ``<eot>``, and where the middle lies in it."""
+def fim_span_items(
+    ev: SpanEval, context: int, markers: FimMarkers, mode: str = "psm"
+) -> list[tuple[np.ndarray, int, int]]:
+    """One ``(sequence, middle_start, middle_len)`` per masked span of ``ev`` (module doc): the ``mode`` (PSM or SPM)
+    ids ``(T,)`` without the closing ``<eot>``, and where the middle lies in it."""
     out = []
     for k, (s, n, seg) in enumerate(ev.windows.tolist()):
         mask = ev.masks[k]
@@ -73,7 +77,7 @@ def fim_span_items(ev: SpanEval, context: int, markers: FimMarkers) -> list[tupl
             prefix = np.asarray(ev.tokens[max(seg, s - context) : s + a], dtype=np.int64)
             middle = np.asarray(ev.tokens[s + a : s + b], dtype=np.int64)
             suffix = np.asarray(ev.tokens[s + b : s + c], dtype=np.int64)
-            seq = fim_sequence(prefix, middle, suffix, markers)[:-1]
+            seq = fim_sequence(prefix, middle, suffix, markers, mode)[:-1]
             out.append((seq, len(prefix) + len(suffix) + 3, len(middle)))
     return out
 
@@ -93,7 +97,7 @@ def fim_span_score(
     was_training = model.training
     model.eval()
     special = special_mask(tok, model.config.vocab_size, device)
-    items = fim_span_items(ev, context, fim_markers(tok))
+    items = fim_span_items(ev, context, fim_markers(tok), fim_mode(model))
     order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
     sums = np.zeros(4)
     for i in range(0, len(order), batch_size):

@@ -221,7 +221,8 @@ def _model_config(cfg: TrainConfig, vocab_size: int, bos_id: int) -> Any:
     cls = EnBERTConfig if cfg.model == "enbert" else EnigmaConfig
     _check_overrides(cls, cfg.model_overrides)
     if cfg.model == "enbert":
-        fim = {"fim": True} if cfg.objective == "fim" else {}  # infilling reads both flanks (generation/fim.py)
+        # infilling reads both flanks (generation/fim.py) in the row order the model was trained on
+        fim = {"fim": True, "fim_spm": cfg.fim_mode == "spm"} if cfg.objective == "fim" else {}
         mcfg = EnBERTConfig.from_preset(cfg.model_preset, vocab_size=vocab_size, **{**cfg.model_overrides, **fim})
     else:
         mcfg = EnigmaConfig.from_preset(cfg.model_preset, vocab_size=vocab_size, bos_id=bos_id, **cfg.model_overrides)
@@ -262,7 +263,7 @@ def _init_from(model: torch.nn.Module, path: str, tok: Any) -> None:
     from enigma_fast.models.checkpoint import load_state
     from enigma_fast.train.span import check_same_tokens
 
-    _check_init_config(path, model.config.to_dict(), skip=("fim",))
+    _check_init_config(path, model.config.to_dict(), skip=("fim", "fim_spm"))
     tok_file = Path(path) / "tokenizer.json"
     if tok_file.is_file():
         from enigma_fast.tokenizers import from_file
@@ -361,7 +362,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
 
     early = _model_config(cfg, vocab_size=64, bos_id=2)  # a bad preset or field fails here, before any data work
     if cfg.init_from and not resume:  # and a folder that cannot start this run (vocabulary checked when loaded)
-        _check_init_config(cfg.init_from, early.to_dict(), skip=("vocab_size", "bos_id", "fim"))
+        _check_init_config(cfg.init_from, early.to_dict(), skip=("vocab_size", "bos_id", "fim", "fim_spm"))
 
     # ---- run folder and data (rank 0 prepares, the others wait) ----
     if resume and run_dir is None:
@@ -414,7 +415,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None, resume: bo
     if cfg.init_from and not resume:
         _init_from(model, cfg.init_from, tok)
     objective = None  # span corruption (train/span.py): its masks, and held-out windows with fixed masks
-    fim = FimObjective(cfg.seed, cfg.fim_rate, fim_markers(tok)) if cfg.objective == "fim" else None  # train/fim.py
+    fim = (  # train/fim.py
+        FimObjective(cfg.seed, cfg.fim_rate, fim_markers(tok), cfg.fim_mode) if cfg.objective == "fim" else None
+    )
     if cfg.objective == "span":
         mix = parse_span_mix(cfg.span_mix, cfg.noise_density, cfg.mean_span)
         for d in {(cfg.noise_density, cfg.mean_span), *(x for x in mix if x is not None)}:

@@ -418,7 +418,7 @@ def span_summary(
             "mean_span": cfg.mean_span,
             "windows": len(ev.windows),
             **({"span_mix": cfg.span_mix} if cfg.span_mix else {}),
-            **({"fim_rate": cfg.fim_rate} if cfg.objective == "fim" else {}),
+            **({"fim_rate": cfg.fim_rate, "fim_mode": cfg.fim_mode} if cfg.objective == "fim" else {}),
         }
     }
     if cfg.compare_enbert:
