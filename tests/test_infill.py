@@ -300,7 +300,7 @@ def test_a_tiny_enigma_learns_a_toy_infill_task():
 
 
 # ---- the trainer --------------------------------------------------------------------------------------------------
-SMALL = [
+SMALL = [  # one base per token (the --tokenizer at the end): the lengths below count tokens as bases
     "--model",
     "enigma",
     "--objective",
@@ -333,6 +333,8 @@ SMALL = [
     "8",
     "--sample-prompt",
     "8",
+    "--tokenizer",
+    "char",
 ]
 
 
@@ -375,6 +377,8 @@ def test_span_run_reports_infill_and_compares_an_enbert(span_run, fasta, tmp_pat
         train_main(
             [
                 str(fasta),
+                "--tokenizer",
+                "char",
                 "--model-override",
                 "d_model=32",
                 "--model-override",

@@ -30,8 +30,9 @@ from enigma_fast.train.state import latest_checkpoint, list_checkpoints
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
 # a 2-block d_model 32 EnBERT on windows of 32 bases; 12 steps, a checkpoint and an evaluation every 4
-COMMON = (
-    "--model-override d_model=32 --model-override n_head=2 --model-override n_layer=2 --window 32 --threads 1 "
+COMMON = (  # one base per token (the runs' tolerances were set for it)
+    "--tokenizer char --model-override d_model=32 --model-override n_head=2 --model-override n_layer=2 "
+    "--window 32 --threads 1 "
     "--log-interval 1 --warmup-steps 5 --time-budget 0 --max-steps 12 --ckpt-interval 4 --keep-last 5 "
     "--eval-interval 4 --sample-tokens 16 --sample-prompt 16"
 ).split()
@@ -302,6 +303,8 @@ def test_dry_run_matches_hand_computation(capsys, tmp_path, monkeypatch):
         main(
             [
                 "--dry-run",
+                "--tokenizer",
+                "char",
                 "--model-preset",
                 "tiny",
                 "--world-size",
