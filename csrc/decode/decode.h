@@ -14,9 +14,8 @@
 namespace enigma_fast {
 namespace decode {
 
-// Panel width of the packed weights: 64 columns on the CPU (one 4-register panel of the AVX-512 GEMM, four of the
-// narrower levels', so one layout serves every instruction-set level), plain row-major (N, K) matrices on CUDA.
-constexpr int64_t kCpuPanel = 64;
+// Panel width of the packed weights: kCpuPanel (decode_layout.h) on the CPU, plain row-major (N, K) matrices on
+// CUDA.
 constexpr int64_t kCudaPanel = 1;
 
 inline int64_t panel_width(const at::Device& d) { return d.is_cuda() ? kCudaPanel : kCpuPanel; }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "check.h"
@@ -91,7 +92,8 @@ void pack_linear(const std::vector<float>& W, const std::vector<float>& b, const
 void test_linear() {
   std::mt19937 rng(1);
   const int64_t nb = 64;
-  for (int64_t M : {1, 3, 16})
+  // M = 1 .. 7: every row count of the few-row product (gemv_panel) and the first beyond it; 16: the tile GEMM
+  for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 16})
     for (auto [N, K] : {std::pair<int64_t, int64_t>{37, 19}, {128, 64}, {200, 130}})
       for (bool gelu : {false, true}) {
         Linear lin;
@@ -169,9 +171,12 @@ void test_norm() {
 // the row, with and without left padding.
 void test_self_attention() {
   std::mt19937 rng(3);
-  for (auto [P, ks0] : {std::pair<int64_t, int64_t>{4, 0}, {4, 3}, {64, 2}, {1, 0}}) {
+  // head dims 10 (below a vector at most levels: the scalar tail) and 72 (9 double vectors at AVX-512: a block of 8
+  // register accumulators and one of 1; 18 at AVX2, 36 at SSE2)
+  for (auto [P, ks0, dm] : {std::tuple<int64_t, int64_t, int64_t>{4, 0, 30}, {4, 3, 30}, {64, 2, 30}, {1, 0, 30},
+                            {4, 3, 216}, {64, 0, 216}}) {
     Geometry g;
-    const int64_t geo[kGeometrySize] = {0, 2, 30, 3, 60, 11, P, 0, 1, 0};
+    const int64_t geo[kGeometrySize] = {0, 2, dm, 3, 2 * dm, 11, P, 0, 1, 0};
     EF_EXPECT(parse_geometry(geo, kGeometrySize, &g).empty());
     const int64_t B = 2, Tmax = 23, D = g.D, H = g.H;
     Step<double> s;

@@ -41,6 +41,10 @@ enum GeometryIndex : int {
 };
 
 constexpr int64_t kAlign = 16;  // elements: 64 bytes of float
+
+// Panel width of the CPU's packed weights: 64 columns, one 256-byte row of float per k (one 4-register row of the
+// AVX-512 GEMM, 8 registers at AVX2, 16 at SSE2), so one layout serves every instruction-set level.
+constexpr int64_t kCpuPanel = 64;
 inline int64_t align_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 struct Geometry {
