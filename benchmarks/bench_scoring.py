@@ -16,7 +16,8 @@ depend on the weights).
 ``--record`` scores and embeds the shipped genome's whole record (2,463,666 bases) with the ``tiny`` EnBERT
 (random weights, single-base tokens, the API's defaults: window = block_size = 1024, context 512, 32 windows per
 call) through the current engine and through the one it replaced (``benchmarks/scoring_before.py``), in
-interleaved rounds, and prints medians of wall time and of the process's user and system CPU time per call.
+interleaved rounds, and prints medians of wall time and of the process's user and system CPU time per call;
+``--kmer`` adds both engines with the tokenizer of the trainer's default run (non-overlapping 3-mers).
 """
 
 from __future__ import annotations
@@ -61,10 +62,10 @@ def genome() -> str:
     return _GENOME
 
 
-def make_model(preset: str, device: str = "cpu", **overrides) -> EnBERT:
-    """A randomly initialised EnBERT of ``preset`` with the single-base tokenizer attached."""
+def make_model(preset: str, device: str = "cpu", tokenizer=None, **overrides) -> EnBERT:
+    """A randomly initialised EnBERT of ``preset`` with ``tokenizer`` attached (default: the single-base one)."""
     torch.manual_seed(0)
-    tok = CharTokenizer(case="upper")
+    tok = tokenizer if tokenizer is not None else CharTokenizer(case="upper")
     model = EnBERT(EnBERTConfig.from_preset(preset, vocab_size=tok.vocab_size, **overrides)).to(device).eval()
     model.tokenizer = tok
     return model
@@ -115,10 +116,22 @@ def test_scoring_throughput(benchmark, preset, provider, device):
 
 
 # ---- the whole record: the batched engine against the one it replaced --------------------------------------------
-def record_providers(model, seq: str, what: tuple[str, ...] = ("score", "embed"), bf16: bool = False) -> dict:
+def default_tiny(device: str = "cpu") -> EnBERT:
+    """The tiny EnBERT with the tokenizer of the trainer's default run (``--preset tiny``: non-overlapping 3-mers,
+    built by the trainer's own ``make_tokenizer``), randomly initialised."""
+    from enigma_fast.train.config import TrainConfig
+    from enigma_fast.train.data import make_tokenizer
+
+    return make_model("tiny", device, tokenizer=make_tokenizer(TrainConfig.resolve("tiny")))
+
+
+def record_providers(
+    model, seq: str, what: tuple[str, ...] = ("score", "embed"), bf16: bool = False, kmer_model=None
+) -> dict:
     """``score before``/``score now`` and ``embed before``/``embed now`` of ``seq`` with the API's defaults (and with
-    ``bf16`` ``score now bfloat16``: bfloat16 autocast, an option, not the default); each call returns what a
-    comparison needs (bits/base, or the mean embedding)."""
+    ``bf16`` ``score now bfloat16``: bfloat16 autocast, an option, not the default; with ``kmer_model``, ``score
+    before 3-mer``/``score now 3-mer``: the same two engines with that model); each call returns what a comparison
+    needs (bits/base, or the mean embedding)."""
     make = {
         "score before": lambda: score_before(model, [seq])[0].bits_per_base,
         "score now": lambda: scoring.score(model, [seq])[0].bits_per_base,
@@ -126,6 +139,9 @@ def record_providers(model, seq: str, what: tuple[str, ...] = ("score", "embed")
         "embed before": lambda: embed_before(model, [seq]).mean,
         "embed now": lambda: scoring.embed(model, [seq]).mean,
     }
+    if kmer_model is not None:
+        make["score before 3-mer"] = lambda: score_before(kmer_model, [seq])[0].bits_per_base
+        make["score now 3-mer"] = lambda: scoring.score(kmer_model, [seq])[0].bits_per_base
     return {n: f for n, f in make.items() if n.split()[0] in what and (bf16 or "bfloat16" not in n)}
 
 
@@ -139,6 +155,18 @@ def test_record_before_and_now(benchmark, what):
     np.testing.assert_array_equal(got, before())  # the same arithmetic: the same bits
 
 
+def test_record_table_with_the_default_tokenizer(capsys):
+    # the --record table on 3 kbp: the 3-mer rows come with their own old-engine peer and identical results
+    args = argparse.Namespace(threads=1, what="score", bases=3072, bf16=False, kmer=True, rounds=1)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    assert record(args, "bench_scoring --record") == 0
+    out = capsys.readouterr().out
+    assert "| score now 3-mer |" in out and "| score before 3-mer |" in out
+    assert "score 3-mer: results of before and now identical" in out
+    assert "score now 3-mer against score before (single-base tokens" in out
+    assert default_tiny().tokenizer.kind == "kmer"
+
+
 def _usage() -> tuple[float, float, int]:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime, r.ru_stime, r.ru_minflt
@@ -150,9 +178,12 @@ def record(args: argparse.Namespace, cmd: str) -> int:
     what = tuple(args.what.split(","))
     seq = genome()[: args.bases] if args.bases else genome()
     model = make_model("tiny")
-    provs = record_providers(model, seq, what, args.bf16)
+    kmer_model = default_tiny() if args.kmer else None
+    provs = record_providers(model, seq, what, args.bf16, kmer_model)
     print(f"Device: {device_name('cpu')}; torch {torch.__version__}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print(f"Command: `{cmd}`; {len(seq):,} bases, tiny EnBERT (random weights), {args.rounds} interleaved rounds")
+    if kmer_model is not None:
+        print("rows '3-mer': the same model shape with the tokenizer of the trainer's default run (--preset tiny)")
     samples: dict[str, list[tuple[float, float, float, int]]] = {n: [] for n in provs}
     outs, loads = {}, [os.getloadavg()[0]]
     for r in range(args.rounds):
@@ -171,7 +202,7 @@ def record(args: argparse.Namespace, cmd: str) -> int:
     print("|---|---:|---:|---:|---:|---:|---:|")
 
     def peer_name(n: str) -> str:
-        return n.split()[0] + " before"
+        return n.split()[0] + " before" + (" 3-mer" if n.endswith("3-mer") else "")
 
     med = {n: [statistics.median(x[i] for x in v) for i in range(4)] for n, v in samples.items()}
     for n, (w, u, sy, f) in med.items():
@@ -182,6 +213,14 @@ def record(args: argparse.Namespace, cmd: str) -> int:
         a, b = outs[f"{w} before"], outs[f"{w} now"]
         same = np.array_equal(a, b) if w == "embed" else a == b
         print(f"{w}: results of before and now {'identical' if same else f'differ: {a} vs {b}'}")
+    if "score now 3-mer" in outs:
+        a, b = outs["score before 3-mer"], outs["score now 3-mer"]
+        print(f"score 3-mer: results of before and now {'identical' if a == b else f'differ: {a} vs {b}'}")
+        w3, wb = med["score now 3-mer"][0], med["score before"][0]
+        print(
+            f"score now 3-mer against score before (single-base tokens, the engine it replaced): {wb / w3:.2f}x wall; "
+            f"against score before 3-mer (the same model, the old engine): {med['score before 3-mer'][0] / w3:.2f}x"
+        )
     if "score now bfloat16" in outs:
         low, ref = outs["score now bfloat16"], outs["score now"]
         print(f"score bfloat16: {low:.6f} bits/base against float32 {ref:.6f} (difference {low - ref:.1e})")
@@ -252,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", action="store_true", help="the whole record of the shipped genome, before vs now")
     p.add_argument("--what", default="score,embed", help="--record: score, embed or score,embed")
     p.add_argument("--bf16", action="store_true", help="--record: also score under bfloat16 autocast")
+    p.add_argument(
+        "--kmer",
+        action="store_true",
+        help="--record: also score with the tokenizer of the trainer's default run (3-mers), both engines",
+    )
     p.add_argument("--record-bases", dest="bases_record", type=int, default=0, help="--record: first N bases only")
     add_cpu_capability_argument(p)
     args, extra = p.parse_known_args(argv)
